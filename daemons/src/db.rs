@@ -1,0 +1,379 @@
+//! PostgreSQL: the database of record. Creation and migration at start, the
+//! events, and the worker's batched commit whose capacity guard makes the
+//! database itself refuse an oversell.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use flashgrid_wire::{
+    CreateEvent, EventId, EventView, PerUserLimit, Quantity, ReservationId, UserId,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The migrations of `migrations/`, embedded in the binaries.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database if it does not exist, connects and migrates.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    use sqlx::migrate::MigrateDatabase;
+    if !sqlx::Postgres::database_exists(url)
+        .await
+        .context("check that the database exists")?
+    {
+        match sqlx::Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(url = %crate::services::redact(url), "created the database"),
+            // Another daemon starting at the same moment created it first.
+            Err(e) if is_code(&e, "42P04") || is_code(&e, "23505") => {}
+            Err(e) => return Err(e).context("create the database"),
+        }
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .context("connect")?;
+    MIGRATOR.run(&pool).await.context("apply the migrations")?;
+    Ok(pool)
+}
+
+/// Whether `e` is a database error with SQLSTATE `code`.
+pub fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some(code))
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: EventId,
+    pub name: String,
+    pub capacity: u32,
+    pub confirmed: u32,
+    pub per_user_limit: PerUserLimit,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+impl Event {
+    /// Whether the sale window is open at `at` (no bound means open on that side).
+    pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
+        self.opens_at.is_none_or(|o| at >= o) && self.closes_at.is_none_or(|c| at < c)
+    }
+
+    pub fn remaining(&self) -> u32 {
+        self.capacity.saturating_sub(self.confirmed)
+    }
+
+    /// The API view; `sold_out` is also true while the last seats are decided
+    /// in Redis but not yet committed.
+    pub fn view(&self, known_sold_out: bool) -> EventView {
+        EventView {
+            event_id: self.id.clone(),
+            name: self.name.clone(),
+            capacity: self.capacity,
+            remaining: self.remaining(),
+            confirmed: self.confirmed,
+            per_user_limit: self.per_user_limit,
+            sold_out: known_sold_out || self.remaining() == 0,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+        }
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let id: String = row.try_get("event_id")?;
+        let limit: i16 = row.try_get("per_user_limit")?;
+        let decode = |e: flashgrid_wire::InvalidValue| sqlx::Error::Decode(e.into());
+        Ok(Self {
+            id: EventId::parse(&id).map_err(decode)?,
+            name: row.try_get("name")?,
+            capacity: row.try_get::<i32, _>("capacity")?.max(0) as u32,
+            confirmed: row.try_get::<i32, _>("confirmed")?.max(0) as u32,
+            per_user_limit: PerUserLimit::new(limit.into()).map_err(decode)?,
+            opens_at: row.try_get("opens_at")?,
+            closes_at: row.try_get("closes_at")?,
+        })
+    }
+}
+
+/// The columns `Event::from_row` reads (a macro so queries stay literals).
+macro_rules! event_columns {
+    () => {
+        "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at"
+    };
+}
+
+pub async fn list_events(pool: &PgPool) -> Result<Vec<Event>, sqlx::Error> {
+    sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events ORDER BY created_at, event_id"
+    ))
+    .try_map(|r: PgRow| Event::from_row(&r))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get_event(pool: &PgPool, id: &EventId) -> Result<Option<Event>, sqlx::Error> {
+    sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE event_id = $1"
+    ))
+    .bind(id.as_str())
+    .try_map(|r: PgRow| Event::from_row(&r))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Inserts a new event; `None` when the id is taken.
+pub async fn insert_event(
+    pool: &PgPool,
+    id: &EventId,
+    req: &CreateEvent,
+) -> Result<Option<Event>, sqlx::Error> {
+    sqlx::query(concat!(
+        "INSERT INTO events (event_id, name, capacity, per_user_limit, opens_at, closes_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING ",
+        event_columns!(),
+        ""
+    ))
+    .bind(id.as_str())
+    .bind(&req.name)
+    .bind(req.capacity as i32)
+    .bind(i16::from(req.per_user_limit.get()))
+    .bind(req.opens_at)
+    .bind(req.closes_at)
+    .try_map(|r: PgRow| Event::from_row(&r))
+    .fetch_optional(pool)
+    .await
+}
+
+/// Removes an event's reservations and restores its stock (to a new capacity
+/// if given); `None` when the event does not exist.
+pub async fn reset_event(
+    pool: &PgPool,
+    id: &EventId,
+    capacity: Option<u32>,
+) -> Result<Option<Event>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let event = sqlx::query(concat!(
+        "UPDATE events SET confirmed = 0, capacity = COALESCE($2, capacity)
+         WHERE event_id = $1 RETURNING ",
+        event_columns!(),
+        ""
+    ))
+    .bind(id.as_str())
+    .bind(capacity.map(|c| c as i32))
+    .try_map(|r: PgRow| Event::from_row(&r))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if event.is_some() {
+        sqlx::query("DELETE FROM reservations WHERE event_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(event)
+}
+
+/// A reservation Redis confirmed, to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Winner {
+    pub id: ReservationId,
+    pub event: EventId,
+    pub user: UserId,
+    pub quantity: Quantity,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// Why a batch could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// PostgreSQL refused: the batch would sell more than an event's capacity.
+    /// Redis was wrong (it lost data, or was rebuilt while a commit was in
+    /// flight); the caller settles the batch event by event.
+    #[error("the capacity guard refused the batch")]
+    CapacityGuard,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Writes all winners and counts them against their events in one statement:
+/// one round trip, atomic, idempotent (a winner already written is skipped
+/// and not counted again), and refused whole by the capacity CHECK if any
+/// event would exceed its capacity. Returns how many rows were new.
+pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, CommitError> {
+    if winners.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(winners.len());
+    let mut events = Vec::with_capacity(winners.len());
+    let mut users = Vec::with_capacity(winners.len());
+    let mut qtys = Vec::with_capacity(winners.len());
+    let mut ats = Vec::with_capacity(winners.len());
+    for w in winners {
+        ids.push(w.id.0);
+        events.push(w.event.as_str());
+        users.push(w.user.as_str());
+        qtys.push(i16::from(w.quantity.get()));
+        ats.push(w.accepted_at);
+    }
+    let res = sqlx::query(
+        "WITH ins AS (
+             INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[])
+             ON CONFLICT (reservation_id) DO NOTHING
+             RETURNING event_id, quantity
+         ), per_event AS (
+             SELECT event_id, SUM(quantity)::int AS q, COUNT(*) AS n FROM ins GROUP BY event_id
+         )
+         UPDATE events e SET confirmed = e.confirmed + p.q
+         FROM per_event p WHERE e.event_id = p.event_id
+         RETURNING p.n",
+    )
+    .bind(&ids)
+    .bind(&events)
+    .bind(&users)
+    .bind(&qtys)
+    .bind(&ats)
+    .fetch_all(pool)
+    .await;
+    match res {
+        Ok(rows) => Ok(rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0).unwrap_or(0) as u64)
+            .sum()),
+        Err(e) if is_code(&e, "23514") => Err(CommitError::CapacityGuard),
+        Err(e) => Err(CommitError::Database(e)),
+    }
+}
+
+/// The slow, exact path after the guard tripped: under the event's row lock,
+/// writes the winners in order while they fit. Returns the winners that did
+/// not fit (they must be rejected `sold_out`) and the event's confirmed count.
+pub async fn commit_event_guarded(
+    pool: &PgPool,
+    event: &EventId,
+    winners: &[Winner],
+) -> Result<(Vec<Winner>, u32, u32), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("SELECT capacity, confirmed FROM events WHERE event_id = $1 FOR UPDATE")
+        .bind(event.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let capacity = row.try_get::<i32, _>(0)?.max(0) as u32;
+    let mut confirmed = row.try_get::<i32, _>(1)?.max(0) as u32;
+    let ids: Vec<Uuid> = winners.iter().map(|w| w.id.0).collect();
+    let existing: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT reservation_id FROM reservations WHERE reservation_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut overflow = Vec::new();
+    for w in winners {
+        if existing.contains(&w.id.0) {
+            continue;
+        }
+        let q = u32::from(w.quantity.get());
+        if confirmed + q > capacity {
+            overflow.push(w.clone());
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(w.id.0)
+        .bind(w.event.as_str())
+        .bind(w.user.as_str())
+        .bind(i16::from(w.quantity.get()))
+        .bind(w.accepted_at)
+        .execute(&mut *tx)
+        .await?;
+        confirmed += q;
+    }
+    sqlx::query("UPDATE events SET confirmed = $2 WHERE event_id = $1")
+        .bind(event.as_str())
+        .bind(confirmed as i32)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((overflow, capacity, confirmed))
+}
+
+/// What Redis needs to rebuild one event's state: the stock, each user's
+/// confirmed quantity, and every confirmed reservation (so a redelivered
+/// message is still recognised as decided).
+#[derive(Debug, Clone, Default)]
+pub struct EventSnapshot {
+    pub capacity: u32,
+    pub remaining: u32,
+    pub users: Vec<(String, i64)>,
+    pub confirmed: Vec<(Uuid, String, i16)>,
+}
+
+pub async fn snapshot(
+    pool: &PgPool,
+    event: &EventId,
+) -> Result<Option<EventSnapshot>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One consistent view: the counter and the rows agree.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await?;
+    let Some(row) = sqlx::query("SELECT capacity, confirmed FROM events WHERE event_id = $1")
+        .bind(event.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let capacity: i32 = row.try_get(0)?;
+    let confirmed: i32 = row.try_get(1)?;
+    let rows = sqlx::query(
+        "SELECT reservation_id, user_id, quantity FROM reservations WHERE event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut snap = EventSnapshot {
+        capacity: capacity.max(0) as u32,
+        remaining: (capacity - confirmed).max(0) as u32,
+        ..Default::default()
+    };
+    let mut users = std::collections::HashMap::<String, i64>::new();
+    for r in rows {
+        let id: Uuid = r.try_get(0)?;
+        let user: String = r.try_get(1)?;
+        let q: i16 = r.try_get(2)?;
+        *users.entry(user.clone()).or_default() += i64::from(q);
+        snap.confirmed.push((id, user, q));
+    }
+    snap.users = users.into_iter().collect();
+    Ok(Some(snap))
+}
+
+/// A confirmed reservation as the database knows it (for status answers when
+/// Redis lost the outcome).
+pub async fn find_reservation(
+    pool: &PgPool,
+    event: &EventId,
+    id: &ReservationId,
+) -> Result<Option<(String, i16)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT user_id, quantity FROM reservations WHERE reservation_id = $1 AND event_id = $2",
+    )
+    .bind(id.0)
+    .bind(event.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}

@@ -1,0 +1,132 @@
+//! Every error the gateway answers, mapped to a status and a JSON body
+//! `{"error","message"}` in one place. An unexpected failure is logged in full
+//! and answered 503 (a dependency failed) — never 500.
+
+use bytes::Bytes;
+use flashgrid_wire::ErrorBody;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+pub type Body = Full<Bytes>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for `Retry-After` (503, 429).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unknown_event(event: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_event",
+            format!("no event {event:?}: GET /events lists them"),
+        )
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route takes {allow}"),
+        )
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    pub fn sold_out(event: &str) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "sold_out",
+            format!("event {event:?} is sold out"),
+        )
+    }
+
+    pub fn sale_closed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "sale_closed", message)
+    }
+
+    pub fn exists(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "exists", message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON (Content-Type: application/json)",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    /// A dependency failed unexpectedly: log the cause, tell the client to retry.
+    pub fn dependency(what: &str, err: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %err, "{what} failed");
+        Self::unavailable(format!("{what} is unavailable, retry shortly"))
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+        };
+        let mut resp = json(self.status, &body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,295 @@
+//! Redis state of each event's sale and the Lua scripts that change it
+//! atomically: decide, rebuild, revoke and reset (see `lua/`).
+
+use crate::db::EventSnapshot;
+use crate::names::{EventKeys, Namespace};
+use flashgrid_wire::{EventId, PerUserLimit, Quantity, Reason, ReservationId, Status, UserId};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+/// A reservation's state as Redis records it (`<s>|<reason>|<qty>|<user>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub quantity: Quantity,
+    pub user: UserId,
+}
+
+impl Outcome {
+    pub fn pending(quantity: Quantity, user: UserId) -> Self {
+        Self {
+            status: Status::Pending,
+            reason: None,
+            quantity,
+            user,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let s = match self.status {
+            Status::Pending => 'p',
+            Status::Confirmed => 'c',
+            Status::Rejected => 'r',
+        };
+        let reason = self.reason.map(Reason::as_str).unwrap_or("");
+        format!("{s}|{reason}|{}|{}", self.quantity, self.user)
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.splitn(4, '|');
+        let status = match parts.next()? {
+            "p" => Status::Pending,
+            "c" => Status::Confirmed,
+            "r" => Status::Rejected,
+            _ => return None,
+        };
+        let reason = match parts.next()? {
+            "" => None,
+            r => Some(Reason::parse(r)?),
+        };
+        let quantity = Quantity::new(parts.next()?.parse().ok()?).ok()?;
+        let user = UserId::parse(parts.next()?).ok()?;
+        Some(Self {
+            status,
+            reason,
+            quantity,
+            user,
+        })
+    }
+}
+
+/// One reservation handed to `decide`.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pub id: ReservationId,
+    pub user: &'a UserId,
+    pub quantity: Quantity,
+    /// Accepted outside the sale window: rejected `sale_closed`.
+    pub closed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The event's stock is not in Redis: rebuild it from PostgreSQL.
+    #[error("stock missing from Redis")]
+    StockMissing,
+    #[error("Redis answered an outcome FlashGrid cannot read: {0:?}")]
+    Corrupt(String),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Handle on the Redis state; cheap to clone (the connection multiplexes).
+#[derive(Clone)]
+pub struct Inventory {
+    conn: ConnectionManager,
+    ns: Namespace,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory").field("ns", &self.ns).finish()
+    }
+}
+
+struct Scripts {
+    decide: Script,
+    restock: Script,
+    revoke: Script,
+    reset: Script,
+}
+
+impl Inventory {
+    pub fn new(conn: ConnectionManager, ns: Namespace) -> Self {
+        Self {
+            conn,
+            ns,
+            scripts: std::sync::Arc::new(Scripts {
+                decide: Script::new(include_str!("lua/decide.lua")),
+                restock: Script::new(include_str!("lua/restock.lua")),
+                revoke: Script::new(include_str!("lua/revoke.lua")),
+                reset: Script::new(include_str!("lua/reset.lua")),
+            }),
+        }
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn keys(&self, event: &EventId) -> EventKeys {
+        self.ns.event_keys(event)
+    }
+
+    /// Decides `asks` (all of `event`) in one atomic script call.
+    pub async fn decide(
+        &self,
+        event: &EventId,
+        limit: PerUserLimit,
+        asks: &[Ask<'_>],
+    ) -> Result<Vec<Outcome>, InventoryError> {
+        let k = self.keys(event);
+        let mut inv = self.scripts.decide.prepare_invoke();
+        inv.key(&k.stock)
+            .key(&k.users)
+            .key(&k.outcomes)
+            .arg(limit.get())
+            .arg(self.ns.notify_channel())
+            .arg(event.as_str());
+        for a in asks {
+            inv.arg(a.id.0.to_string())
+                .arg(a.user.as_str())
+                .arg(a.quantity.get())
+                .arg(if a.closed { "1" } else { "0" });
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = match inv.invoke_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) if e.code() == Some("NOSTOCK") => return Err(InventoryError::StockMissing),
+            Err(e) => return Err(e.into()),
+        };
+        raw.into_iter()
+            .map(|s| Outcome::parse(&s).ok_or(InventoryError::Corrupt(s)))
+            .collect()
+    }
+
+    /// Rebuilds a missing stock from PostgreSQL's snapshot (no-op when another
+    /// worker already did). Returns the stock when this call rebuilt it.
+    pub async fn restock(
+        &self,
+        event: &EventId,
+        snap: &EventSnapshot,
+    ) -> Result<Option<i64>, InventoryError> {
+        let k = self.keys(event);
+        let mut inv = self.scripts.restock.prepare_invoke();
+        inv.key(&k.stock)
+            .key(&k.users)
+            .key(&k.outcomes)
+            .arg(snap.capacity);
+        for (id, user, qty) in &snap.confirmed {
+            inv.arg(id.to_string()).arg(user).arg(*qty);
+        }
+        let mut conn = self.conn.clone();
+        let stock: i64 = inv.invoke_async(&mut conn).await?;
+        Ok((stock >= 0).then_some(stock))
+    }
+
+    /// Turns confirmations PostgreSQL refused into `sold_out` rejections and
+    /// drops the stock so that it is rebuilt.
+    pub async fn revoke(
+        &self,
+        event: &EventId,
+        refused: &[(ReservationId, &UserId, Quantity)],
+    ) -> Result<(), InventoryError> {
+        let k = self.keys(event);
+        let mut inv = self.scripts.revoke.prepare_invoke();
+        inv.key(&k.stock).key(&k.users).key(&k.outcomes);
+        for (id, user, qty) in refused {
+            inv.arg(id.0.to_string()).arg(user.as_str()).arg(qty.get());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Full stock, no decisions: a new event or a drill's reset.
+    pub async fn reset(&self, event: &EventId, capacity: u32) -> Result<(), InventoryError> {
+        let k = self.keys(event);
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .reset
+            .key(&k.stock)
+            .key(&k.users)
+            .key(&k.outcomes)
+            .arg(capacity)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records freshly accepted reservations as pending (never overwriting a
+    /// decision that raced ahead), in one round trip.
+    pub async fn mark_pending<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a EventId, ReservationId, &'a Outcome)>,
+    ) -> Result<(), InventoryError> {
+        let mut pipe = redis::pipe();
+        for (event, id, outcome) in items {
+            pipe.hset_nx(
+                self.keys(event).outcomes,
+                id.0.to_string(),
+                outcome.encode(),
+            )
+            .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The recorded outcome of one reservation, if Redis has it.
+    pub async fn outcome(
+        &self,
+        event: &EventId,
+        id: &ReservationId,
+    ) -> Result<Option<Outcome>, InventoryError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .hget(self.keys(event).outcomes, id.0.to_string())
+            .await?;
+        raw.map(|s| Outcome::parse(&s).ok_or(InventoryError::Corrupt(s)))
+            .transpose()
+    }
+
+    /// Seats left per event (`None` where Redis has no stock).
+    pub async fn stocks(&self, events: &[EventId]) -> Result<Vec<Option<i64>>, InventoryError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One GET per key in a pipeline rather than MGET: the keys live in
+        // different hash slots.
+        let mut pipe = redis::pipe();
+        for e in events {
+            pipe.get(self.keys(e).stock);
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_round_trip() {
+        let user = UserId::parse("a|b c").unwrap();
+        for o in [
+            Outcome::pending(Quantity::ONE, user.clone()),
+            Outcome {
+                status: Status::Confirmed,
+                reason: None,
+                quantity: Quantity::new(3).unwrap(),
+                user: user.clone(),
+            },
+            Outcome {
+                status: Status::Rejected,
+                reason: Some(Reason::UserLimit),
+                quantity: Quantity::new(10).unwrap(),
+                user: user.clone(),
+            },
+        ] {
+            assert_eq!(Outcome::parse(&o.encode()), Some(o));
+        }
+        assert_eq!(Outcome::parse("x||1|u"), None);
+        assert_eq!(Outcome::parse("c||0|u"), None);
+        assert_eq!(Outcome::parse("r|bogus|1|u"), None);
+    }
+}

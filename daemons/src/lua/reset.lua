@@ -1,0 +1,9 @@
+-- reset.lua: restore an event for a drill: full stock, no decisions.
+--
+-- KEYS[1]  stock, KEYS[2] users, KEYS[3] outcomes (see decide.lua)
+-- ARGV[1]  capacity
+--
+-- Returns the stock set.
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])

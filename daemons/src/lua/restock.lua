@@ -1,0 +1,41 @@
+-- restock.lua: rebuild one event's stock when it is missing from Redis.
+--
+-- KEYS[1]  stock, KEYS[2] users, KEYS[3] outcomes (see decide.lua)
+-- ARGV[1]  capacity (from PostgreSQL)
+-- ARGV[2..] groups of 3: reservation_id, user_id, quantity of every
+--           reservation PostgreSQL has confirmed
+--
+-- Returns the rebuilt stock, or -1 when the stock existed (another worker
+-- rebuilt it first: nothing is changed).
+--
+-- Confirmed = what PostgreSQL committed UNION what Redis decided but no worker
+-- has committed yet (outcomes "c" still in the hash), so decisions in flight
+-- are not handed out a second time. Users' quantities are recomputed from the
+-- same set, so per_user_limit holds across the rebuild.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+for i = 2, #ARGV, 3 do
+  local prev = redis.call('HGET', KEYS[3], ARGV[i])
+  if not prev or string.sub(prev, 1, 1) ~= 'c' then
+    redis.call('HSET', KEYS[3], ARGV[i], 'c||' .. ARGV[i + 2] .. '|' .. ARGV[i + 1])
+  end
+end
+redis.call('DEL', KEYS[2])
+local confirmed = 0
+local all = redis.call('HGETALL', KEYS[3])
+for i = 2, #all, 2 do
+  local v = all[i]
+  if string.sub(v, 1, 1) == 'c' then
+    local qty, user = string.match(v, '^c|[^|]*|(%d+)|(.*)$')
+    qty = tonumber(qty)
+    confirmed = confirmed + qty
+    redis.call('HINCRBY', KEYS[2], user, qty)
+  end
+end
+local stock = tonumber(ARGV[1]) - confirmed
+if stock < 0 then
+  stock = 0
+end
+redis.call('SET', KEYS[1], stock)
+return stock

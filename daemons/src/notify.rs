@@ -1,0 +1,157 @@
+//! Pub/sub between workers and gateways over Redis: sold-out announcements,
+//! event changes and decided reservations (to wake long-polls). Workers send
+//! one message per batch, never one per reservation.
+
+use crate::names::Namespace;
+use flashgrid_wire::{EventId, ReservationId};
+use futures::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One pub/sub message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The event's stock reached zero (sent by decide.lua).
+    SoldOut(EventId),
+    /// The event was created or reset: reload it.
+    EventChanged(EventId),
+    /// These reservations of the event were decided and committed.
+    Decided(EventId, Vec<ReservationId>),
+}
+
+impl Notice {
+    pub fn encode(&self) -> String {
+        match self {
+            Notice::SoldOut(e) => format!("soldout {e}"),
+            Notice::EventChanged(e) => format!("event {e}"),
+            Notice::Decided(e, ids) => {
+                let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
+                s.push_str("decided ");
+                s.push_str(e.as_str());
+                for id in ids {
+                    s.push(' ');
+                    s.push_str(&id.to_string());
+                }
+                s
+            }
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut words = raw.split(' ');
+        let kind = words.next()?;
+        let event = EventId::parse(words.next()?).ok()?;
+        match kind {
+            "soldout" => Some(Notice::SoldOut(event)),
+            "event" => Some(Notice::EventChanged(event)),
+            "decided" => Some(Notice::Decided(
+                event,
+                words.map(|w| w.parse().ok()).collect::<Option<_>>()?,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Publishes one notice; failures are logged, not returned: every receiver
+/// also refreshes periodically, so a lost notice only delays.
+pub async fn publish(conn: &ConnectionManager, ns: &Namespace, notice: &Notice) {
+    let mut conn = conn.clone();
+    if let Err(e) = conn
+        .publish::<_, _, ()>(ns.notify_channel(), notice.encode())
+        .await
+    {
+        tracing::warn!(error = %e, "could not publish a notice to Redis; receivers will catch up on their next refresh");
+    }
+}
+
+/// What a subscriber hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// (Re)subscribed: notices sent meanwhile may have been missed, refresh.
+    Subscribed,
+    Notice(Notice),
+}
+
+/// Listens to the namespace's channel until `shutdown`, reconnecting with
+/// backoff; `on` is called for each notice and after each (re)subscription.
+pub async fn listen(
+    client: redis::Client,
+    ns: Namespace,
+    shutdown: CancellationToken,
+    mut on: impl FnMut(Heard),
+) {
+    let channel = ns.notify_channel();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_secs(3), attempt) => r,
+        };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                delay = Duration::from_millis(100);
+                on(Heard::Subscribed);
+                let mut stream = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        msg = stream.next() => match msg {
+                            Some(msg) => {
+                                let payload: String = msg.get_payload().unwrap_or_default();
+                                match Notice::parse(&payload) {
+                                    Some(n) => on(Heard::Notice(n)),
+                                    None => tracing::debug!(payload, "ignored an unknown notice"),
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                tracing::warn!("lost the Redis pub/sub connection; resubscribing");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot subscribe to Redis pub/sub; retrying in {delay:?}")
+            }
+            Err(_) => {
+                tracing::warn!("subscribing to Redis pub/sub timed out; retrying in {delay:?}")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip() {
+        let e = EventId::parse("e-1").unwrap();
+        for n in [
+            Notice::SoldOut(e.clone()),
+            Notice::EventChanged(e.clone()),
+            Notice::Decided(
+                e.clone(),
+                vec![ReservationId::random(), ReservationId::random()],
+            ),
+            Notice::Decided(e.clone(), vec![]),
+        ] {
+            assert_eq!(Notice::parse(&n.encode()), Some(n));
+        }
+        assert_eq!(Notice::parse("soldout"), None);
+        assert_eq!(Notice::parse("decided e x"), None);
+        assert_eq!(Notice::parse("what e"), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! The durable queue between gateways and workers: the message format (a
+//! group of reservations per message) and the AMQP topology.
+//!
+//! One persistent message carries every reservation a gateway gathered within
+//! about a millisecond: RabbitMQ confirms a few tens of thousands of messages
+//! a second, so one reservation per message would cap the whole system there.
+
+use crate::names::Namespace;
+use chrono::{DateTime, Utc};
+use flashgrid_wire::{EventId, Quantity, ReservationId, UserId};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+
+/// Version of the message format; a worker dead-letters versions it does not know.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// One queue message: a group of accepted reservations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub v: u8,
+    pub items: Vec<Queued>,
+}
+
+/// One accepted reservation in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: ReservationId,
+    pub event: EventId,
+    pub user: UserId,
+    pub qty: Quantity,
+    /// When the gateway accepted it (judged against the sale window).
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a reservation group: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unknown message format version {0}")]
+    Version(u8),
+    #[error("empty group")]
+    Empty,
+}
+
+impl Group {
+    /// Encodes a group from the reservations (owned or borrowed).
+    pub fn encode<T: Serialize>(items: &[T]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Out<'a, T> {
+            v: u8,
+            items: &'a [T],
+        }
+        // Serialising plain structs into a Vec cannot fail.
+        serde_json::to_vec(&Out {
+            v: FORMAT_VERSION,
+            items,
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let g: Group = serde_json::from_slice(bytes)?;
+        if g.v != FORMAT_VERSION {
+            return Err(FormatError::Version(g.v));
+        }
+        if g.items.is_empty() {
+            return Err(FormatError::Empty);
+        }
+        Ok(g)
+    }
+}
+
+/// Opens a connection named after the daemon (shown in RabbitMQ's management UI).
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, props).await?)
+}
+
+/// Declares the queue, its dead-letter exchange and dead-letter queue. Both
+/// daemons call it with the same arguments, in any order, any number of times.
+pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            ns.dead_letter_exchange().as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            ns.dead_letter_queue().as_str().into(),
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            ns.dead_letter_queue().as_str().into(),
+            ns.dead_letter_exchange().as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(ns.dead_letter_exchange().as_str().into()),
+    );
+    channel
+        .queue_declare(ns.queue().as_str().into(), durable, args)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_round_trip_and_bad_ones_are_refused() {
+        let items = vec![Queued {
+            id: ReservationId::random(),
+            event: EventId::parse("e").unwrap(),
+            user: UserId::parse("u").unwrap(),
+            qty: Quantity::ONE,
+            at: Utc::now(),
+        }];
+        let g = Group::decode(&Group::encode(&items)).unwrap();
+        assert_eq!(g.items, items);
+        assert!(matches!(Group::decode(b"nope"), Err(FormatError::Json(_))));
+        assert!(matches!(
+            Group::decode(br#"{"v":9,"items":[]}"#),
+            Err(FormatError::Version(9))
+        ));
+        assert!(matches!(
+            Group::decode(br#"{"v":1,"items":[]}"#),
+            Err(FormatError::Empty)
+        ));
+        // A bad field inside an item refuses the message (it is dead-lettered).
+        assert!(Group::decode(br#"{"v":1,"items":[{"id":"x"}]}"#).is_err());
+    }
+}

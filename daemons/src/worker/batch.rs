@@ -1,0 +1,246 @@
+//! One batch, start to finish: decide every reservation in Redis (one Lua call
+//! per event), commit the winners to PostgreSQL (one statement), announce the
+//! decisions. Each step is idempotent, so a batch can be retried, or
+//! redelivered after a crash, without counting anything twice.
+
+use crate::db::{self, CommitError, Event, Winner};
+use crate::inventory::{Ask, Inventory, InventoryError, Outcome};
+use crate::notify::{self, Notice};
+use crate::queue::Queued;
+use flashgrid_wire::{EventId, Reason, ReservationId, Status};
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("Redis: {0}")]
+    Inventory(#[from] InventoryError),
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub confirmed: u64,
+    pub rejected: u64,
+    /// Rows newly written (a redelivered winner is not written again).
+    pub written: u64,
+    /// Winners PostgreSQL's capacity guard refused (Redis was wrong).
+    pub revoked: u64,
+}
+
+/// Decides and commits batches; shared by the consumer loop and tests.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    pool: PgPool,
+    inventory: Inventory,
+    /// Events never change their limit or window, so they are cached forever.
+    events: Arc<Mutex<HashMap<EventId, Arc<Event>>>>,
+}
+
+impl Decider {
+    pub fn new(pool: PgPool, inventory: Inventory) -> Self {
+        Self {
+            pool,
+            inventory,
+            events: Arc::default(),
+        }
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<Arc<Event>>, sqlx::Error> {
+        if let Some(e) = self.events.lock().expect("event cache").get(id) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(e) = db::get_event(&self.pool, id).await? else {
+            return Ok(None);
+        };
+        let e = Arc::new(e);
+        self.events
+            .lock()
+            .expect("event cache")
+            .insert(id.clone(), e.clone());
+        Ok(Some(e))
+    }
+
+    /// Decide, commit, announce.
+    pub async fn process(&self, items: &[Queued]) -> Result<BatchReport, BatchError> {
+        let mut outcomes = self.decide(items).await?;
+        let report = self.commit(items, &mut outcomes).await?;
+        self.announce(items).await;
+        Ok(report)
+    }
+
+    /// Step 1: one atomic Lua call per event (all in flight at once on the
+    /// multiplexed connection). A reservation decided before keeps its
+    /// outcome. Rebuilds a missing stock from PostgreSQL.
+    pub async fn decide(&self, items: &[Queued]) -> Result<Vec<Outcome>, BatchError> {
+        let mut by_event: HashMap<&EventId, Vec<usize>> = HashMap::new();
+        for (i, q) in items.iter().enumerate() {
+            by_event.entry(&q.event).or_default().push(i);
+        }
+        let calls = by_event.into_iter().map(|(event, idx)| async move {
+            let outs = self.decide_event(event, items, &idx).await?;
+            Ok::<_, BatchError>((idx, outs))
+        });
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
+        for r in futures::future::join_all(calls).await {
+            let (idx, outs) = r?;
+            for (i, o) in idx.into_iter().zip(outs) {
+                outcomes[i] = Some(o);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every item decided"))
+            .collect())
+    }
+
+    async fn decide_event(
+        &self,
+        event: &EventId,
+        items: &[Queued],
+        idx: &[usize],
+    ) -> Result<Vec<Outcome>, BatchError> {
+        let Some(info) = self.event(event).await? else {
+            // The gateway only accepts known events; a message naming another
+            // one was not written by it. Reject without touching Redis.
+            tracing::warn!(event_id = %event, "reservations for an unknown event rejected");
+            return Ok(idx
+                .iter()
+                .map(|&i| Outcome {
+                    status: Status::Rejected,
+                    reason: Some(Reason::SaleClosed),
+                    quantity: items[i].qty,
+                    user: items[i].user.clone(),
+                })
+                .collect());
+        };
+        let asks: Vec<Ask<'_>> = idx
+            .iter()
+            .map(|&i| {
+                let q = &items[i];
+                Ask {
+                    id: q.id,
+                    user: &q.user,
+                    quantity: q.qty,
+                    closed: !info.is_open_at(q.at),
+                }
+            })
+            .collect();
+        // A stock can go missing again right after a rebuild (Redis flushed
+        // twice); three rounds then give up and let the batch be retried.
+        for _ in 0..3 {
+            match self
+                .inventory
+                .decide(event, info.per_user_limit, &asks)
+                .await
+            {
+                Err(InventoryError::StockMissing) => self.restock(event).await?,
+                other => return Ok(other?),
+            }
+        }
+        Err(InventoryError::StockMissing.into())
+    }
+
+    async fn restock(&self, event: &EventId) -> Result<(), BatchError> {
+        if let Some(snap) = db::snapshot(&self.pool, event).await?
+            && let Some(stock) = self.inventory.restock(event, &snap).await?
+        {
+            tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "stock was missing from Redis: rebuilt from PostgreSQL");
+        }
+        Ok(())
+    }
+
+    /// Step 2: write the winners. If PostgreSQL's capacity guard refuses the
+    /// batch, Redis confirmed more than the database allows: settle event by
+    /// event under a row lock, and turn what does not fit into `sold_out`
+    /// rejections (in `outcomes` and in Redis).
+    pub async fn commit(
+        &self,
+        items: &[Queued],
+        outcomes: &mut [Outcome],
+    ) -> Result<BatchReport, BatchError> {
+        let mut seen = HashSet::new();
+        let winners: Vec<Winner> = items
+            .iter()
+            .zip(outcomes.iter())
+            .filter(|(q, o)| o.status == Status::Confirmed && seen.insert(q.id))
+            .map(|(q, o)| Winner {
+                id: q.id,
+                event: q.event.clone(),
+                user: q.user.clone(),
+                quantity: o.quantity,
+                accepted_at: q.at,
+            })
+            .collect();
+        let mut report = BatchReport::default();
+        match db::commit_winners(&self.pool, &winners).await {
+            Ok(written) => report.written = written,
+            Err(CommitError::CapacityGuard) => {
+                let refused = self.commit_guarded(&winners, &mut report).await?;
+                for (q, o) in items.iter().zip(outcomes.iter_mut()) {
+                    if refused.contains(&q.id) {
+                        o.status = Status::Rejected;
+                        o.reason = Some(Reason::SoldOut);
+                    }
+                }
+            }
+            Err(CommitError::Database(e)) => return Err(e.into()),
+        }
+        for o in outcomes.iter() {
+            match o.status {
+                Status::Confirmed => report.confirmed += 1,
+                _ => report.rejected += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    async fn commit_guarded(
+        &self,
+        winners: &[Winner],
+        report: &mut BatchReport,
+    ) -> Result<HashSet<ReservationId>, BatchError> {
+        let mut by_event: HashMap<&EventId, Vec<Winner>> = HashMap::new();
+        for w in winners {
+            by_event.entry(&w.event).or_default().push(w.clone());
+        }
+        let mut refused = HashSet::new();
+        for (event, ws) in by_event {
+            let before = ws.len();
+            let (overflow, capacity, confirmed) =
+                db::commit_event_guarded(&self.pool, event, &ws).await?;
+            tracing::error!(
+                event_id = %event, capacity, confirmed, refused = overflow.len(), of = before,
+                "PostgreSQL's capacity guard refused confirmations Redis had made; they are rejected sold_out and the stock is rebuilt"
+            );
+            let list: Vec<_> = overflow
+                .iter()
+                .map(|w| (w.id, &w.user, w.quantity))
+                .collect();
+            self.inventory.revoke(event, &list).await?;
+            report.revoked += overflow.len() as u64;
+            refused.extend(overflow.iter().map(|w| w.id));
+        }
+        Ok(refused)
+    }
+
+    /// Step 3: wake long-polls on every gateway, one message per event.
+    pub async fn announce(&self, items: &[Queued]) {
+        let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
+        for q in items {
+            by_event.entry(&q.event).or_default().push(q.id);
+        }
+        let conn = self.inventory.connection();
+        for (event, ids) in by_event {
+            notify::publish(
+                &conn,
+                self.inventory.namespace(),
+                &Notice::Decided(event.clone(), ids),
+            )
+            .await;
+        }
+    }
+}

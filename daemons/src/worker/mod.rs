@@ -1,0 +1,183 @@
+//! The worker daemon: consume → batch → decide (Lua) → commit → ack.
+//!
+//! Acks only after PostgreSQL committed (or the rejection was recorded in
+//! Redis), with `multiple` up to the batch's last delivery, so a crash at any
+//! point leaves the batch unacked and the broker redelivers it; every step is
+//! idempotent per reservation id, so nothing is lost and nothing counted twice.
+//! A lost connection to any service pauses the worker without acking; it
+//! reconnects by itself.
+
+pub mod batch;
+
+pub use batch::{BatchError, BatchReport, Decider};
+
+use crate::config::WorkerConfig;
+use crate::inventory::Inventory;
+use crate::names::Namespace;
+use crate::queue::{self, Group, Queued};
+use crate::services;
+use anyhow::Context;
+use futures::{FutureExt, StreamExt};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Connects to the services and runs until `shutdown`; the current batch is
+/// finished and acked before returning.
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let ns = Namespace::new(&cfg.services.namespace).map_err(anyhow::Error::msg)?;
+    let pool = services::postgres(&cfg.services, 4).await?;
+    let (_client, redis) = services::redis(&cfg.services).await?;
+    // Fail fast at start on an unreachable broker; later losses reconnect.
+    let conn = services::rabbitmq(&cfg.services, "flashgrid-worker").await?;
+    let decider = Decider::new(pool, Inventory::new(redis, ns.clone()));
+    tracing::info!(
+        namespace = ns.as_str(),
+        queue = ns.queue(),
+        "worker started"
+    );
+    let mut conn = Some(conn);
+    let mut delay = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match queue::connect(&cfg.services.amqp_url, "flashgrid-worker").await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot reach RabbitMQ; retrying in {delay:?}"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        match consume(&c, &cfg, &ns, &decider, &shutdown).await {
+            Ok(()) => {
+                let _ = c.close(200, "worker shutting down".into()).await;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "lost RabbitMQ; unacked messages will be redelivered, reconnecting"
+                );
+                delay = Duration::from_millis(100);
+            }
+        }
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Consumes until shutdown (Ok) or until the connection fails (Err).
+async fn consume(
+    conn: &lapin::Connection,
+    cfg: &WorkerConfig,
+    ns: &Namespace,
+    decider: &Decider,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = conn.create_channel().await.context("open a channel")?;
+    queue::declare(&channel, ns)
+        .await
+        .context("declare the queue")?;
+    channel
+        .basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await
+        .context("set the prefetch")?;
+    let mut consumer = channel
+        .basic_consume(
+            ns.queue().as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("start consuming")?;
+    tracing::info!(prefetch = cfg.prefetch, "consuming");
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            d = consumer.next() => d,
+        };
+        let first = match first {
+            Some(d) => d.context("consumer")?,
+            None => anyhow::bail!("the consumer was cancelled by the broker"),
+        };
+        // Take whatever else the broker already delivered, up to the batch size.
+        let mut deliveries = vec![first];
+        let mut count = 1usize;
+        loop {
+            if count >= cfg.batch_max {
+                break;
+            }
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => {
+                    deliveries.push(d);
+                    count += 1;
+                }
+                _ => break,
+            }
+        }
+        let last_tag = deliveries
+            .last()
+            .map(|d| d.delivery_tag)
+            .unwrap_or_default();
+        let mut items: Vec<Queued> = Vec::new();
+        for d in &deliveries {
+            match Group::decode(&d.data) {
+                Ok(g) => items.extend(g.items),
+                Err(e) => {
+                    tracing::error!(error = %e, bytes = d.data.len(), "unreadable message sent to the dead-letter queue {}", ns.dead_letter_queue());
+                    channel
+                        .basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
+                        .await
+                        .context("dead-letter a message")?;
+                }
+            }
+        }
+        if !items.is_empty() && !process_until_done(decider, &items, shutdown).await {
+            // Shutting down with the batch undecided: leave it unacked, the
+            // broker redelivers it to the next worker.
+            return Ok(());
+        }
+        channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await
+            .context("ack")?;
+    }
+}
+
+/// Processes a batch, retrying with backoff while a service is away. Returns
+/// false if shutdown came first.
+async fn process_until_done(
+    decider: &Decider,
+    items: &[Queued],
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match decider.process(items).await {
+            Ok(report) => {
+                tracing::debug!(reservations = items.len(), ?report, "batch committed");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reservations = items.len(), "batch not committed, retrying in {delay:?} (nothing acked)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Request and response bodies of the gateway's HTTP API (see DESIGN.md).
+
+use crate::ids::{EventId, PerUserLimit, Quantity, ReservationId, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Header a client sets so that a retried purchase is the same reservation.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Longest `Idempotency-Key` accepted, in bytes.
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+/// Longest long-poll a status request may ask for (`?wait_ms=`).
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// `POST /reserve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    pub event_id: EventId,
+    pub user_id: UserId,
+    #[serde(default = "one")]
+    pub quantity: Quantity,
+}
+
+fn one() -> Quantity {
+    Quantity::ONE
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+/// Why a reservation was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    SoldOut,
+    UserLimit,
+    SaleClosed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SoldOut => "sold_out",
+            Reason::UserLimit => "user_limit",
+            Reason::SaleClosed => "sale_closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sold_out" => Some(Reason::SoldOut),
+            "user_limit" => Some(Reason::UserLimit),
+            "sale_closed" => Some(Reason::SaleClosed),
+            _ => None,
+        }
+    }
+}
+
+/// `202` answer of `POST /reserve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub reservation_id: ReservationId,
+    pub status: Status,
+    pub status_url: String,
+}
+
+/// The path of a reservation's status, relative to the gateway's base URL.
+pub fn status_path(event: &EventId, id: &ReservationId) -> String {
+    format!("/events/{event}/reservations/{id}")
+}
+
+/// `GET <status_url>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationView {
+    pub reservation_id: ReservationId,
+    pub event_id: EventId,
+    pub user_id: UserId,
+    pub quantity: Quantity,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// `GET /events/{id}` (and each element of `GET /events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub event_id: EventId,
+    pub name: String,
+    pub capacity: u32,
+    pub remaining: u32,
+    pub confirmed: u32,
+    pub per_user_limit: PerUserLimit,
+    pub sold_out: bool,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+/// Largest capacity of one event.
+pub const MAX_CAPACITY: u32 = 100_000_000;
+/// Longest event name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// `POST /admin/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+    pub name: String,
+    pub capacity: u32,
+    #[serde(default)]
+    pub per_user_limit: PerUserLimit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+impl CreateEvent {
+    /// Checks what serde cannot: bounds and the window's order.
+    pub fn validate(&self) -> Result<(), String> {
+        let chars = self.name.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS || self.name.chars().any(char::is_control) {
+            return Err(format!(
+                "name must be 1-{MAX_NAME_CHARS} printable characters"
+            ));
+        }
+        validate_capacity(self.capacity)?;
+        if let (Some(o), Some(c)) = (self.opens_at, self.closes_at)
+            && o >= c
+        {
+            return Err("opens_at must be before closes_at".into());
+        }
+        Ok(())
+    }
+}
+
+/// `POST /admin/events/{id}/reset` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+}
+
+pub fn validate_capacity(capacity: u32) -> Result<(), String> {
+    if capacity == 0 || capacity > MAX_CAPACITY {
+        Err(format!(
+            "capacity must be 1..={MAX_CAPACITY}, got {capacity}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Every error body: a stable machine code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_request_defaults_quantity_to_one() {
+        let r: ReserveRequest = serde_json::from_str(r#"{"event_id":"e","user_id":"u"}"#).unwrap();
+        assert_eq!(r.quantity.get(), 1);
+    }
+
+    #[test]
+    fn reserve_request_rejects_bad_fields_with_their_rule() {
+        let e = serde_json::from_str::<ReserveRequest>(r#"{"event_id":"E!","user_id":"u"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("event_id must be a slug"), "{e}");
+        let e = serde_json::from_str::<ReserveRequest>(
+            r#"{"event_id":"e","user_id":"u","quantity":0}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("quantity must be 1..=10"), "{e}");
+    }
+
+    #[test]
+    fn create_event_validation() {
+        let mut c: CreateEvent = serde_json::from_str(r#"{"name":"n","capacity":3}"#).unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.per_user_limit.get(), 4);
+        c.capacity = 0;
+        assert!(c.validate().is_err());
+        c.capacity = 1;
+        c.opens_at = Some(Utc::now());
+        c.closes_at = c.opens_at;
+        assert!(c.validate().is_err());
+        assert!(serde_json::from_str::<CreateEvent>(r#"{"name":"n","capacity":3,"x":1}"#).is_err());
+    }
+
+    #[test]
+    fn status_serialises_as_design_says() {
+        let v = ReservationView {
+            reservation_id: ReservationId::random(),
+            event_id: EventId::parse("e").unwrap(),
+            user_id: UserId::parse("u").unwrap(),
+            quantity: Quantity::ONE,
+            status: Status::Rejected,
+            reason: Some(Reason::SoldOut),
+        };
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["status"], "rejected");
+        assert_eq!(j["reason"], "sold_out");
+        assert_eq!(j["quantity"], 1);
+    }
+}

@@ -1,0 +1,308 @@
+//! Domain newtypes: each parses its raw form once, at the edge, and names the
+//! rule a bad value broke.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// Why a raw value is not a valid id, quantity or limit; the text is meant for
+/// the client that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+/// An event id: a slug `[a-z0-9][a-z0-9-]{0,63}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventId(String);
+
+impl EventId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let bytes = raw.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes.len() <= Self::MAX_LEN
+            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidValue(format!(
+                "event_id must be a slug of 1-64 characters [a-z0-9-] starting with a letter or digit, got {:?}",
+                truncate(raw)
+            )))
+        }
+    }
+
+    /// Derives a slug from a display name, with `suffix` appended to keep it unique.
+    pub fn from_name(name: &str, suffix: &str) -> Self {
+        let mut slug = String::with_capacity(Self::MAX_LEN);
+        for c in name.chars() {
+            if slug.len() >= Self::MAX_LEN - suffix.len() - 1 {
+                break;
+            }
+            if c.is_ascii_alphanumeric() {
+                slug.push(c.to_ascii_lowercase());
+            } else if !slug.is_empty() && !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        let slug = slug.trim_end_matches('-');
+        let slug = if slug.is_empty() { "event" } else { slug };
+        Self::parse(&format!("{slug}-{suffix}")).unwrap_or_else(|_| Self(format!("event-{suffix}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A buyer's id: 1-128 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserId(String);
+
+impl UserId {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let count = raw.chars().count();
+        if count == 0 || count > Self::MAX_CHARS {
+            return Err(InvalidValue(format!(
+                "user_id must be 1-128 printable characters, got {count}"
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidValue(
+                "user_id must be printable: it contains a control character".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How many seats one reservation asks for: 1..=10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u8")]
+pub struct Quantity(u8);
+
+impl Quantity {
+    pub const MAX: u8 = 10;
+    pub const ONE: Quantity = Quantity(1);
+
+    pub fn new(raw: i64) -> Result<Self, InvalidValue> {
+        if (1..=i64::from(Self::MAX)).contains(&raw) {
+            Ok(Self(raw as u8))
+        } else {
+            Err(InvalidValue(format!("quantity must be 1..=10, got {raw}")))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// The most one buyer may hold of one event: 1..=10 (default 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u8")]
+pub struct PerUserLimit(u8);
+
+impl PerUserLimit {
+    pub const DEFAULT: PerUserLimit = PerUserLimit(4);
+
+    pub fn new(raw: i64) -> Result<Self, InvalidValue> {
+        if (1..=10).contains(&raw) {
+            Ok(Self(raw as u8))
+        } else {
+            Err(InvalidValue(format!(
+                "per_user_limit must be 1..=10, got {raw}"
+            )))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for PerUserLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The id of one reservation; also derived deterministically from an
+/// `Idempotency-Key` so that a retried purchase is the same reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationId(pub Uuid);
+
+impl ReservationId {
+    /// UUIDv5 namespace of idempotent reservation ids (fixed forever: changing
+    /// it would give a retried purchase a new id).
+    const IDEMPOTENCY_NS: Uuid = Uuid::from_u128(0x5f1a_64e1_0c2b_4d6e_9a0e_7f3c_2b8d_91a4);
+
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// The same key, user and event always give the same id.
+    pub fn idempotent(event: &EventId, user: &UserId, key: &str) -> Self {
+        // Lengths prefix each part so that no two different triples share a name.
+        let mut name = Vec::with_capacity(event.0.len() + user.0.len() + key.len() + 12);
+        for part in [event.as_str(), user.as_str(), key] {
+            name.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            name.extend_from_slice(part.as_bytes());
+        }
+        Self(Uuid::new_v5(&Self::IDEMPOTENCY_NS, &name))
+    }
+}
+
+impl FromStr for ReservationId {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| InvalidValue(format!("not a reservation id: {:?}", truncate(s))))
+    }
+}
+
+macro_rules! string_newtype_impls {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = InvalidValue;
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                Self::parse(&raw)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl FromStr for $t {
+            type Err = InvalidValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+string_newtype_impls!(EventId);
+string_newtype_impls!(UserId);
+
+macro_rules! small_int_impls {
+    ($t:ty) => {
+        impl TryFrom<i64> for $t {
+            type Error = InvalidValue;
+            fn try_from(raw: i64) -> Result<Self, Self::Error> {
+                Self::new(raw)
+            }
+        }
+        impl From<$t> for u8 {
+            fn from(v: $t) -> u8 {
+                v.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+small_int_impls!(Quantity);
+small_int_impls!(PerUserLimit);
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Shortens a bad value quoted back in an error message.
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_slugs() {
+        assert!(EventId::parse("concert-2026").is_ok());
+        assert!(EventId::parse("0").is_ok());
+        assert!(EventId::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "-a", "A", "a_b", "a b", "é", &"a".repeat(65)] {
+            assert!(EventId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn event_id_from_name_is_a_valid_slug() {
+        assert_eq!(
+            EventId::from_name("Big Concert!", "ab12").as_str(),
+            "big-concert-ab12"
+        );
+        assert_eq!(EventId::from_name("***", "ab12").as_str(), "event-ab12");
+        let long = EventId::from_name(&"x".repeat(500), "ab12");
+        assert!(long.as_str().len() <= 64 && long.as_str().ends_with("-ab12"));
+    }
+
+    #[test]
+    fn user_ids_are_printable_and_bounded() {
+        assert!(UserId::parse("u").is_ok());
+        assert!(UserId::parse("ü|name with spaces").is_ok());
+        assert!(UserId::parse(&"é".repeat(128)).is_ok());
+        assert!(UserId::parse(&"é".repeat(129)).is_err());
+        assert!(UserId::parse("").is_err());
+        assert!(UserId::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn quantity_and_limit_bounds() {
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(11).is_err());
+        assert!(Quantity::new(-1).is_err());
+        assert_eq!(Quantity::new(10).unwrap().get(), 10);
+        assert!(PerUserLimit::new(0).is_err());
+        assert_eq!(PerUserLimit::default().get(), 4);
+        let q: Result<Quantity, _> = serde_json::from_str("11");
+        assert!(q.is_err());
+    }
+
+    #[test]
+    fn idempotent_ids_depend_on_every_part() {
+        let e = EventId::parse("e").unwrap();
+        let u = UserId::parse("u").unwrap();
+        let a = ReservationId::idempotent(&e, &u, "k");
+        assert_eq!(a, ReservationId::idempotent(&e, &u, "k"));
+        assert_ne!(a, ReservationId::idempotent(&e, &u, "k2"));
+        assert_ne!(
+            a,
+            ReservationId::idempotent(&e, &UserId::parse("u2").unwrap(), "k")
+        );
+        // Concatenation ambiguity: ("ab","c") vs ("a","bc") must differ.
+        let x = ReservationId::idempotent(&e, &UserId::parse("ab").unwrap(), "c");
+        let y = ReservationId::idempotent(&e, &UserId::parse("a").unwrap(), "bc");
+        assert_ne!(x, y);
+    }
+}

@@ -1,0 +1,33 @@
+# FlashGrid: `just up` starts a stack, `just test` runs every test.
+# Run `just --list` for the rest.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export FLASHGRID_URL := env("FLASHGRID_URL", "http://127.0.0.1:8080")
+
+# list the recipes
+default:
+    @just --list
+
+# start the stack: services (Docker if it runs, else the local ones), both daemons, a demo event
+up:
+    scripts/stack.sh up
+
+# stop the daemons `just up` started (and the compose services, if it started them)
+down:
+    scripts/stack.sh down
+
+# show the state of the stack and the last log lines
+status:
+    scripts/stack.sh status
+
+# run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports)
+test:
+    scripts/services.sh check
+    cargo test --workspace --locked
+
+# format, lint and test, as CI would
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    just test
