@@ -33,6 +33,9 @@ pub enum Unavailable {
     NotConfirmed,
 }
 
+/// How long a confirmed group waits for its pending markers before answering.
+const MARK_GRACE: Duration = Duration::from_millis(250);
+
 struct Pending {
     item: Queued,
     done: oneshot::Sender<bool>,
@@ -181,7 +184,7 @@ async fn batcher(
             })
             .collect();
         let inv = inventory.clone();
-        tokio::spawn(async move {
+        let marked = tokio::spawn(async move {
             if let Err(e) = inv
                 .mark_pending(marks.iter().map(|(e, id, o)| (e, *id, o)))
                 .await
@@ -242,6 +245,9 @@ async fn batcher(
                     false
                 }
             };
+            // A status lookup right after the 202 should find "pending": give
+            // the marker a moment, but never hold buyers hostage to Redis.
+            let _ = tokio::time::timeout(MARK_GRACE, marked).await;
             for p in group {
                 let _ = p.done.send(ok);
             }

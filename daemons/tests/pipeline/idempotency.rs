@@ -1,0 +1,154 @@
+//! Counted once: the same Idempotency-Key, or the same queue message twice.
+
+use crate::helpers::TestStack;
+use flashgrid::queue::{Group, Queued};
+use flashgrid_wire::{Accepted, EventId, Quantity, ReservationId, Status, UserId};
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use redis::AsyncCommands;
+
+/// Seats left according to Redis.
+async fn redis_stock(stack: &TestStack, event: &str) -> i64 {
+    let key = stack
+        .namespace()
+        .event_keys(&EventId::parse(event).unwrap())
+        .stock;
+    stack.redis().await.get(key).await.unwrap()
+}
+
+/// Reserves one seat for `user` and waits for its decision: the worker takes
+/// messages in order, so everything queued before it has been processed.
+async fn sentinel(stack: &TestStack, event: &str, user: &str) -> Status {
+    let a: Accepted = stack
+        .reserve(event, user, 1, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stack.decided(&a).await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_sent_concurrently_is_one_reservation() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("idem", 10).await;
+    let futs = (0..8).map(|_| stack.reserve("idem", "alice", 2, Some("order-42")));
+    let mut accepted = Vec::new();
+    for r in futures::future::join_all(futs).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 202);
+        accepted.push(r.json::<Accepted>().await.unwrap());
+    }
+    let first = accepted[0].clone();
+    assert!(
+        accepted
+            .iter()
+            .all(|a| a.reservation_id == first.reservation_id),
+        "one id"
+    );
+    assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
+    assert_eq!(
+        sentinel(&stack, "idem", "sentinel").await,
+        Status::Confirmed
+    );
+    // Eight copies processed: one row of two seats, plus the sentinel's.
+    assert_eq!(stack.db_counts("idem").await, (2, 3, 3));
+    assert_eq!(redis_stock(&stack, "idem").await, 7);
+
+    // Another key of the same user is another purchase.
+    let other: Accepted = stack
+        .reserve("idem", "alice", 1, Some("order-43"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(other.reservation_id, first.reservation_id);
+    assert_eq!(stack.decided(&other).await.status, Status::Confirmed);
+
+    // Sell the rest, then retry the first purchase: its reservation comes
+    // back (confirmed), not a misleading sold_out.
+    let bob: Accepted = stack
+        .reserve("idem", "bob", 4, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stack.decided(&bob).await.status, Status::Confirmed);
+    let carol: Accepted = stack
+        .reserve("idem", "carol", 2, None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stack.decided(&carol).await.status, Status::Confirmed);
+    crate::helpers::eventually(
+        "the gateway to learn sold-out",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = stack.reserve("idem", "dave", 1, None).await.ok()?;
+            (r.status() == 409).then_some(())
+        },
+    )
+    .await;
+    let again = stack
+        .reserve("idem", "alice", 2, Some("order-42"))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 202);
+    let again: Accepted = again.json().await.unwrap();
+    assert_eq!(
+        (again.reservation_id, again.status),
+        (first.reservation_id, Status::Confirmed)
+    );
+    assert_eq!(stack.db_counts("idem").await, (5, 10, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_message_delivered_twice_is_counted_once() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("dup", 5).await;
+    let items: Vec<Queued> = (0..3)
+        .map(|i| Queued {
+            id: ReservationId::random(),
+            event: EventId::parse("dup").unwrap(),
+            user: UserId::parse(&format!("u{i}")).unwrap(),
+            qty: Quantity::ONE,
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    let body = Group::encode(&items);
+    let conn = flashgrid::queue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                stack.namespace().queue().as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(c.is_ack());
+    }
+    assert_eq!(sentinel(&stack, "dup", "sentinel").await, Status::Confirmed);
+    assert_eq!(stack.db_counts("dup").await, (4, 4, 4));
+    assert_eq!(
+        redis_stock(&stack, "dup").await,
+        1,
+        "the copy did not take seats again"
+    );
+    assert_eq!(stack.event("dup").await.remaining, 1);
+}

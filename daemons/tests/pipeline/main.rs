@@ -1,0 +1,14 @@
+//! Integration tests of the reservation pipeline against the real PostgreSQL,
+//! Redis and RabbitMQ of this machine. Each test spawns its own stack (own
+//! database, own namespace, port 0) and removes it afterwards, so they run in
+//! parallel; see `helpers`.
+
+mod helpers;
+
+mod api_errors;
+mod burst;
+mod crash;
+mod idempotency;
+mod restock;
+mod shutdown;
+mod window;
