@@ -8,12 +8,18 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 /// A reservation's state as Redis records it (`<s>|<reason>|<qty>|<user>`).
+///
+/// `s` is `p` (pending marker), `C` (confirmed in Redis, not yet committed
+/// to PostgreSQL), `c` (confirmed and committed) or `r` (rejected). Buyers
+/// see `C` as pending: "confirmed" is only ever said of a committed seat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
     pub reason: Option<Reason>,
     pub quantity: Quantity,
     pub user: UserId,
+    /// For a confirmation: whether PostgreSQL has committed it.
+    pub committed: bool,
 }
 
 impl Outcome {
@@ -23,13 +29,44 @@ impl Outcome {
             reason: None,
             quantity,
             user,
+            committed: false,
+        }
+    }
+
+    pub fn rejected(reason: Reason, quantity: Quantity, user: UserId) -> Self {
+        Self {
+            status: Status::Rejected,
+            reason: Some(reason),
+            quantity,
+            user,
+            committed: false,
+        }
+    }
+
+    /// A seat PostgreSQL holds.
+    pub fn committed(quantity: Quantity, user: UserId) -> Self {
+        Self {
+            status: Status::Confirmed,
+            reason: None,
+            quantity,
+            user,
+            committed: true,
+        }
+    }
+
+    /// What a buyer is told: a confirmation not yet committed is still pending.
+    pub fn public_status(&self) -> Status {
+        match self.status {
+            Status::Confirmed if !self.committed => Status::Pending,
+            s => s,
         }
     }
 
     pub fn encode(&self) -> String {
         let s = match self.status {
             Status::Pending => 'p',
-            Status::Confirmed => 'c',
+            Status::Confirmed if self.committed => 'c',
+            Status::Confirmed => 'C',
             Status::Rejected => 'r',
         };
         let reason = self.reason.map(Reason::as_str).unwrap_or("");
@@ -38,10 +75,11 @@ impl Outcome {
 
     pub fn parse(raw: &str) -> Option<Self> {
         let mut parts = raw.splitn(4, '|');
-        let status = match parts.next()? {
-            "p" => Status::Pending,
-            "c" => Status::Confirmed,
-            "r" => Status::Rejected,
+        let (status, committed) = match parts.next()? {
+            "p" => (Status::Pending, false),
+            "C" => (Status::Confirmed, false),
+            "c" => (Status::Confirmed, true),
+            "r" => (Status::Rejected, false),
             _ => return None,
         };
         let reason = match parts.next()? {
@@ -55,6 +93,7 @@ impl Outcome {
             reason,
             quantity,
             user,
+            committed,
         })
     }
 }
@@ -96,6 +135,7 @@ impl std::fmt::Debug for Inventory {
 
 struct Scripts {
     decide: Script,
+    settle: Script,
     restock: Script,
     revoke: Script,
     reset: Script,
@@ -108,6 +148,7 @@ impl Inventory {
             ns,
             scripts: std::sync::Arc::new(Scripts {
                 decide: Script::new(include_str!("lua/decide.lua")),
+                settle: Script::new(include_str!("lua/settle.lua")),
                 restock: Script::new(include_str!("lua/restock.lua")),
                 revoke: Script::new(include_str!("lua/revoke.lua")),
                 reset: Script::new(include_str!("lua/reset.lua")),
@@ -157,6 +198,28 @@ impl Inventory {
         raw.into_iter()
             .map(|s| Outcome::parse(&s).ok_or(InventoryError::Corrupt(s)))
             .collect()
+    }
+
+    /// Marks confirmations as committed (after PostgreSQL's commit), so the
+    /// status URL says "confirmed". Entries changed since (revoked, reset)
+    /// are left alone.
+    pub async fn settle(
+        &self,
+        event: &EventId,
+        ids: &[ReservationId],
+    ) -> Result<(), InventoryError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let k = self.keys(event);
+        let mut inv = self.scripts.settle.prepare_invoke();
+        inv.key(&k.outcomes);
+        for id in ids {
+            inv.arg(id.0.to_string());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Rebuilds a missing stock from PostgreSQL's snapshot (no-op when another
@@ -273,21 +336,26 @@ mod tests {
         let user = UserId::parse("a|b c").unwrap();
         for o in [
             Outcome::pending(Quantity::ONE, user.clone()),
+            Outcome::committed(Quantity::new(3).unwrap(), user.clone()),
             Outcome {
-                status: Status::Confirmed,
-                reason: None,
-                quantity: Quantity::new(3).unwrap(),
-                user: user.clone(),
+                committed: false,
+                ..Outcome::committed(Quantity::new(2).unwrap(), user.clone())
             },
-            Outcome {
-                status: Status::Rejected,
-                reason: Some(Reason::UserLimit),
-                quantity: Quantity::new(10).unwrap(),
-                user: user.clone(),
-            },
+            Outcome::rejected(Reason::UserLimit, Quantity::new(10).unwrap(), user.clone()),
         ] {
             assert_eq!(Outcome::parse(&o.encode()), Some(o));
         }
+        let uncommitted = Outcome::parse("C||1|u").unwrap();
+        assert_eq!(uncommitted.status, Status::Confirmed);
+        assert_eq!(
+            uncommitted.public_status(),
+            Status::Pending,
+            "not committed yet"
+        );
+        assert_eq!(
+            Outcome::parse("c||1|u").unwrap().public_status(),
+            Status::Confirmed
+        );
         assert_eq!(Outcome::parse("x||1|u"), None);
         assert_eq!(Outcome::parse("c||0|u"), None);
         assert_eq!(Outcome::parse("r|bogus|1|u"), None);

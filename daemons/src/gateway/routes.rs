@@ -127,7 +127,7 @@ impl Gateway {
             if key.is_some()
                 && let Ok(Some(o)) = self.inventory.outcome(&r.event_id, &id).await
             {
-                return Ok(accepted(&r.event_id, id, o.status));
+                return Ok(accepted(&r.event_id, id, o.public_status()));
             }
             return Err(ApiError::sold_out(r.event_id.as_str()));
         }
@@ -174,27 +174,24 @@ impl Gateway {
                     None
                 }
             };
+            // Redis lost it (or is away), or the worker has not settled a
+            // confirmation yet: PostgreSQL knows the committed winners.
             let outcome = match outcome {
-                Some(o) => Some(o),
-                // Redis lost it (or is away): PostgreSQL knows the winners.
-                None => db::find_reservation(&self.pool, &event, &id)
-                    .await
-                    .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
-                    .and_then(|(user, qty)| {
-                        Some(Outcome {
-                            status: Status::Confirmed,
-                            reason: None,
-                            quantity: flashgrid_wire::Quantity::new(qty.into()).ok()?,
-                            user: flashgrid_wire::UserId::parse(&user).ok()?,
-                        })
-                    }),
+                Some(o) if o.public_status() != Status::Pending || o.status == Status::Pending => {
+                    Some(o)
+                }
+                other => match self.committed(&event, &id).await? {
+                    Some(o) => Some(o),
+                    None => other,
+                },
             };
             let Some(o) = outcome else {
                 return Err(ApiError::not_found(format!(
                     "no reservation {id} for event {event}"
                 )));
             };
-            if o.status != Status::Pending || left.is_zero() {
+            let status = o.public_status();
+            if status != Status::Pending || left.is_zero() {
                 return Ok(json(
                     StatusCode::OK,
                     &ReservationView {
@@ -202,7 +199,7 @@ impl Gateway {
                         event_id: event,
                         user_id: o.user,
                         quantity: o.quantity,
-                        status: o.status,
+                        status,
                         reason: o.reason,
                     },
                 ));
@@ -214,6 +211,23 @@ impl Gateway {
                 let _ = tokio::time::timeout(nap, w).await;
             }
         }
+    }
+
+    /// The reservation as PostgreSQL holds it, if it was committed.
+    async fn committed(
+        &self,
+        event: &EventId,
+        id: &ReservationId,
+    ) -> Result<Option<Outcome>, ApiError> {
+        let row = db::find_reservation(&self.pool, event, id)
+            .await
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?;
+        Ok(row.and_then(|(user, qty)| {
+            Some(Outcome::committed(
+                flashgrid_wire::Quantity::new(qty.into()).ok()?,
+                flashgrid_wire::UserId::parse(&user).ok()?,
+            ))
+        }))
     }
 
     async fn list_events(&self) -> Result<Response<Body>, ApiError> {

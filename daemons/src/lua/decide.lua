@@ -4,7 +4,9 @@
 --                    caller rebuilds it from PostgreSQL (restock.lua) and retries
 -- KEYS[2]  users     hash user_id -> confirmed quantity
 -- KEYS[3]  outcomes  hash reservation_id -> outcome "<s>|<reason>|<qty>|<user>",
---                    s = p (pending marker), c (confirmed), r (rejected)
+--                    s = p (pending marker), C (confirmed here, not yet
+--                    committed), c (confirmed and committed: settle.lua),
+--                    r (rejected)
 -- ARGV[1]  per_user_limit
 -- ARGV[2]  pub/sub channel for "soldout <event>"
 -- ARGV[3]  event id
@@ -50,7 +52,7 @@ for i = 4, #ARGV, 4 do
     else
       stock = stock - qty
       redis.call('HINCRBY', KEYS[2], user, qty)
-      o = 'c||' .. qty .. '|' .. user
+      o = 'C||' .. qty .. '|' .. user
     end
     redis.call('HSET', KEYS[3], rid, o)
   end

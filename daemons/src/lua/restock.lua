@@ -9,7 +9,7 @@
 -- rebuilt it first: nothing is changed).
 --
 -- Confirmed = what PostgreSQL committed UNION what Redis decided but no worker
--- has committed yet (outcomes "c" still in the hash), so decisions in flight
+-- has committed yet (outcomes "C" still in the hash), so decisions in flight
 -- are not handed out a second time. Users' quantities are recomputed from the
 -- same set, so per_user_limit holds across the rebuild.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -17,7 +17,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 for i = 2, #ARGV, 3 do
   local prev = redis.call('HGET', KEYS[3], ARGV[i])
-  if not prev or string.sub(prev, 1, 1) ~= 'c' then
+  if not prev or string.lower(string.sub(prev, 1, 1)) ~= 'c' then
     redis.call('HSET', KEYS[3], ARGV[i], 'c||' .. ARGV[i + 2] .. '|' .. ARGV[i + 1])
   end
 end
@@ -26,8 +26,8 @@ local confirmed = 0
 local all = redis.call('HGETALL', KEYS[3])
 for i = 2, #all, 2 do
   local v = all[i]
-  if string.sub(v, 1, 1) == 'c' then
-    local qty, user = string.match(v, '^c|[^|]*|(%d+)|(.*)$')
+  if string.lower(string.sub(v, 1, 1)) == 'c' then
+    local qty, user = string.match(v, '^[cC]|[^|]*|(%d+)|(.*)$')
     qty = tonumber(qty)
     confirmed = confirmed + qty
     redis.call('HINCRBY', KEYS[2], user, qty)

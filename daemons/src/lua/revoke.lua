@@ -9,7 +9,7 @@
 -- rebuilds it (restock.lua) from PostgreSQL and the remaining outcomes.
 for i = 1, #ARGV, 3 do
   local prev = redis.call('HGET', KEYS[3], ARGV[i])
-  if prev and string.sub(prev, 1, 1) == 'c' then
+  if prev and string.lower(string.sub(prev, 1, 1)) == 'c' then
     redis.call('HSET', KEYS[3], ARGV[i], 'r|sold_out|' .. ARGV[i + 2] .. '|' .. ARGV[i + 1])
     redis.call('HINCRBY', KEYS[2], ARGV[i + 1], -tonumber(ARGV[i + 2]))
   end

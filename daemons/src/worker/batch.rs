@@ -64,12 +64,31 @@ impl Decider {
         Ok(Some(e))
     }
 
-    /// Decide, commit, announce.
+    /// Decide, commit, settle, announce.
     pub async fn process(&self, items: &[Queued]) -> Result<BatchReport, BatchError> {
         let mut outcomes = self.decide(items).await?;
         let report = self.commit(items, &mut outcomes).await?;
+        self.settle(items, &outcomes).await?;
         self.announce(items).await;
         Ok(report)
+    }
+
+    /// Step 3: tell Redis the confirmations are committed, so status lookups
+    /// answer "confirmed" (until then they say "pending").
+    pub async fn settle(&self, items: &[Queued], outcomes: &[Outcome]) -> Result<(), BatchError> {
+        let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
+        for (q, o) in items.iter().zip(outcomes) {
+            if o.status == Status::Confirmed && !o.committed {
+                by_event.entry(&q.event).or_default().push(q.id);
+            }
+        }
+        let calls = by_event
+            .into_iter()
+            .map(|(event, ids)| async move { self.inventory.settle(event, &ids).await });
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        Ok(())
     }
 
     /// Step 1: one atomic Lua call per event (all in flight at once on the
@@ -109,11 +128,8 @@ impl Decider {
             tracing::warn!(event_id = %event, "reservations for an unknown event rejected");
             return Ok(idx
                 .iter()
-                .map(|&i| Outcome {
-                    status: Status::Rejected,
-                    reason: Some(Reason::SaleClosed),
-                    quantity: items[i].qty,
-                    user: items[i].user.clone(),
+                .map(|&i| {
+                    Outcome::rejected(Reason::SaleClosed, items[i].qty, items[i].user.clone())
                 })
                 .collect());
         };
@@ -227,7 +243,7 @@ impl Decider {
         Ok(refused)
     }
 
-    /// Step 3: wake long-polls on every gateway, one message per event.
+    /// Step 4: wake long-polls on every gateway, one message per event.
     pub async fn announce(&self, items: &[Queued]) {
         let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
         for q in items {

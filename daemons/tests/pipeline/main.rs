@@ -6,6 +6,7 @@
 mod helpers;
 
 mod api_errors;
+mod attack;
 mod burst;
 mod crash;
 mod idempotency;

@@ -1,0 +1,16 @@
+-- settle.lua: mark confirmations as committed once PostgreSQL holds them.
+--
+-- KEYS[1]  outcomes (see decide.lua)
+-- ARGV[1..] reservation ids
+--
+-- Returns how many were settled. Only "C" (confirmed, uncommitted) entries
+-- change to "c": an entry revoked or removed by a reset meanwhile stays as it is.
+local n = 0
+for i = 1, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v and string.sub(v, 1, 1) == 'C' then
+    redis.call('HSET', KEYS[1], ARGV[i], 'c' .. string.sub(v, 2))
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,110 @@
+//! `flashgrid-load` against a real stack: the report it prints agrees with
+//! what PostgreSQL holds.
+
+use crate::helpers::{TOKEN, TestStack};
+use clap::Parser;
+use flashgrid_load::cli::{Opts, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_attack_reports_what_the_database_holds() {
+    let stack = TestStack::spawn().await;
+    let opts = Opts::parse_from([
+        "flashgrid-load",
+        "--url",
+        &stack.url,
+        "--event",
+        "attacked",
+        "--capacity",
+        "25",
+        "--token",
+        TOKEN,
+        "-n",
+        "400",
+        "-c",
+        "100",
+        "--json",
+    ]);
+    let report = run(opts).await.expect("the attack runs");
+    assert_eq!(report.verdict, "pass", "{}", report.text());
+    assert_eq!(report.requests, 400);
+    assert_eq!(
+        report.statuses.values().sum::<u64>(),
+        400,
+        "every request answered"
+    );
+    assert_eq!(report.confirmed, 25);
+    assert_eq!(report.confirmed + report.rejected, report.accepted);
+    assert_eq!(
+        (report.pending, report.lost, report.oversold),
+        (0, 0, false)
+    );
+    let (rows, seats, counter) = stack.db_counts("attacked").await;
+    assert_eq!((rows, seats, counter), (25, 25, 25));
+    let json = serde_json::to_value(&report).unwrap();
+    for field in [
+        "rps",
+        "latency_ms",
+        "statuses",
+        "confirmed",
+        "rejected",
+        "pending",
+        "oversold",
+        "lost",
+    ] {
+        assert!(json.get(field).is_some(), "JSON report lacks {field}");
+    }
+    assert!(
+        json["latency_ms"]["p99_9"].as_f64().unwrap()
+            >= json["latency_ms"]["p50"].as_f64().unwrap()
+    );
+
+    // A second attack on the same event (reset again) also passes: runs do
+    // not collide on buyers or keys.
+    let again = run(Opts::parse_from([
+        "flashgrid-load",
+        "--url",
+        &stack.url,
+        "--event",
+        "attacked",
+        "--capacity",
+        "5",
+        "--token",
+        TOKEN,
+        "-n",
+        "50",
+        "-c",
+        "10",
+        "--users",
+        "3",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(again.verdict, "pass", "{}", again.text());
+    assert_eq!(again.confirmed, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacking_without_a_gateway_is_a_usage_error() {
+    let err = run(Opts::parse_from([
+        "flashgrid-load",
+        "--url",
+        "http://127.0.0.1:9",
+        "--event",
+        "x",
+        "-n",
+        "5",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.contains("cannot reach the gateway"), "{err}");
+    let err = run(Opts::parse_from([
+        "flashgrid-load",
+        "--event",
+        "Bad Id",
+        "-n",
+        "5",
+    ]))
+    .await
+    .unwrap_err();
+    assert!(err.contains("--event"), "{err}");
+}

@@ -1,0 +1,103 @@
+//! One HTTP/1.1 keep-alive connection to the gateway. Each engine worker owns
+//! one, so `-c` is exactly the number of connections.
+
+use crate::spec::Target;
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// A short label for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "connection refused"
+            }
+            ClientError::Connect(_) => "connect error",
+            ClientError::ConnectTimeout => "connect timeout",
+            ClientError::Http(e) if e.is_incomplete_message() => "connection closed",
+            ClientError::Http(_) => "http error",
+            ClientError::Timeout(_) => "timeout",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    pub async fn open(target: &Target) -> Result<Self, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target.addr))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout)?
+            .map_err(ClientError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender })
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, ClientError> {
+        let exchange = async {
+            self.sender.ready().await?;
+            let resp = self.sender.send_request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            Ok::<_, ClientError>(Response::from_parts(parts, bytes))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+}
+
+/// A request to the gateway.
+pub fn request(
+    target: &Target,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, &target.authority);
+    if body.is_some() {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+        .expect("a well-formed request")
+}

@@ -1,0 +1,33 @@
+//! FlashGrid's load generator and verifier, as a library: the `flashgrid-load`
+//! CLI and the console's attack launcher run the same engine.
+//!
+//! The shape follows oha: the [`engine`] sends requests and emits one
+//! [`engine::Sample`] per request into a channel; exactly one consumer reads
+//! it — the CLI's [`tally::Tally`] with a progress bar, or the console's live
+//! view. When the channel closes the attack is over; then [`verify`] follows
+//! every `202` to its decision and judges the sale, and [`report`] prints it.
+//!
+//! - [`spec`]: what to attack and how (closed or open model).
+//! - [`schedule`]: intended send times of the open model (wrk2-style
+//!   coordinated-omission correction).
+//! - [`client`]: one HTTP/1.1 connection to the gateway.
+//! - [`latency`]: the HDR histogram and its logarithmic buckets.
+//! - [`admin`]: create or reset the event before an attack.
+//! - [`cli`]: the `flashgrid-load` command, callable from tests.
+
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod engine;
+pub mod latency;
+pub mod report;
+pub mod schedule;
+pub mod spec;
+pub mod tally;
+pub mod verify;
+
+pub use engine::{Sample, run};
+pub use report::Report;
+pub use spec::{AttackSpec, Target};
+pub use tally::Tally;
+pub use verify::{Decisions, Verdict};

@@ -1,0 +1,163 @@
+//! What an attack does: the target, how many requests, how (closed model: a
+//! fixed number of connections as fast as they go; open model: a fixed rate),
+//! and which buyers.
+
+use flashgrid_wire::{EventId, Quantity};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The gateway, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http://host:port`, without a trailing slash.
+    pub base: String,
+    /// The `Host` header.
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// Parses and resolves an `http://host[:port]` URL.
+    pub async fn resolve(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("--url {url:?} is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!(
+                "--url {url:?}: only http:// gateways are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("--url {url:?} has no host"))?
+            .clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((authority.host(), port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", authority.host()))?;
+        Ok(Self {
+            base: format!("http://{authority}"),
+            authority: authority.to_string(),
+            addr,
+        })
+    }
+}
+
+/// One attack.
+#[derive(Debug, Clone)]
+pub struct AttackSpec {
+    pub target: Target,
+    pub event: EventId,
+    /// Total requests (`-n`); with a duration, whichever ends first.
+    pub requests: Option<u64>,
+    /// Connections (`-c`).
+    pub concurrency: usize,
+    /// Open model: requests per second (`-q`).
+    pub rate: Option<f64>,
+    /// Stop sending after this long (`-z`).
+    pub duration: Option<Duration>,
+    /// Draw buyers from this many users instead of one per request.
+    pub users: Option<u64>,
+    pub quantity: Quantity,
+    /// Distinguishes the buyers and idempotency keys of this run from others.
+    pub run_id: String,
+}
+
+impl AttackSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("-c must be at least 1".into());
+        }
+        if self.requests == Some(0) {
+            return Err("-n must be at least 1".into());
+        }
+        if self.requests.is_none() && self.duration.is_none() {
+            return Err("give -n REQUESTS or -z DURATION".into());
+        }
+        if let Some(q) = self.rate
+            && !(q > 0.0 && q.is_finite())
+        {
+            return Err("-q must be a positive rate".into());
+        }
+        if self.users == Some(0) {
+            return Err("--users must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The buyer of request `i`.
+    pub fn user(&self, i: u64) -> String {
+        match self.users {
+            Some(n) => format!("user-{}-{}", self.run_id, i % n),
+            None => format!("buyer-{}-{i}", self.run_id),
+        }
+    }
+
+    /// The idempotency key of request `i` (one purchase per request).
+    pub fn key(&self, i: u64) -> String {
+        format!("{}-{i}", self.run_id)
+    }
+
+    /// Request body of request `i`.
+    pub fn body(&self, i: u64) -> String {
+        // The ids are slugs and generated user ids: nothing to escape.
+        format!(
+            r#"{{"event_id":"{}","user_id":"{}","quantity":{}}}"#,
+            self.event,
+            self.user(i),
+            self.quantity
+        )
+    }
+}
+
+/// A short random id for a run.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AttackSpec {
+        AttackSpec {
+            target: Target {
+                base: "http://x".into(),
+                authority: "x".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
+            event: EventId::parse("e").unwrap(),
+            requests: Some(10),
+            concurrency: 2,
+            rate: None,
+            duration: None,
+            users: None,
+            quantity: Quantity::ONE,
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn users_are_distinct_unless_drawn_from_a_pool() {
+        let mut s = spec();
+        assert_ne!(s.user(1), s.user(2));
+        s.users = Some(2);
+        assert_eq!(s.user(1), s.user(3));
+        let body: serde_json::Value = serde_json::from_str(&s.body(3)).unwrap();
+        assert_eq!(body["user_id"], "user-r-1");
+        assert_eq!(body["quantity"], 1);
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let mut s = spec();
+        assert!(s.validate().is_ok());
+        s.requests = None;
+        assert!(s.validate().unwrap_err().contains("-n"));
+        s.requests = Some(1);
+        s.rate = Some(0.0);
+        assert!(s.validate().unwrap_err().contains("-q"));
+    }
+}

@@ -1,0 +1,281 @@
+//! After the attack: follow every `202` to its decision, read the event, and
+//! judge the sale — oversold, lost, and whether the event's own counts agree
+//! with what the buyers saw.
+
+use crate::client::{self, Connection};
+use crate::spec::Target;
+use flashgrid_wire::{Accepted, EventId, EventView, Reason, ReservationView, Status};
+use http::Method;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// What the buyers were told in the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Decisions {
+    pub confirmed: u64,
+    /// Seats the confirmed reservations hold.
+    pub confirmed_quantity: u64,
+    pub rejected: BTreeMap<String, u64>,
+    /// Still pending at the deadline (or unknown to the gateway).
+    pub pending: u64,
+}
+
+impl Decisions {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    fn record(&mut self, v: Option<&ReservationView>) {
+        match v {
+            Some(v) if v.status == Status::Confirmed => {
+                self.confirmed += 1;
+                self.confirmed_quantity += u64::from(v.quantity.get());
+            }
+            Some(v) if v.status == Status::Rejected => {
+                let reason = v.reason.map(Reason::as_str).unwrap_or("unknown");
+                *self.rejected.entry(reason.to_owned()).or_default() += 1;
+            }
+            _ => self.pending += 1,
+        }
+    }
+}
+
+/// Follows every accepted reservation until decided or `deadline`, over
+/// `connections` connections, long-polling.
+pub async fn follow(
+    target: &Target,
+    accepted: &[Accepted],
+    connections: usize,
+    deadline: Duration,
+) -> Decisions {
+    let end = Instant::now() + deadline;
+    let next = Arc::new(AtomicUsize::new(0));
+    let result = Arc::new(Mutex::new(Decisions::default()));
+    let accepted: Arc<[Accepted]> = accepted.into();
+    let workers: Vec<_> = (0..connections.max(1).min(accepted.len().max(1)))
+        .map(|_| {
+            let (target, next, result, accepted) = (
+                target.clone(),
+                next.clone(),
+                result.clone(),
+                accepted.clone(),
+            );
+            tokio::spawn(async move {
+                let mut conn: Option<Connection> = None;
+                let mut local = Decisions::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(a) = accepted.get(i) else { break };
+                    let view = decide(&target, &mut conn, a, end).await;
+                    local.record(view.as_ref());
+                }
+                let mut r = result.lock().await;
+                r.confirmed += local.confirmed;
+                r.confirmed_quantity += local.confirmed_quantity;
+                r.pending += local.pending;
+                for (k, v) in local.rejected {
+                    *r.rejected.entry(k).or_default() += v;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    Arc::try_unwrap(result)
+        .map(Mutex::into_inner)
+        .unwrap_or_default()
+}
+
+async fn decide(
+    target: &Target,
+    conn: &mut Option<Connection>,
+    a: &Accepted,
+    end: Instant,
+) -> Option<ReservationView> {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let wait = left.min(Duration::from_secs(10)).as_millis();
+        if conn.as_ref().is_none_or(|c| !c.is_open()) {
+            *conn = Connection::open(target).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let path = format!("{}?wait_ms={wait}", a.status_url);
+            let req = client::request(target, Method::GET, &path, &[], None);
+            match c
+                .send(
+                    req,
+                    Duration::from_millis(wait as u64) + Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(resp) if resp.status() == 200 => {
+                    if let Ok(v) = serde_json::from_slice::<ReservationView>(resp.body())
+                        && (v.status != Status::Pending || left.is_zero())
+                    {
+                        return Some(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => *conn = None,
+            }
+        }
+        if left.is_zero() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the event's own view of the sale.
+pub async fn event(target: &Target, id: &EventId) -> Result<EventView, String> {
+    let mut c = Connection::open(target)
+        .await
+        .map_err(|e| format!("cannot reach the gateway at {}: {e}", target.base))?;
+    let req = client::request(target, Method::GET, &format!("/events/{id}"), &[], None);
+    let resp = c
+        .send(req, Duration::from_secs(10))
+        .await
+        .map_err(|e| format!("GET /events/{id}: {e}"))?;
+    if resp.status() != 200 {
+        return Err(format!(
+            "GET /events/{id} answered {}: {}",
+            resp.status(),
+            String::from_utf8_lossy(resp.body())
+        ));
+    }
+    serde_json::from_slice(resp.body()).map_err(|e| format!("GET /events/{id}: {e}"))
+}
+
+/// The judgement of a sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// More seats confirmed than the capacity, by the event or by the buyers.
+    pub oversold: bool,
+    /// Accepted (`202`) but never decided.
+    pub lost: u64,
+    /// The event's counts agree with themselves and with what the buyers saw.
+    pub counts_agree: bool,
+    pub pass: bool,
+    /// Why it failed, for people.
+    pub problems: Vec<String>,
+}
+
+/// Judges a sale. `exclusive` says the attack was the event's only traffic
+/// since its stock was set (it was created or reset just before): then the
+/// event's confirmed seats must equal the buyers' exactly.
+pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdict {
+    let mut problems = Vec::new();
+    let cap = u64::from(event.capacity);
+    let confirmed = u64::from(event.confirmed);
+    let oversold = confirmed > cap || decisions.confirmed_quantity > cap;
+    if oversold {
+        problems.push(format!(
+            "OVERSOLD: capacity {cap}, the event confirms {confirmed}, the buyers hold {}",
+            decisions.confirmed_quantity
+        ));
+    }
+    if decisions.pending > 0 {
+        problems.push(format!(
+            "LOST: {} accepted reservations were never decided",
+            decisions.pending
+        ));
+    }
+    let mut agree = true;
+    if confirmed + u64::from(event.remaining) != cap {
+        agree = false;
+        problems.push(format!(
+            "the event's counts disagree: confirmed {confirmed} + remaining {} != capacity {cap}",
+            event.remaining
+        ));
+    }
+    let buyers_ok = if exclusive {
+        confirmed == decisions.confirmed_quantity
+    } else {
+        confirmed >= decisions.confirmed_quantity
+    };
+    if !buyers_ok {
+        agree = false;
+        problems.push(format!(
+            "the event confirms {confirmed} seats but the buyers hold {}",
+            decisions.confirmed_quantity
+        ));
+    }
+    Verdict {
+        oversold,
+        lost: decisions.pending,
+        counts_agree: agree,
+        pass: !oversold && decisions.pending == 0 && agree,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashgrid_wire::PerUserLimit;
+
+    fn event(capacity: u32, confirmed: u32) -> EventView {
+        EventView {
+            event_id: EventId::parse("e").unwrap(),
+            name: "e".into(),
+            capacity,
+            remaining: capacity.saturating_sub(confirmed),
+            confirmed,
+            per_user_limit: PerUserLimit::DEFAULT,
+            sold_out: confirmed >= capacity,
+            opens_at: None,
+            closes_at: None,
+        }
+    }
+
+    fn decided(confirmed: u64, pending: u64) -> Decisions {
+        Decisions {
+            confirmed,
+            confirmed_quantity: confirmed,
+            rejected: BTreeMap::from([("sold_out".into(), 100)]),
+            pending,
+        }
+    }
+
+    #[test]
+    fn a_clean_sale_passes() {
+        let v = judge(&decided(20, 0), &event(20, 20), true);
+        assert!(v.pass, "{v:?}");
+    }
+
+    #[test]
+    fn an_oversold_sale_fails() {
+        // The buyers hold more than the capacity, whatever the event says.
+        let v = judge(&decided(21, 0), &event(20, 20), false);
+        assert!(v.oversold && !v.pass, "{v:?}");
+        // The event itself confirms more than its capacity.
+        let mut e = event(20, 21);
+        e.remaining = 0;
+        let v = judge(&decided(20, 0), &e, false);
+        assert!(v.oversold && !v.pass, "{v:?}");
+    }
+
+    #[test]
+    fn a_lost_reservation_fails() {
+        let v = judge(&decided(20, 1), &event(20, 20), true);
+        assert_eq!(v.lost, 1);
+        assert!(!v.pass);
+    }
+
+    #[test]
+    fn disagreeing_counts_fail() {
+        let v = judge(&decided(19, 0), &event(20, 20), true);
+        assert!(!v.counts_agree && !v.pass);
+        // Not exclusive: others may have bought too.
+        let v = judge(&decided(19, 0), &event(20, 20), false);
+        assert!(v.pass, "{v:?}");
+        let mut e = event(20, 10);
+        e.remaining = 5;
+        assert!(!judge(&decided(10, 0), &e, true).counts_agree);
+    }
+}
