@@ -21,6 +21,16 @@ down:
 status:
     scripts/stack.sh status
 
+# attack the demo sale: 10,000 concurrent buyers for 20 seats, then verify (extra flags pass through)
+attack *ARGS:
+    cargo build --release --locked --workspace --bins
+    FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" \
+      target/release/flashgrid-load --event demo --capacity 20 -n 10000 -c 10000 {{ARGS}}
+
+# measure throughput and latency beside same-run ceilings; writes docs/BENCHMARKS.md
+bench:
+    scripts/bench.sh
+
 # run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports)
 test:
     scripts/services.sh check

@@ -36,7 +36,7 @@ up() {
   fi
 
   echo "Building the daemons (release)…"
-  cargo build --release --locked -p flashgrid-daemons --bins
+  cargo build --release --locked --workspace --bins
 
   if [ ! -s "$RUN/admin-token" ]; then
     head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin-token"

@@ -1,0 +1,175 @@
+//! `flashgrid-bench`: the ceilings FlashGrid's figures are measured against,
+//! on the same machine in the same run (see `scripts/bench.sh`).
+//!
+//! - `bare`: the gateway's HTTP stack (same listener, same hyper settings)
+//!   answering fixed bytes, without any FlashGrid logic.
+//! - `broker`: persistent publishes with confirms to RabbitMQ, one
+//!   reservation per message, many in flight — the per-message rate that
+//!   group publish is meant to beat.
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use flashgrid::gateway::http;
+use flashgrid::names::Namespace;
+use flashgrid::queue::{self, Group, Queued};
+use flashgrid_wire::{EventId, Quantity, ReservationId, UserId};
+use http_body_util::Full;
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(name = "flashgrid-bench", about = "Ceilings for FlashGrid's benchmark")]
+struct Opts {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve fixed bytes with the gateway's HTTP stack until Ctrl-C/SIGTERM.
+    Bare {
+        #[arg(long, default_value = "127.0.0.1:18099")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "202")]
+        status: u16,
+        #[arg(long)]
+        body: String,
+    },
+    /// Publish persistent messages with confirms; prints one JSON line.
+    Broker {
+        #[arg(
+            long,
+            env = "AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        #[arg(long, default_value = "50000")]
+        messages: u64,
+        /// Unconfirmed messages kept in flight.
+        #[arg(long, default_value = "512")]
+        inflight: usize,
+        /// Reservations per message (1 = the per-message ceiling).
+        #[arg(long, default_value = "1")]
+        per_message: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Opts::parse().cmd {
+        Cmd::Bare {
+            listen,
+            status,
+            body,
+        } => bare(listen, status, body).await,
+        Cmd::Broker {
+            amqp_url,
+            messages,
+            inflight,
+            per_message,
+        } => broker(&amqp_url, messages, inflight, per_message).await,
+    }
+}
+
+async fn bare(listen: std::net::SocketAddr, status: u16, body: String) -> anyhow::Result<()> {
+    let listener = http::bind(listen).with_context(|| format!("listen on {listen}"))?;
+    let status = ::http::StatusCode::from_u16(status).context("--status")?;
+    let body = Bytes::from(body);
+    let shutdown = flashgrid::shutdown::on_signals();
+    eprintln!("bare server on {listen}");
+    http::serve(
+        listener,
+        http::Limits {
+            header_timeout: Duration::from_secs(5),
+            max_connections: 16_384,
+            drain_timeout: Duration::from_secs(1),
+        },
+        shutdown,
+        move |_req| {
+            let body = body.clone();
+            async move {
+                let mut r = ::http::Response::new(Full::new(body));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    ::http::header::CONTENT_TYPE,
+                    ::http::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        },
+    )
+    .await;
+    Ok(())
+}
+
+async fn broker(
+    url: &str,
+    messages: u64,
+    inflight: usize,
+    per_message: usize,
+) -> anyhow::Result<()> {
+    let ns =
+        Namespace::new(&format!("bench-{}", std::process::id())).map_err(anyhow::Error::msg)?;
+    let conn = queue::connect(url, "flashgrid-bench").await?;
+    let ch = conn.create_channel().await?;
+    queue::declare(&ch, &ns).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let items: Vec<Queued> = (0..per_message)
+        .map(|i| Queued {
+            id: ReservationId::random(),
+            event: EventId::parse("bench").expect("slug"),
+            user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
+            qty: Quantity::ONE,
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    let body = Group::encode(&items);
+    let start = Instant::now();
+    let mut pending = VecDeque::with_capacity(inflight);
+    for _ in 0..messages {
+        if pending.len() >= inflight {
+            let c: lapin::PublisherConfirm = pending.pop_front().expect("non-empty");
+            anyhow::ensure!(c.await?.is_ack(), "nacked");
+        }
+        let c = ch
+            .basic_publish(
+                "".into(),
+                ns.queue().as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        pending.push_back(c);
+    }
+    for c in pending {
+        anyhow::ensure!(c.await?.is_ack(), "nacked");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for q in [ns.queue(), ns.dead_letter_queue()] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .exchange_delete(
+            ns.dead_letter_exchange().as_str().into(),
+            Default::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "messages": messages,
+            "per_message": per_message,
+            "seconds": secs,
+            "msgs_per_s": messages as f64 / secs,
+            "reservations_per_s": (messages as usize * per_message) as f64 / secs,
+        })
+    );
+    Ok(())
+}
