@@ -204,8 +204,12 @@ impl TestStack {
     }
 
     pub async fn start_worker(&self) {
+        self.start_worker_with(self.worker_config()).await;
+    }
+
+    pub async fn start_worker_with(&self, cfg: WorkerConfig) {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(flashgrid::worker::run(self.worker_config(), stop.clone()));
+        let task = tokio::spawn(flashgrid::worker::run(cfg, stop.clone()));
         *self.worker.lock().unwrap() = Some(Daemon::InProcess { stop, task });
     }
 

@@ -10,6 +10,7 @@ mod attack;
 mod burst;
 mod crash;
 mod idempotency;
+mod reconnect;
 mod restock;
 mod shutdown;
 mod window;
