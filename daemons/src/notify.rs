@@ -19,6 +19,16 @@ pub enum Notice {
     EventChanged(EventId),
     /// These reservations of the event were decided and committed.
     Decided(EventId, Vec<ReservationId>),
+    /// A worker's decisions since its last report (sent per interval).
+    Stats(WorkerReport),
+}
+
+/// What one worker decided over one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub confirmed: u64,
+    pub rejected: u64,
+    pub written: u64,
 }
 
 impl Notice {
@@ -26,6 +36,7 @@ impl Notice {
         match self {
             Notice::SoldOut(e) => format!("soldout {e}"),
             Notice::EventChanged(e) => format!("event {e}"),
+            Notice::Stats(r) => format!("stats {} {} {}", r.confirmed, r.rejected, r.written),
             Notice::Decided(e, ids) => {
                 let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
                 s.push_str("decided ");
@@ -42,6 +53,14 @@ impl Notice {
     pub fn parse(raw: &str) -> Option<Self> {
         let mut words = raw.split(' ');
         let kind = words.next()?;
+        if kind == "stats" {
+            let mut n = || words.next()?.parse().ok();
+            return Some(Notice::Stats(WorkerReport {
+                confirmed: n()?,
+                rejected: n()?,
+                written: n()?,
+            }));
+        }
         let event = EventId::parse(words.next()?).ok()?;
         match kind {
             "soldout" => Some(Notice::SoldOut(event)),
@@ -147,11 +166,17 @@ mod tests {
                 vec![ReservationId::random(), ReservationId::random()],
             ),
             Notice::Decided(e.clone(), vec![]),
+            Notice::Stats(WorkerReport {
+                confirmed: 3,
+                rejected: 40,
+                written: 3,
+            }),
         ] {
             assert_eq!(Notice::parse(&n.encode()), Some(n));
         }
         assert_eq!(Notice::parse("soldout"), None);
         assert_eq!(Notice::parse("decided e x"), None);
         assert_eq!(Notice::parse("what e"), None);
+        assert_eq!(Notice::parse("stats 1 2"), None);
     }
 }

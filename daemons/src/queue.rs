@@ -78,6 +78,16 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
     Ok(Connection::connect(url, props).await?)
 }
 
+/// Closes a connection politely, but without waiting on a broker that is
+/// gone (its close-ok would never come).
+pub async fn close(conn: &Connection, code: u16, reason: &str) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        conn.close(code, reason.into()),
+    )
+    .await;
+}
+
 /// Declares the queue, its dead-letter exchange and dead-letter queue. Both
 /// daemons call it with the same arguments, in any order, any number of times.
 pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {
@@ -112,15 +122,31 @@ pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {
             FieldTable::default(),
         )
         .await?;
+    declare_main(channel, ns).await?;
+    Ok(())
+}
+
+/// Declares the reservation queue itself (same arguments every time, so it
+/// is also a safe way to read its depth).
+async fn declare_main(channel: &Channel, ns: &Namespace) -> lapin::Result<lapin::Queue> {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(ns.dead_letter_exchange().as_str().into()),
     );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
     channel
         .queue_declare(ns.queue().as_str().into(), durable, args)
-        .await?;
-    Ok(())
+        .await
+}
+
+/// Messages ready in the reservation queue, and its consumers.
+pub async fn depth(channel: &Channel, ns: &Namespace) -> lapin::Result<(u32, u32)> {
+    let q = declare_main(channel, ns).await?;
+    Ok((q.message_count(), q.consumer_count()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Binds with a backlog deep enough for a flash crowd: tokio's default (1024)
 /// turns the connects beyond it into SYN retries a second later. The kernel
@@ -51,7 +51,9 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    // Every connection task is tracked so the drain can wait for them; each
+    // one also watches `shutdown` to finish its request and close.
+    let tracker = TaskTracker::new();
     // Each connection costs a file descriptor and some memory; beyond the cap
     // new connections wait in the kernel's backlog.
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -80,25 +82,41 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| {
-                let fut = h(req);
-                async move { Ok::<_, std::convert::Infallible>(fut.await) }
-            }),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let fut = h(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                }),
+            )
+            // The live feed upgrades its connection to a WebSocket.
+            .with_upgrades();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let res = tokio::select! {
+                res = conn.as_mut() => res,
+                _ = stop.cancelled() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting connections; draining in-flight requests");
+    tracker.close();
+    tracing::info!(
+        connections = tracker.len(),
+        "stopped accepting connections; draining in-flight requests"
+    );
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tracker.wait() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!(timeout = ?limits.drain_timeout, "drain timed out; closing the remaining connections");
         }

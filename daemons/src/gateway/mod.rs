@@ -9,9 +9,11 @@
 
 pub mod catalog;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod publisher;
 pub mod routes;
+pub mod stats;
 pub mod waiters;
 
 use crate::config::GatewayConfig;
@@ -63,15 +65,19 @@ pub async fn serve(
         .await
         .context("load the events from PostgreSQL")?;
     let waiters = Arc::new(Waiters::default());
+    let stats = Arc::new(stats::Stats::default());
     let background = CancellationToken::new();
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(listen_notices(
             client,
             ns.clone(),
-            pool.clone(),
-            inventory.clone(),
-            catalog.clone(),
-            waiters.clone(),
+            Listeners {
+                pool: pool.clone(),
+                inventory: inventory.clone(),
+                catalog: catalog.clone(),
+                waiters: waiters.clone(),
+                stats: stats.clone(),
+            },
             background.clone(),
         )),
         tokio::spawn(housekeeping(
@@ -94,6 +100,15 @@ pub async fn serve(
         amqp,
         inventory.clone(),
     );
+    let (feed_tx, feed_rx) = tokio::sync::watch::channel(None);
+    tasks.push(tokio::spawn(feed::run(
+        stats.clone(),
+        pool.clone(),
+        catalog.clone(),
+        publisher.probe(),
+        feed_tx,
+        background.clone(),
+    )));
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
         inventory,
@@ -103,6 +118,9 @@ pub async fn serve(
         admin_token: cfg.admin_token.clone(),
         max_body_bytes: cfg.max_body_bytes,
         body_timeout: cfg.body_timeout,
+        stats,
+        feed: feed_rx,
+        shutdown: shutdown.clone(),
     });
     raise_fd_limit();
     tracing::info!(
@@ -134,24 +152,42 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
-    pool.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// What the notices update.
+struct Listeners {
+    pool: sqlx::PgPool,
+    inventory: Inventory,
+    catalog: Arc<Catalog>,
+    waiters: Arc<Waiters>,
+    stats: Arc<stats::Stats>,
 }
 
 async fn listen_notices(
     client: redis::Client,
     ns: Namespace,
-    pool: sqlx::PgPool,
-    inventory: Inventory,
-    catalog: Arc<Catalog>,
-    waiters: Arc<Waiters>,
+    to: Listeners,
     stop: CancellationToken,
 ) {
+    let Listeners {
+        pool,
+        inventory,
+        catalog,
+        waiters,
+        stats,
+    } = to;
     // Reloads run in their own tasks so the subscription never stalls.
     notify::listen(client, ns, stop, move |heard| match heard {
         Heard::Notice(Notice::SoldOut(e)) => catalog.mark_sold_out(&e),
         Heard::Notice(Notice::Decided(_, ids)) => waiters.wake(&ids),
+        Heard::Notice(Notice::Stats(r)) => {
+            stats.worker_confirmed.inc_by(r.confirmed);
+            stats.worker_rejected.inc_by(r.rejected);
+            stats.worker_written.inc_by(r.written);
+        }
         Heard::Notice(Notice::EventChanged(e)) => {
             let (pool, inv, cat) = (pool.clone(), inventory.clone(), catalog.clone());
             tokio::spawn(async move {

@@ -46,6 +46,26 @@ struct Pending {
 pub struct Publisher {
     tx: mpsc::Sender<Pending>,
     up: Arc<AtomicBool>,
+    probe: QueueProbe,
+}
+
+/// Reads the queue's depth on the publisher's channel. Separate from
+/// [`Publisher`] so that holding it does not keep the batcher alive.
+#[derive(Debug, Clone)]
+pub struct QueueProbe {
+    channel: watch::Receiver<Option<Channel>>,
+    ns: Namespace,
+}
+
+impl QueueProbe {
+    /// The reservation queue's depth and consumers, `None` while the broker is away.
+    pub async fn depth(&self) -> Option<(u32, u32)> {
+        let ch = self.channel.borrow().clone()?;
+        tokio::time::timeout(Duration::from_secs(1), queue::depth(&ch, &self.ns))
+            .await
+            .ok()?
+            .ok()
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -94,9 +114,17 @@ impl Publisher {
             broken.clone(),
             stop.clone(),
         ));
-        let batcher = tokio::spawn(batcher(cfg, rx, chan_rx, broken, inventory));
+        let ns = cfg.ns.clone();
+        let batcher = tokio::spawn(batcher(cfg, rx, chan_rx.clone(), broken, inventory));
         (
-            Publisher { tx, up },
+            Publisher {
+                tx,
+                up,
+                probe: QueueProbe {
+                    channel: chan_rx,
+                    ns,
+                },
+            },
             PublisherTasks {
                 batcher,
                 link,
@@ -108,6 +136,10 @@ impl Publisher {
     /// Whether the broker can take reservations durably right now.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn probe(&self) -> QueueProbe {
+        self.probe.clone()
     }
 
     /// Queues one reservation; returns once the broker confirmed it.
@@ -297,7 +329,7 @@ async fn link(
                         _ = stop.cancelled() => {
                             up.store(false, Ordering::Relaxed);
                             channel.send_replace(None);
-                            let _ = c.close(200, "gateway shutting down".into()).await;
+                            queue::close(&c, 200, "gateway shutting down").await;
                             return;
                         }
                         // A failed publish or a returned message: start afresh
@@ -313,7 +345,7 @@ async fn link(
                 up.store(false, Ordering::Relaxed);
                 channel.send_replace(None);
                 tracing::warn!("lost RabbitMQ: answering 503 until it is back");
-                let _ = c.close(320, "reconnecting".into()).await;
+                queue::close(&c, 320, "reconnecting").await;
             }
             Err(e) => {
                 up.store(false, Ordering::Relaxed);

@@ -3,8 +3,10 @@
 
 use super::catalog::Catalog;
 use super::error::{ApiError, Body, json};
+use super::feed;
 use super::http::{read_body, require_json};
 use super::publisher::{Publisher, Unavailable};
+use super::stats::Stats;
 use super::waiters::Waiters;
 use crate::db;
 use crate::inventory::{Inventory, Outcome};
@@ -33,14 +35,25 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    pub stats: Arc<Stats>,
+    pub feed: tokio::sync::watch::Receiver<Option<Arc<bytes::Bytes>>>,
+    /// Tells feed connections to close on shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match self.route(req).await {
+        let started = Instant::now();
+        let is_reserve = req.uri().path() == "/reserve";
+        let resp = match self.route(req).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
+        };
+        if is_reserve {
+            self.stats
+                .record_reserve(resp.status().as_u16(), started.elapsed());
         }
+        resp
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -70,6 +83,22 @@ impl Gateway {
             (["admin", "events"] | ["admin", "events", _, "reset"], _) => {
                 Err(ApiError::method_not_allowed("POST"))
             }
+            (["ws"], &Method::GET) => {
+                self.authorize_feed(&req)?;
+                feed::upgrade(req, self.feed.clone(), self.shutdown.clone())
+            }
+            (["metrics"], &Method::GET) => {
+                let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                    self.stats.render(),
+                )));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(resp)
+            }
             (["healthz"], &Method::GET) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"status": "alive"}),
@@ -82,17 +111,23 @@ impl Gateway {
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        self.check_token(bearer(req).unwrap_or(""))
+    }
+
+    /// The feed also takes the token as `?token=` (browsers cannot set headers
+    /// on a WebSocket).
+    fn authorize_feed(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        let query = req.uri().query().unwrap_or("");
+        let from_query = query.split('&').find_map(|p| p.strip_prefix("token="));
+        self.check_token(bearer(req).or(from_query).unwrap_or(""))
+    }
+
+    fn check_token(&self, given: &str) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else {
             return Err(ApiError::unauthorized(
-                "admin routes are disabled: start the gateway with FLASHGRID_ADMIN_TOKEN set",
+                "admin routes and the feed are disabled: start the gateway with FLASHGRID_ADMIN_TOKEN set",
             ));
         };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
         if constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
@@ -351,6 +386,13 @@ impl Gateway {
         }
         resp
     }
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 fn accepted(event: &EventId, id: ReservationId, status: Status) -> Response<Body> {

@@ -14,14 +14,68 @@ pub use batch::{BatchError, BatchReport, Decider};
 use crate::config::WorkerConfig;
 use crate::inventory::Inventory;
 use crate::names::Namespace;
+use crate::notify::{self, Notice, WorkerReport};
 use crate::queue::{self, Group, Queued};
 use crate::services;
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How often a worker reports its decisions to the gateways' feeds.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Decisions since the last report.
+#[derive(Debug, Default)]
+struct Pending {
+    confirmed: AtomicU64,
+    rejected: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Pending {
+    fn add(&self, r: &BatchReport) {
+        self.confirmed.fetch_add(r.confirmed, Ordering::Relaxed);
+        self.rejected.fetch_add(r.rejected, Ordering::Relaxed);
+        self.written.fetch_add(r.written, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> WorkerReport {
+        WorkerReport {
+            confirmed: self.confirmed.swap(0, Ordering::Relaxed),
+            rejected: self.rejected.swap(0, Ordering::Relaxed),
+            written: self.written.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Publishes what this worker decided, once per interval (not per
+/// reservation), until `stop`; then a last report.
+async fn report(
+    pending: Arc<Pending>,
+    redis: redis::aio::ConnectionManager,
+    ns: Namespace,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let r = pending.take();
+        if r != WorkerReport::default() {
+            notify::publish(&redis, &ns, &Notice::Stats(r)).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
 
 /// Connects to the services and runs until `shutdown`; the current batch is
 /// finished and acked before returning.
@@ -32,7 +86,15 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     let (_client, redis) = services::redis(&cfg.services).await?;
     // Fail fast at start on an unreachable broker; later losses reconnect.
     let conn = services::rabbitmq(&cfg.services, "flashgrid-worker").await?;
-    let decider = Decider::new(pool, Inventory::new(redis, ns.clone()));
+    let decider = Decider::new(pool, Inventory::new(redis.clone(), ns.clone()));
+    let pending = Arc::new(Pending::default());
+    let reporting = CancellationToken::new();
+    let reporter = tokio::spawn(report(
+        pending.clone(),
+        redis,
+        ns.clone(),
+        reporting.clone(),
+    ));
     tracing::info!(
         namespace = ns.as_str(),
         queue = ns.queue(),
@@ -59,9 +121,9 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
                 }
             },
         };
-        match consume(&c, &cfg, &ns, &decider, &shutdown).await {
+        match consume(&c, &cfg, &ns, &decider, &pending, &shutdown).await {
             Ok(()) => {
-                let _ = c.close(200, "worker shutting down".into()).await;
+                queue::close(&c, 200, "worker shutting down").await;
                 break;
             }
             Err(e) => {
@@ -73,6 +135,8 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
             }
         }
     }
+    reporting.cancel();
+    let _ = reporter.await;
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -83,6 +147,7 @@ async fn consume(
     cfg: &WorkerConfig,
     ns: &Namespace,
     decider: &Decider,
+    pending: &Pending,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let channel = conn.create_channel().await.context("open a channel")?;
@@ -144,10 +209,13 @@ async fn consume(
                 }
             }
         }
-        if !items.is_empty() && !process_until_done(decider, &items, shutdown).await {
-            // Shutting down with the batch undecided: leave it unacked, the
-            // broker redelivers it to the next worker.
-            return Ok(());
+        if !items.is_empty() {
+            match process_until_done(decider, &items, shutdown).await {
+                Some(report) => pending.add(&report),
+                // Shutting down with the batch undecided: leave it unacked,
+                // the broker redelivers it to the next worker.
+                None => return Ok(()),
+            }
         }
         channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
@@ -157,23 +225,23 @@ async fn consume(
 }
 
 /// Processes a batch, retrying with backoff while a service is away. Returns
-/// false if shutdown came first.
+/// `None` if shutdown came first.
 async fn process_until_done(
     decider: &Decider,
     items: &[Queued],
     shutdown: &CancellationToken,
-) -> bool {
+) -> Option<BatchReport> {
     let mut delay = Duration::from_millis(50);
     loop {
         match decider.process(items).await {
             Ok(report) => {
                 tracing::debug!(reservations = items.len(), ?report, "batch committed");
-                return true;
+                return Some(report);
             }
             Err(e) => {
                 tracing::warn!(error = %e, reservations = items.len(), "batch not committed, retrying in {delay:?} (nothing acked)");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return false,
+                    _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(2));

@@ -81,7 +81,11 @@ impl Daemon {
         match self {
             Daemon::InProcess { stop, task } => {
                 stop.cancel();
-                let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+                let res = tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .expect("the daemon did not stop within 20 s of its shutdown signal");
+                res.expect("daemon task")
+                    .expect("the daemon returned an error");
             }
             Daemon::Process(mut child) => {
                 let _ = child.kill();

@@ -9,6 +9,7 @@ mod api_errors;
 mod attack;
 mod burst;
 mod crash;
+mod feed;
 mod idempotency;
 mod reconnect;
 mod restock;

@@ -7,9 +7,12 @@
 //! - [`ids`]: the domain newtypes (`EventId`, `UserId`, `Quantity`,
 //!   `ReservationId`) that parse input once; an invalid value cannot exist.
 //! - [`api`]: request and response bodies of each route.
+//! - [`feed`]: the snapshots of the live feed (`GET /ws`).
 
 pub mod api;
+pub mod feed;
 pub mod ids;
 
 pub use api::*;
+pub use feed::*;
 pub use ids::*;

@@ -1,0 +1,226 @@
+//! The live feed: a task builds one snapshot per interval (rates from the
+//! counters' deltas, queue depth, per-event counts) and publishes it through a
+//! `watch` channel; each WebSocket client sends the latest one it has not
+//! sent. A slow client skips snapshots and a stuck one is dropped: neither
+//! ever slows the gateway.
+
+use super::catalog::Catalog;
+use super::error::{ApiError, Body};
+use super::publisher::QueueProbe;
+use super::stats::{LatencyHistogram, Stats};
+use crate::db;
+use bytes::Bytes;
+use chrono::Utc;
+use flashgrid_wire::{GatewayStats, LatencyMs, QueueStats, Snapshot, WorkerStats};
+use futures::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+
+/// How often a snapshot is built (the design asks for at least 4 a second).
+pub const INTERVAL: Duration = Duration::from_millis(250);
+/// A client that cannot take one snapshot within this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds snapshots until `stop`.
+pub async fn run(
+    stats: Arc<Stats>,
+    pool: PgPool,
+    catalog: Arc<Catalog>,
+    queue: QueueProbe,
+    out: watch::Sender<Option<Arc<Bytes>>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev = Reading::take(&stats);
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Reading::take(&stats);
+        // The events come from PostgreSQL; if it is away the last known
+        // counts are shown (the snapshot's `at` tells the console its age).
+        if let Ok(list) = db::list_events(&pool).await {
+            events = list
+                .iter()
+                .map(|e| e.view(catalog.is_sold_out(&e.id)))
+                .collect();
+        }
+        let (depth, consumers) = match queue.depth().await {
+            Some((d, c)) => (Some(u64::from(d)), Some(u64::from(c))),
+            None => (None, None),
+        };
+        stats.queue_depth.set(depth.map_or(-1, |d| d as i64));
+        let snap = now.snapshot(&prev, depth, consumers, events.clone());
+        if let Ok(json) = serde_json::to_vec(&snap) {
+            out.send_replace(Some(Arc::new(Bytes::from(json))));
+        }
+        prev = now;
+    }
+}
+
+/// The counters at one instant.
+struct Reading {
+    at: Instant,
+    requests: u64,
+    accepted: u64,
+    rejected: u64,
+    unavailable: u64,
+    latency: [u64; 24],
+    confirmed: u64,
+    worker_rejected: u64,
+    written: u64,
+}
+
+impl Reading {
+    fn take(s: &Stats) -> Self {
+        Self {
+            at: Instant::now(),
+            requests: s.requests.get(),
+            accepted: s.accepted.get(),
+            rejected: s.rejected.get(),
+            unavailable: s.unavailable.get(),
+            latency: s.latency.counts(),
+            confirmed: s.worker_confirmed.get(),
+            worker_rejected: s.worker_rejected.get(),
+            written: s.worker_written.get(),
+        }
+    }
+
+    fn snapshot(
+        &self,
+        prev: &Reading,
+        depth: Option<u64>,
+        consumers: Option<u64>,
+        events: Vec<flashgrid_wire::EventView>,
+    ) -> Snapshot {
+        let secs = self.at.duration_since(prev.at).as_secs_f64().max(1e-3);
+        let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+        let window: [u64; 24] =
+            std::array::from_fn(|i| self.latency[i].saturating_sub(prev.latency[i]));
+        let q = |q: f64| LatencyHistogram::quantile(&window, q);
+        Snapshot {
+            at: Utc::now(),
+            interval_ms: (secs * 1000.0) as u64,
+            gateway: GatewayStats {
+                requests_per_s: rate(self.requests, prev.requests),
+                accepted_per_s: rate(self.accepted, prev.accepted),
+                rejected_per_s: rate(self.rejected, prev.rejected),
+                unavailable_per_s: rate(self.unavailable, prev.unavailable),
+                latency_ms: LatencyMs {
+                    p50: q(0.5),
+                    p90: q(0.9),
+                    p99: q(0.99),
+                    p99_9: q(0.999),
+                    max: q(1.0),
+                },
+                requests_total: self.requests,
+                accepted_total: self.accepted,
+                rejected_total: self.rejected,
+                unavailable_total: self.unavailable,
+            },
+            queue: QueueStats { depth, consumers },
+            workers: WorkerStats {
+                confirmed_per_s: rate(self.confirmed, prev.confirmed),
+                rejected_per_s: rate(self.worker_rejected, prev.worker_rejected),
+                db_writes_per_s: rate(self.written, prev.written),
+                confirmed_total: self.confirmed,
+                rejected_total: self.worker_rejected,
+                db_writes_total: self.written,
+            },
+            events,
+        }
+    }
+}
+
+/// Answers the WebSocket handshake and serves the feed on the upgraded
+/// connection until the client leaves or the gateway stops.
+pub fn upgrade(
+    req: Request<Incoming>,
+    feed: watch::Receiver<Option<Arc<Bytes>>>,
+    stop: CancellationToken,
+) -> Result<Response<Body>, ApiError> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::invalid("GET /ws is a WebSocket: send the upgrade headers"))?;
+    let is_upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return Err(ApiError::invalid(
+            "GET /ws is a WebSocket: send `Upgrade: websocket`",
+        ));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                serve(ws, feed, stop).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "feed upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok(resp)
+}
+
+async fn serve<S>(
+    ws: WebSocketStream<S>,
+    mut feed: watch::Receiver<Option<Arc<Bytes>>>,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut tx, mut rx) = ws.split();
+    // Send the current snapshot at once, then each new one.
+    feed.mark_changed();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = tx.send(Message::Close(None)).await;
+                return;
+            }
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(snap) = feed.borrow_and_update().clone() else { continue };
+                let msg = Message::Text(String::from_utf8_lossy(&snap).into_owned().into());
+                match tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await {
+                    Ok(Ok(())) => {}
+                    _ => return, // gone, or too slow to keep
+                }
+            }
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {} // pings are answered by tungstenite
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The live feed and `/metrics`: snapshots whose numbers match a burst the
+//! test sent; without the token, 401.
+
+use crate::helpers::{TOKEN, TestStack, burst};
+use flashgrid_wire::Snapshot;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_snapshots_match_a_burst_and_need_the_token() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("fed", 50).await;
+    let ws_url = format!("{}/ws", stack.url.replace("http://", "ws://"));
+
+    // No token, a wrong token: 401 before any upgrade.
+    match tokio_tungstenite::connect_async(ws_url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    match tokio_tungstenite::connect_async(format!("{ws_url}?token=nope")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    // The token as a query parameter works, and as a bearer header.
+    let (mut by_query, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={TOKEN}"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), by_query.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let _: Snapshot = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    drop(by_query);
+    let mut req = ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
+    let (accepted, others) = burst(&stack, "fed", 200).await;
+    let sold_out = others.get(&409).copied().unwrap_or(0) as u64;
+    futures::future::join_all(accepted.iter().map(|a| stack.decided(a))).await;
+
+    // Snapshots come at least 4 times a second and converge on the burst.
+    let start = Instant::now();
+    let mut count = 0;
+    let mut slowest = 0.0f64;
+    let last = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a snapshot")
+            .unwrap()
+            .unwrap();
+        let snap: Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        count += 1;
+        slowest = slowest.max(snap.gateway.latency_ms.max);
+        let event = snap
+            .events
+            .iter()
+            .find(|e| e.event_id.as_str() == "fed")
+            .cloned();
+        let done = snap.gateway.requests_total == 200
+            && snap.workers.confirmed_total == 50
+            && event.as_ref().is_some_and(|e| e.confirmed == 50);
+        if done {
+            break (snap, event.unwrap());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the feed never caught up: {snap:?}"
+        );
+    };
+    let (snap, event) = last;
+    assert_eq!(snap.gateway.accepted_total, accepted.len() as u64);
+    assert_eq!(snap.gateway.rejected_total, sold_out);
+    assert_eq!(snap.workers.rejected_total, accepted.len() as u64 - 50);
+    assert_eq!(
+        snap.workers.db_writes_total, 50,
+        "the database saw the winners only"
+    );
+    assert_eq!(
+        (event.capacity, event.remaining, event.sold_out),
+        (50, 0, true)
+    );
+    assert!(
+        snap.interval_ms >= 200 && snap.interval_ms <= 400,
+        "{}",
+        snap.interval_ms
+    );
+    assert!(slowest > 0.0, "no snapshot showed the burst's latency");
+    assert_eq!(snap.queue.depth, Some(0));
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(
+        count as f64 >= (elapsed * 3.0).floor(),
+        "{count} snapshots in {elapsed:.1} s"
+    );
+
+    let metrics = stack
+        .http
+        .get(format!("{}/metrics", stack.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("flashgrid_reserve_requests_total 200"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flashgrid_db_writes_total 50"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flashgrid_reserve_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // Shutdown with a feed client connected: it is told to close, and the
+    // gateway stops promptly (`stop` fails the test otherwise).
+    stack.stop("gateway").await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m)) if m.is_close() => return true,
+                Some(Ok(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await
+    .expect("the feed connection was left open");
+    assert!(end, "no close frame");
+}
