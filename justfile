@@ -31,6 +31,11 @@ attack *ARGS:
 bench:
     scripts/bench.sh
 
+# open the operator console on the stack `just up` started
+tui:
+    cargo build --release --locked --workspace --bins
+    FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" target/release/flashgrid
+
 # run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports)
 test:
     scripts/services.sh check

@@ -1,0 +1,575 @@
+//! The console's state and how keys and events change it. No I/O: what must
+//! be done outside (launch an attack, call an admin route, quit) comes back
+//! as an [`Action`].
+
+use crate::event::{AttackEvent, Event, FeedEvent, Progress};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use flashgrid_load::Report;
+use flashgrid_wire::{EventView, Snapshot};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How many snapshots the sparklines remember (a minute at 4 a second).
+pub const HISTORY: usize = 240;
+
+/// What the main loop must do after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Quit,
+    Attack {
+        event: String,
+        requests: u64,
+        concurrency: usize,
+    },
+    Reset {
+        event: String,
+    },
+    Create {
+        event: String,
+        capacity: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected,
+    Reconnecting { reason: String, retry_at: Instant },
+}
+
+/// A modal on top of the screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    /// Reset needs the event id typed; Cancel is the default.
+    ConfirmReset {
+        event: String,
+        typed: String,
+    },
+    /// New event: id and capacity, Tab between them.
+    Create {
+        id: String,
+        capacity: String,
+        on_capacity: bool,
+    },
+}
+
+/// The attack launcher's settings and its current or last run.
+#[derive(Debug, Clone)]
+pub struct Attack {
+    pub requests: u64,
+    pub concurrency: usize,
+    pub run: Option<AttackRun>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttackRun {
+    pub event: String,
+    pub progress: Progress,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone)]
+pub enum Phase {
+    Running,
+    Verifying,
+    Done(Box<Report>),
+    Failed(String),
+}
+
+/// Rates over time, for the sparklines.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub incoming: VecDeque<u64>,
+    pub accepted: VecDeque<u64>,
+    pub rejected: VecDeque<u64>,
+    pub confirmed: VecDeque<u64>,
+}
+
+impl History {
+    fn push(&mut self, s: &Snapshot) {
+        for (q, v) in [
+            (&mut self.incoming, s.gateway.requests_per_s),
+            (&mut self.accepted, s.gateway.accepted_per_s),
+            (&mut self.rejected, s.gateway.rejected_per_s),
+            (&mut self.confirmed, s.workers.confirmed_per_s),
+        ] {
+            if q.len() == HISTORY {
+                q.pop_front();
+            }
+            q.push_back(v.max(0.0).round() as u64);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub url: String,
+    pub connection: Connection,
+    /// The latest snapshot and when it arrived.
+    pub snapshot: Option<(Snapshot, Instant)>,
+    pub history: History,
+    /// While frozen, new snapshots are kept aside, not shown.
+    pub frozen: Option<(Snapshot, Instant)>,
+    pub selected: usize,
+    pub overlay: Overlay,
+    pub attack: Attack,
+    /// A line for the operator (admin results, refusals), with when it was set.
+    pub notice: Option<(String, bool, Instant)>,
+    pub color: bool,
+    pub has_token: bool,
+}
+
+impl App {
+    pub fn new(url: String, color: bool, has_token: bool) -> Self {
+        Self {
+            url,
+            connection: Connection::Connecting,
+            snapshot: None,
+            history: History::default(),
+            frozen: None,
+            selected: 0,
+            overlay: Overlay::None,
+            attack: Attack {
+                requests: 10_000,
+                concurrency: 1_000,
+                run: None,
+            },
+            notice: None,
+            color,
+            has_token,
+        }
+    }
+
+    /// The snapshot on screen (the frozen one while frozen).
+    pub fn shown(&self) -> Option<&(Snapshot, Instant)> {
+        self.frozen.as_ref().or(self.snapshot.as_ref())
+    }
+
+    pub fn events(&self) -> &[EventView] {
+        self.shown()
+            .map(|(s, _)| s.events.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn selected_event(&self) -> Option<&EventView> {
+        self.events().get(self.selected)
+    }
+
+    fn notify(&mut self, text: impl Into<String>, error: bool) {
+        self.notice = Some((text.into(), error, Instant::now()));
+    }
+
+    pub fn attack_running(&self) -> bool {
+        matches!(
+            self.attack.run.as_ref().map(|r| &r.phase),
+            Some(Phase::Running | Phase::Verifying)
+        )
+    }
+
+    pub fn update(&mut self, event: Event) -> Action {
+        match event {
+            Event::Tick | Event::Resize => Action::None,
+            Event::Key(k) => self.on_key(k),
+            Event::Feed(f) => {
+                self.on_feed(f);
+                Action::None
+            }
+            Event::Attack(a) => {
+                self.on_attack(a);
+                Action::None
+            }
+            Event::Admin(Ok(e)) => {
+                self.notify(
+                    format!("event {} ready: {} seats", e.event_id, e.capacity),
+                    false,
+                );
+                Action::None
+            }
+            Event::Admin(Err(e)) => {
+                self.notify(e, true);
+                Action::None
+            }
+        }
+    }
+
+    fn on_feed(&mut self, f: FeedEvent) {
+        match f {
+            FeedEvent::Connected => self.connection = Connection::Connected,
+            FeedEvent::Snapshot(s) => {
+                self.connection = Connection::Connected;
+                self.history.push(&s);
+                self.snapshot = Some((*s, Instant::now()));
+                let n = self.events().len();
+                if n > 0 && self.selected >= n {
+                    self.selected = n - 1;
+                }
+            }
+            FeedEvent::Disconnected { reason, retry_in } => {
+                self.connection = Connection::Reconnecting {
+                    reason,
+                    retry_at: Instant::now() + retry_in,
+                }
+            }
+        }
+    }
+
+    fn on_attack(&mut self, a: AttackEvent) {
+        let Some(run) = self.attack.run.as_mut() else {
+            return;
+        };
+        match a {
+            AttackEvent::Progress(p) => run.progress = p,
+            AttackEvent::Verifying => run.phase = Phase::Verifying,
+            AttackEvent::Finished(r) => run.phase = Phase::Done(r),
+            AttackEvent::Failed(e) => run.phase = Phase::Failed(e),
+        }
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Action {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Action::Quit;
+        }
+        match std::mem::replace(&mut self.overlay, Overlay::None) {
+            Overlay::None => self.on_main_key(key),
+            Overlay::Help => Action::None, // any key closes help
+            Overlay::ConfirmReset { event, mut typed } => match key.code {
+                KeyCode::Esc => Action::None,
+                KeyCode::Enter if typed == event => Action::Reset { event },
+                KeyCode::Enter => {
+                    self.notify("reset cancelled: the typed id did not match", true);
+                    Action::None
+                }
+                KeyCode::Backspace => {
+                    typed.pop();
+                    self.overlay = Overlay::ConfirmReset { event, typed };
+                    Action::None
+                }
+                KeyCode::Char(c) => {
+                    typed.push(c);
+                    self.overlay = Overlay::ConfirmReset { event, typed };
+                    Action::None
+                }
+                _ => {
+                    self.overlay = Overlay::ConfirmReset { event, typed };
+                    Action::None
+                }
+            },
+            Overlay::Create {
+                mut id,
+                mut capacity,
+                on_capacity,
+            } => {
+                match key.code {
+                    KeyCode::Esc => return Action::None,
+                    KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                        self.overlay = Overlay::Create {
+                            id,
+                            capacity,
+                            on_capacity: !on_capacity,
+                        };
+                        return Action::None;
+                    }
+                    KeyCode::Enter => {
+                        return match (flashgrid_wire::EventId::parse(&id), capacity.parse::<u32>())
+                        {
+                            (Ok(_), Ok(c)) if c > 0 => Action::Create {
+                                event: id,
+                                capacity: c,
+                            },
+                            (Err(e), _) => {
+                                self.notify(e.to_string(), true);
+                                self.overlay = Overlay::Create {
+                                    id,
+                                    capacity,
+                                    on_capacity,
+                                };
+                                Action::None
+                            }
+                            _ => {
+                                self.notify("capacity must be a positive number", true);
+                                self.overlay = Overlay::Create {
+                                    id,
+                                    capacity,
+                                    on_capacity,
+                                };
+                                Action::None
+                            }
+                        };
+                    }
+                    KeyCode::Backspace => {
+                        if on_capacity {
+                            capacity.pop();
+                        } else {
+                            id.pop();
+                        }
+                    }
+                    KeyCode::Char(c) if on_capacity && c.is_ascii_digit() => capacity.push(c),
+                    KeyCode::Char(c) if !on_capacity && id.len() < 64 => id.push(c),
+                    _ => {}
+                }
+                self.overlay = Overlay::Create {
+                    id,
+                    capacity,
+                    on_capacity,
+                };
+                Action::None
+            }
+        }
+    }
+
+    fn on_main_key(&mut self, key: KeyEvent) -> Action {
+        let n = self.events().len();
+        match key.code {
+            KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Char('?') => self.overlay = Overlay::Help,
+            KeyCode::Esc => self.notice = None,
+            KeyCode::Char('f') => {
+                self.frozen = match self.frozen.take() {
+                    Some(_) => None,
+                    None => self.snapshot.clone(),
+                }
+            }
+            KeyCode::Down | KeyCode::Char('j') | KeyCode::Tab if n > 0 => {
+                self.selected = (self.selected + 1) % n
+            }
+            KeyCode::Up | KeyCode::Char('k') | KeyCode::BackTab if n > 0 => {
+                self.selected = (self.selected + n - 1) % n
+            }
+            KeyCode::Char('+') | KeyCode::Char('l') | KeyCode::Right => {
+                self.attack.requests = (self.attack.requests * 2).min(1_000_000)
+            }
+            KeyCode::Char('-') | KeyCode::Char('h') | KeyCode::Left => {
+                self.attack.requests = (self.attack.requests / 2).max(1)
+            }
+            KeyCode::Char('>') => {
+                self.attack.concurrency = (self.attack.concurrency * 2).min(10_000)
+            }
+            KeyCode::Char('<') => self.attack.concurrency = (self.attack.concurrency / 2).max(1),
+            KeyCode::Char('a') => return self.launch(),
+            KeyCode::Char('r') => match self.selected_event() {
+                Some(e) if self.has_token => {
+                    self.overlay = Overlay::ConfirmReset {
+                        event: e.event_id.to_string(),
+                        typed: String::new(),
+                    }
+                }
+                Some(_) => self.notify(
+                    "reset needs the admin token (--token or FLASHGRID_ADMIN_TOKEN)",
+                    true,
+                ),
+                None => self.notify("no event selected", true),
+            },
+            KeyCode::Char('e') => {
+                if self.has_token {
+                    self.overlay = Overlay::Create {
+                        id: String::new(),
+                        capacity: "100".into(),
+                        on_capacity: false,
+                    }
+                } else {
+                    self.notify("creating an event needs the admin token (--token or FLASHGRID_ADMIN_TOKEN)", true)
+                }
+            }
+            _ => {}
+        }
+        Action::None
+    }
+
+    fn launch(&mut self) -> Action {
+        if self.attack_running() {
+            self.notify("an attack is already running", true);
+            return Action::None;
+        }
+        let Some(e) = self.selected_event() else {
+            self.notify("no event to attack: create one with e", true);
+            return Action::None;
+        };
+        let event = e.event_id.to_string();
+        self.attack.run = Some(AttackRun {
+            event: event.clone(),
+            progress: Progress {
+                total: self.attack.requests,
+                ..Progress::default()
+            },
+            phase: Phase::Running,
+        });
+        Action::Attack {
+            event,
+            requests: self.attack.requests,
+            concurrency: self.attack.concurrency.min(self.attack.requests as usize),
+        }
+    }
+
+    /// Seconds since the snapshot on screen was taken (`None` without one).
+    pub fn age(&self, now: Instant) -> Option<Duration> {
+        self.shown()
+            .map(|(_, at)| now.saturating_duration_since(*at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossterm::event::KeyEventKind;
+    use flashgrid_wire::{EventId, GatewayStats, PerUserLimit, QueueStats, WorkerStats};
+
+    pub fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code: c,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: crossterm::event::KeyEventState::NONE,
+        }
+    }
+
+    fn snapshot(events: &[(&str, u32, u32)]) -> Snapshot {
+        Snapshot {
+            at: chrono::Utc::now(),
+            interval_ms: 250,
+            gateway: GatewayStats {
+                requests_per_s: 100.0,
+                ..Default::default()
+            },
+            queue: QueueStats::default(),
+            workers: WorkerStats::default(),
+            events: events
+                .iter()
+                .map(|(id, cap, conf)| EventView {
+                    event_id: EventId::parse(id).unwrap(),
+                    name: id.to_string(),
+                    capacity: *cap,
+                    remaining: cap.saturating_sub(*conf),
+                    confirmed: *conf,
+                    per_user_limit: PerUserLimit::DEFAULT,
+                    sold_out: conf >= cap,
+                    opens_at: None,
+                    closes_at: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn app_with(events: &[(&str, u32, u32)]) -> App {
+        let mut app = App::new("http://x".into(), true, true);
+        app.update(Event::Feed(FeedEvent::Snapshot(Box::new(snapshot(events)))));
+        app
+    }
+
+    #[test]
+    fn navigation_wraps_and_quit_works() {
+        let mut app = app_with(&[("a", 10, 0), ("b", 10, 0)]);
+        app.on_key(key(KeyCode::Char('j')));
+        assert_eq!(app.selected, 1);
+        app.on_key(key(KeyCode::Down));
+        assert_eq!(app.selected, 0);
+        app.on_key(key(KeyCode::Char('k')));
+        assert_eq!(app.selected, 1);
+        assert_eq!(app.on_key(key(KeyCode::Char('q'))), Action::Quit);
+        let ctrl_c = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('c'))
+        };
+        assert_eq!(app.on_key(ctrl_c), Action::Quit);
+    }
+
+    #[test]
+    fn reset_needs_the_id_typed_and_defaults_to_cancel() {
+        let mut app = app_with(&[("demo", 10, 0)]);
+        app.on_key(key(KeyCode::Char('r')));
+        assert!(matches!(app.overlay, Overlay::ConfirmReset { .. }));
+        // Enter right away cancels (nothing typed).
+        assert_eq!(app.on_key(key(KeyCode::Enter)), Action::None);
+        assert_eq!(app.overlay, Overlay::None);
+        app.on_key(key(KeyCode::Char('r')));
+        for c in "demo".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            Action::Reset {
+                event: "demo".into()
+            }
+        );
+        // Esc backs out.
+        app.on_key(key(KeyCode::Char('r')));
+        app.on_key(key(KeyCode::Esc));
+        assert_eq!(app.overlay, Overlay::None);
+    }
+
+    #[test]
+    fn attack_uses_the_settings_and_runs_once_at_a_time() {
+        let mut app = app_with(&[("demo", 10, 0)]);
+        app.on_key(key(KeyCode::Char('-')));
+        app.on_key(key(KeyCode::Char('<')));
+        let a = app.on_key(key(KeyCode::Char('a')));
+        assert_eq!(
+            a,
+            Action::Attack {
+                event: "demo".into(),
+                requests: 5_000,
+                concurrency: 500
+            }
+        );
+        assert!(app.attack_running());
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('a'))),
+            Action::None,
+            "second launch refused"
+        );
+        app.update(Event::Attack(AttackEvent::Failed("boom".into())));
+        assert!(!app.attack_running());
+    }
+
+    #[test]
+    fn freeze_keeps_the_display_while_snapshots_arrive() {
+        let mut app = app_with(&[("demo", 10, 0)]);
+        app.on_key(key(KeyCode::Char('f')));
+        app.update(Event::Feed(FeedEvent::Snapshot(Box::new(snapshot(&[(
+            "demo", 10, 7,
+        )])))));
+        assert_eq!(app.selected_event().unwrap().confirmed, 0, "frozen");
+        app.on_key(key(KeyCode::Char('f')));
+        assert_eq!(app.selected_event().unwrap().confirmed, 7, "live again");
+    }
+
+    #[test]
+    fn create_form_validates_before_acting() {
+        let mut app = app_with(&[]);
+        app.on_key(key(KeyCode::Char('e')));
+        for c in "Bad Id".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(app.on_key(key(KeyCode::Enter)), Action::None);
+        assert!(app.notice.as_ref().unwrap().1, "an error is shown");
+        for _ in 0..6 {
+            app.on_key(key(KeyCode::Backspace));
+        }
+        for c in "drop".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        app.on_key(key(KeyCode::Tab));
+        app.on_key(key(KeyCode::Backspace));
+        app.on_key(key(KeyCode::Backspace));
+        app.on_key(key(KeyCode::Backspace));
+        app.on_key(key(KeyCode::Char('5')));
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter)),
+            Action::Create {
+                event: "drop".into(),
+                capacity: 5
+            }
+        );
+    }
+
+    #[test]
+    fn admin_actions_without_a_token_say_what_is_missing() {
+        let mut app = app_with(&[("demo", 10, 0)]);
+        app.has_token = false;
+        app.on_key(key(KeyCode::Char('r')));
+        assert_eq!(app.overlay, Overlay::None);
+        assert!(app.notice.as_ref().unwrap().0.contains("token"));
+    }
+}

@@ -1,0 +1,16 @@
+//! `flashgrid`, the operator console: watch a sale live over the gateway's
+//! feed, and attack it before it opens with the load generator's engine.
+//!
+//! The shape follows the ratatui async template: one channel of [`event::Event`]s
+//! (terminal keys, ticks, feed snapshots, attack progress, admin results)
+//! feeds [`app::App::update`]; [`ui::draw`] is a pure function of the state
+//! (no I/O, the clock passed in), so screens are tested by rendering into a
+//! `TestBackend`. I/O lives in tasks: [`feed`] (WebSocket with reconnect and
+//! backoff), [`attack`] (the loadgen engine), [`admin`] (create, reset).
+
+pub mod admin;
+pub mod app;
+pub mod attack;
+pub mod event;
+pub mod feed;
+pub mod ui;

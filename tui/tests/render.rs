@@ -1,0 +1,199 @@
+//! Whole screens rendered into a `TestBackend` for fixed states, with the
+//! clock injected: each asserts what an operator must see, and that nothing
+//! panics (tiny terminals, an oversold event).
+
+use flashgrid_load::latency::Latency;
+use flashgrid_tui::app::{App, AttackRun, Connection, Phase};
+use flashgrid_tui::event::{Event, FeedEvent, Progress};
+use flashgrid_tui::ui;
+use flashgrid_wire::{
+    EventId, EventView, GatewayStats, PerUserLimit, QueueStats, Snapshot, WorkerStats,
+};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use std::time::{Duration, Instant};
+
+fn event(id: &str, capacity: u32, confirmed: u32, remaining: u32) -> EventView {
+    EventView {
+        event_id: EventId::parse(id).unwrap(),
+        name: id.into(),
+        capacity,
+        remaining,
+        confirmed,
+        per_user_limit: PerUserLimit::DEFAULT,
+        sold_out: remaining == 0,
+        opens_at: None,
+        closes_at: None,
+    }
+}
+
+fn snapshot(events: Vec<EventView>) -> Snapshot {
+    Snapshot {
+        at: chrono::Utc::now(),
+        interval_ms: 250,
+        gateway: GatewayStats {
+            requests_per_s: 9500.0,
+            accepted_per_s: 120.0,
+            rejected_per_s: 9380.0,
+            requests_total: 10_000,
+            ..Default::default()
+        },
+        queue: QueueStats {
+            depth: Some(3),
+            consumers: Some(1),
+        },
+        workers: WorkerStats {
+            confirmed_per_s: 20.0,
+            confirmed_total: 20,
+            db_writes_total: 20,
+            ..Default::default()
+        },
+        events,
+    }
+}
+
+fn app(events: Vec<EventView>) -> App {
+    let mut app = App::new("http://127.0.0.1:8080".into(), true, true);
+    for _ in 0..30 {
+        app.update(Event::Feed(FeedEvent::Snapshot(Box::new(snapshot(
+            events.clone(),
+        )))));
+    }
+    app
+}
+
+fn render(app: &App, w: u16, h: u16, now: Instant) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app, now)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn live_sale_at_80x24_shows_rates_inventory_and_the_invariant() {
+    let a = app(vec![event("demo", 20, 5, 15), event("other", 100, 0, 100)]);
+    let screen = render(&a, 80, 24, Instant::now());
+    for needle in [
+        "● connected",
+        "Events",
+        "demo 5/20",
+        "incoming",
+        "9500",
+        "remaining 15 of 20",
+        "✓ confirmed 5 + remaining 15 = capacity 20",
+        "queue 3 msgs",
+        "99.8%",
+        "q quit",
+        "f freeze",
+    ] {
+        assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
+    }
+}
+
+#[test]
+fn sold_out_locks_the_safe_transactions_bar() {
+    let a = app(vec![event("demo", 20, 20, 0)]);
+    let screen = render(&a, 100, 30, Instant::now());
+    assert!(screen.contains("LOCKED at capacity"), "{screen}");
+    assert!(screen.contains("■ demo 20/20"), "{screen}");
+}
+
+#[test]
+fn an_oversold_event_renders_red_without_panicking() {
+    // Values no correct system produces: the console must still draw them.
+    let a = app(vec![event("bad", 20, 23, 0), event("drift", 20, 5, 5)]);
+    let screen = render(&a, 80, 24, Instant::now());
+    assert!(
+        screen.contains("OVERSOLD: confirmed 23 > capacity 20"),
+        "{screen}"
+    );
+    assert!(screen.contains("! bad 23/20"), "{screen}");
+    let mut b = a.clone();
+    b.selected = 1;
+    let screen = render(&b, 80, 24, Instant::now());
+    assert!(
+        screen.contains("BROKEN: confirmed 5 + remaining 5 ≠ capacity 20"),
+        "{screen}"
+    );
+    let _ = render(&app(vec![event("zero", 0, 0, 0)]), 80, 24, Instant::now());
+}
+
+#[test]
+fn disconnected_shows_reconnecting_and_how_old_the_figures_are() {
+    let mut a = app(vec![event("demo", 20, 5, 15)]);
+    let now = Instant::now() + Duration::from_secs(7);
+    a.connection = Connection::Reconnecting {
+        reason: "connection refused".into(),
+        retry_at: now + Duration::from_secs(2),
+    };
+    let screen = render(&a, 80, 24, now);
+    assert!(
+        screen.contains("reconnecting in 2s: connection refused"),
+        "{screen}"
+    );
+    assert!(screen.contains("stale 7s"), "{screen}");
+    assert!(screen.contains("7.0s ago"), "{screen}");
+}
+
+#[test]
+fn mid_attack_shows_progress_percentiles_and_a_histogram() {
+    let mut a = app(vec![event("demo", 20, 5, 15)]);
+    let mut latency = Latency::default();
+    for ms in [1u64, 1, 2, 2, 2, 3, 5, 8, 40, 900] {
+        latency.record(Duration::from_millis(ms));
+    }
+    a.attack.run = Some(AttackRun {
+        event: "demo".into(),
+        progress: Progress {
+            done: 4_000,
+            total: 10_000,
+            statuses: [(202, 40), (409, 3_960)].into_iter().collect(),
+            errors: 0,
+            latency,
+            elapsed: Duration::from_secs(1),
+        },
+        phase: Phase::Running,
+    });
+    let screen = render(&a, 80, 24, Instant::now());
+    for needle in [
+        "demo running: 4000/10000",
+        "202:40 409:3960",
+        "p50 2.0",
+        "max 90",
+        "█",
+    ] {
+        assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
+    }
+}
+
+#[test]
+fn too_small_a_terminal_says_what_it_has_and_needs() {
+    let a = app(vec![event("demo", 20, 5, 15)]);
+    let screen = render(&a, 40, 10, Instant::now());
+    assert!(screen.contains("terminal 40×10"), "{screen}");
+    assert!(screen.contains("64×20"), "{screen}");
+    for (w, h) in [(1, 1), (64, 20), (63, 20), (200, 60)] {
+        let _ = render(&a, w, h, Instant::now());
+    }
+}
+
+#[test]
+fn no_color_still_marks_a_broken_invariant() {
+    let mut a = app(vec![event("bad", 20, 23, 0)]);
+    a.color = false;
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| ui::draw(f, &a, Instant::now())).unwrap();
+    let buf = t.backend().buffer();
+    let colored = buf
+        .content()
+        .iter()
+        .any(|c| c.fg != ratatui::style::Color::Reset && c.fg != ratatui::style::Color::default());
+    assert!(!colored, "NO_COLOR: no foreground colours");
+}
