@@ -39,4 +39,6 @@ pub mod queue;
 pub mod services;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod worker;

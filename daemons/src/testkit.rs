@@ -1,0 +1,440 @@
+//! A whole FlashGrid stack for one test, on the real services: a fresh
+//! database and namespace, the gateway and worker in-process (or as child
+//! processes for tests that signal or kill them), and a TCP [`Proxy`] to cut
+//! a service from the test's own space. Dropping the [`Stack`] stops the
+//! daemons and removes the database, the Redis keys and the queues.
+//!
+//! Behind the `testkit` feature: the daemons' own tests and the console's
+//! end-to-end test share it.
+
+use crate::config::{GatewayConfig, ServicesConfig, WorkerConfig};
+use sqlx::PgPool;
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token";
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Fails at once, naming the service and how to start it, when one is down.
+pub fn require_services() {
+    for (name, port, how) in [
+        (
+            "PostgreSQL",
+            5432,
+            "pg_ctlcluster --skip-systemctl-redirect 15 main start",
+        ),
+        (
+            "Redis",
+            6379,
+            "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save \"\" --appendonly no",
+        ),
+        ("RabbitMQ", 5672, "rabbitmq-server -detached"),
+    ] {
+        if std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_secs(2),
+        )
+        .is_err()
+        {
+            panic!(
+                "{name} is not answering on 127.0.0.1:{port}; the tests need it: start it with `{how}`"
+            );
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[derive(Debug)]
+enum Daemon {
+    InProcess {
+        stop: CancellationToken,
+        task: JoinHandle<anyhow::Result<()>>,
+    },
+    Process(Child),
+}
+
+impl Daemon {
+    async fn stop(self) {
+        match self {
+            Daemon::InProcess { stop, task } => {
+                stop.cancel();
+                let res = tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .expect("the daemon did not stop within 20 s of its shutdown signal");
+                res.expect("daemon task")
+                    .expect("the daemon returned an error");
+            }
+            Daemon::Process(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One test's stack.
+#[derive(Debug)]
+pub struct Stack {
+    pub ns: String,
+    pub db_name: String,
+    pub db_url: String,
+    pub pool: PgPool,
+    pub url: String,
+    gateway: Mutex<Option<Daemon>>,
+    worker: Mutex<Option<Daemon>>,
+    gateway_port: u16,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Which daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Gateway,
+    Worker,
+}
+
+impl Stack {
+    /// A database and namespace, no daemons yet.
+    pub async fn empty() -> Self {
+        require_services();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+            .with_test_writer()
+            .try_init();
+        let ns = format!(
+            "t{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let db_name = format!("fg_{}", ns.replace('-', "_"));
+        let db_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        let pool = crate::db::connect(&db_url, 4)
+            .await
+            .expect("create the test database");
+        // One port for the stack's life, so a restarted gateway is found again.
+        let gateway_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self {
+            ns,
+            db_name,
+            db_url,
+            pool,
+            url: format!("http://127.0.0.1:{gateway_port}"),
+            gateway: Mutex::new(None),
+            worker: Mutex::new(None),
+            gateway_port,
+        }
+    }
+
+    /// A stack with both daemons running in-process.
+    pub async fn spawn() -> Self {
+        let s = Self::empty().await;
+        s.start_gateway().await;
+        s.start_worker().await;
+        s
+    }
+
+    pub fn namespace(&self) -> crate::names::Namespace {
+        crate::names::Namespace::new(&self.ns).expect("a valid namespace")
+    }
+
+    pub fn services(&self) -> ServicesConfig {
+        ServicesConfig {
+            database_url: self.db_url.clone(),
+            redis_url: REDIS.into(),
+            amqp_url: AMQP.into(),
+            namespace: self.ns.clone(),
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            services: self.services(),
+            listen: ([127, 0, 0, 1], self.gateway_port).into(),
+            admin_token: Some(TOKEN.into()),
+            max_body_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(2),
+            body_timeout: Duration::from_secs(2),
+            group_max: 256,
+            publish_inflight: 16,
+            confirm_timeout: Duration::from_secs(5),
+            max_connections: 16_384,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            services: self.services(),
+            prefetch: 64,
+            batch_max: 64,
+        }
+    }
+
+    pub async fn start_gateway(&self) {
+        self.start_gateway_with(self.gateway_config()).await;
+    }
+
+    pub async fn start_gateway_with(&self, cfg: GatewayConfig) {
+        let listener = crate::gateway::http::bind(([127, 0, 0, 1], self.gateway_port).into())
+            .expect("bind the test gateway");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::gateway::serve(cfg, listener, stop.clone()));
+        *self.slot(Which::Gateway).lock().expect("slot") = Some(Daemon::InProcess { stop, task });
+        self.wait_ready().await;
+    }
+
+    pub async fn start_worker(&self) {
+        self.start_worker_with(self.worker_config()).await;
+    }
+
+    pub async fn start_worker_with(&self, cfg: WorkerConfig) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::worker::run(cfg, stop.clone()));
+        *self.slot(Which::Worker).lock().expect("slot") = Some(Daemon::InProcess { stop, task });
+    }
+
+    /// Starts a daemon's real binary (its path: `env!("CARGO_BIN_EXE_…")`).
+    pub fn start_process(&self, which: Which, binary: &str) {
+        let child = Command::new(binary)
+            .env("DATABASE_URL", &self.db_url)
+            .env("REDIS_URL", REDIS)
+            .env("AMQP_URL", AMQP)
+            .env("FLASHGRID_NAMESPACE", &self.ns)
+            .env(
+                "FLASHGRID_LISTEN",
+                format!("127.0.0.1:{}", self.gateway_port),
+            )
+            .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn daemon");
+        *self.slot(which).lock().expect("slot") = Some(Daemon::Process(child));
+    }
+
+    fn slot(&self, which: Which) -> &Mutex<Option<Daemon>> {
+        match which {
+            Which::Gateway => &self.gateway,
+            Which::Worker => &self.worker,
+        }
+    }
+
+    /// Hands over a daemon process (to signal it); `None` if it is not one.
+    pub fn take_process(&self, which: Which) -> Option<Child> {
+        let mut slot = self.slot(which).lock().expect("slot");
+        match slot.take() {
+            Some(Daemon::Process(c)) => Some(c),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Stops a daemon: in-process ones gracefully (failing if that takes
+    /// more than 20 s), processes with SIGKILL.
+    pub async fn stop(&self, which: Which) {
+        let d = self.slot(which).lock().expect("slot").take();
+        if let Some(d) = d {
+            d.stop().await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        let addr = format!("127.0.0.1:{}", self.gateway_port);
+        eventually(
+            "the gateway to be ready",
+            Duration::from_secs(30),
+            || async {
+                let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+                s.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut buf = [0u8; 12];
+                s.read_exact(&mut buf).await.ok()?;
+                (&buf == b"HTTP/1.0 200" || &buf == b"HTTP/1.1 200").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let daemons: Vec<Daemon> = [
+            self.gateway.lock().unwrap().take(),
+            self.worker.lock().unwrap().take(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Stop in-process daemons first, so none re-declares what is removed below.
+        for d in &daemons {
+            if let Daemon::InProcess { stop, .. } = d {
+                stop.cancel();
+            }
+        }
+        let ns = self.namespace();
+        let db = self.db_name.clone();
+        let pool = self.pool.clone();
+        // Cleanup needs async I/O but Drop is sync (and may run while a test
+        // panics): do it on a runtime of its own. The in-process daemons'
+        // tasks keep running on the test's other worker thread meanwhile.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                for d in daemons {
+                    match d {
+                        Daemon::Process(mut c) => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                        Daemon::InProcess { task, .. } => {
+                            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+                        }
+                    }
+                }
+                pool.close().await;
+                if let Ok(admin) = PgPool::connect(PG_ADMIN).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(REDIS)
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(ns.key_pattern())
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                    }
+                }
+                if let Ok(conn) = crate::queue::connect(AMQP, "test-cleanup").await
+                    && let Ok(ch) = conn.create_channel().await
+                {
+                    for q in [ns.queue(), ns.dead_letter_queue()] {
+                        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+                    }
+                    let _ = ch
+                        .exchange_delete(
+                            ns.dead_letter_exchange().as_str().into(),
+                            Default::default(),
+                        )
+                        .await;
+                    let _ = conn.close(200, "".into()).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// A TCP proxy in front of a service, under the test's control: `cut` drops
+/// every connection and refuses new ones until `restore`. Faults are injected
+/// here, never on the shared servers.
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<Mutex<(bool, CancellationToken)>>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(Mutex::new((false, CancellationToken::new())));
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (refusing, token) = {
+                    let g = st.lock().unwrap();
+                    (g.0, g.1.clone())
+                };
+                if refusing {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        Self { port, state, task }
+    }
+
+    pub fn cut(&self) {
+        let mut g = self.state.lock().unwrap();
+        g.0 = true;
+        g.1.cancel();
+    }
+
+    pub fn restore(&self) {
+        let mut g = self.state.lock().unwrap();
+        *g = (false, CancellationToken::new());
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
