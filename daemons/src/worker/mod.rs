@@ -192,14 +192,17 @@ async fn consume(
                 _ => break,
             }
         }
-        let last_tag = deliveries
-            .last()
-            .map(|d| d.delivery_tag)
-            .unwrap_or_default();
+        // Acked with `multiple` up to the last readable delivery; unreadable
+        // ones are settled one by one (an ack must never name a tag that was
+        // already rejected: the broker would close the channel).
+        let mut last_good = None;
         let mut items: Vec<Queued> = Vec::new();
         for d in &deliveries {
             match Group::decode(&d.data) {
-                Ok(g) => items.extend(g.items),
+                Ok(g) => {
+                    items.extend(g.items);
+                    last_good = Some(d.delivery_tag);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, bytes = d.data.len(), "unreadable message sent to the dead-letter queue {}", ns.dead_letter_queue());
                     channel
@@ -217,10 +220,12 @@ async fn consume(
                 None => return Ok(()),
             }
         }
-        channel
-            .basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await
-            .context("ack")?;
+        if let Some(tag) = last_good {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .context("ack")?;
+        }
     }
 }
 

@@ -152,3 +152,54 @@ async fn the_same_message_delivered_twice_is_counted_once() {
     );
     assert_eq!(stack.event("dup").await.remaining, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_message_is_dead_lettered_not_looped() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("poison", 5).await;
+    let conn = flashgrid::queue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for body in [&b"not json"[..], br#"{"v":99,"items":[]}"#] {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                stack.namespace().queue().as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(c.is_ack());
+    }
+    // The worker goes on deciding what follows.
+    assert_eq!(sentinel(&stack, "poison", "after").await, Status::Confirmed);
+    let dlq = stack.namespace().dead_letter_queue();
+    crate::helpers::eventually(
+        "both unreadable messages dead-lettered",
+        std::time::Duration::from_secs(10),
+        || async {
+            let dead = ch
+                .queue_declare(
+                    dlq.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+            (dead.message_count() == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stack.queue_depth().await, 0, "nothing requeued in a loop");
+}
