@@ -129,7 +129,11 @@ impl Report {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let _ = writeln!(s, "  rejected:  {} ({})", self.rejected, reasons.join(", "));
+        if reasons.is_empty() {
+            let _ = writeln!(s, "  rejected:  {}", self.rejected);
+        } else {
+            let _ = writeln!(s, "  rejected:  {} ({})", self.rejected, reasons.join(", "));
+        }
         let _ = writeln!(s, "  pending:   {}", self.pending);
         if let Some(e) = &self.event {
             let _ = writeln!(
