@@ -297,6 +297,23 @@ impl Inventory {
         Ok(())
     }
 
+    /// Records outcomes decided outside `decide.lua` (never a confirmation).
+    pub async fn record(
+        &self,
+        event: &EventId,
+        ids: &[ReservationId],
+        outcomes: &[Outcome],
+    ) -> Result<(), InventoryError> {
+        let key = self.keys(event).outcomes;
+        let mut pipe = redis::pipe();
+        for (id, o) in ids.iter().zip(outcomes) {
+            pipe.hset(&key, id.0.to_string(), o.encode()).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     /// The recorded outcome of one reservation, if Redis has it.
     pub async fn outcome(
         &self,

@@ -15,9 +15,21 @@ use std::sync::{Arc, RwLock};
 pub struct Entry {
     pub event: Event,
     sold_out: AtomicBool,
+    /// The `409 sold_out` body, serialised once: after the sale, nearly every
+    /// request gets it.
+    pub sold_out_body: bytes::Bytes,
 }
 
 impl Entry {
+    fn new(event: Event, sold_out: bool) -> Self {
+        let body = super::error::ApiError::sold_out(event.id.as_str()).body();
+        Self {
+            event,
+            sold_out: AtomicBool::new(sold_out),
+            sold_out_body: body,
+        }
+    }
+
     pub fn sold_out(&self) -> bool {
         self.sold_out.load(Ordering::Relaxed)
     }
@@ -44,10 +56,7 @@ impl Catalog {
     }
 
     pub fn upsert(&self, event: Event, sold_out: bool) {
-        let entry = Arc::new(Entry {
-            sold_out: AtomicBool::new(sold_out),
-            event,
-        });
+        let entry = Arc::new(Entry::new(event, sold_out));
         self.events
             .write()
             .expect("catalog")
@@ -67,13 +76,7 @@ impl Catalog {
                 Some(None) => event.remaining() == 0,
                 None => event.remaining() == 0 || self.is_sold_out(&event.id),
             };
-            map.insert(
-                event.id.clone(),
-                Arc::new(Entry {
-                    sold_out: AtomicBool::new(sold_out),
-                    event,
-                }),
-            );
+            map.insert(event.id.clone(), Arc::new(Entry::new(event, sold_out)));
         }
         *self.events.write().expect("catalog") = map;
         Ok(())

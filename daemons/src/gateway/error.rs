@@ -105,6 +105,15 @@ impl ApiError {
         Self::unavailable(format!("{what} is unavailable, retry shortly"))
     }
 
+    /// The JSON body alone.
+    pub fn body(&self) -> Bytes {
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message.clone(),
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let body = ErrorBody {
             error: self.code.to_owned(),
@@ -121,8 +130,15 @@ impl ApiError {
 
 /// A JSON response.
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes(
+        status,
+        Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    )
+}
+
+/// A response with an already serialised JSON body.
+pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

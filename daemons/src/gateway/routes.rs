@@ -2,7 +2,7 @@
 //! path (unknown, closed, sold out) → group publish → 202.
 
 use super::catalog::Catalog;
-use super::error::{ApiError, Body, json};
+use super::error::{ApiError, Body, json, json_bytes};
 use super::feed;
 use super::http::{read_body, require_json};
 use super::publisher::{Publisher, Unavailable};
@@ -57,6 +57,10 @@ impl Gateway {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        // The hot route first, before any allocation.
+        if req.method() == Method::POST && req.uri().path() == "/reserve" {
+            return self.reserve(req).await;
+        }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
@@ -157,14 +161,32 @@ impl Gateway {
             None => ReservationId::random(),
         };
         if entry.sold_out() {
-            // A retry of a purchase that was already decided gets its
-            // reservation back rather than a misleading sold_out.
-            if key.is_some()
-                && let Ok(Some(o)) = self.inventory.outcome(&r.event_id, &id).await
-            {
-                return Ok(accepted(&r.event_id, id, o.public_status()));
+            // A retry of a purchase the worker already decided gets its
+            // reservation back rather than a misleading sold_out. One that is
+            // only marked pending may never have reached the queue (its
+            // publish failed): it goes through the queue again, where the
+            // worker decides it once whichever copy arrives.
+            let known = match key {
+                Some(_) => self
+                    .inventory
+                    .outcome(&r.event_id, &id)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            match known {
+                Some(o) if o.status != Status::Pending => {
+                    return Ok(accepted(&r.event_id, id, o.public_status()));
+                }
+                Some(_) => {}
+                None => {
+                    return Ok(json_bytes(
+                        StatusCode::CONFLICT,
+                        entry.sold_out_body.clone(),
+                    ));
+                }
             }
-            return Err(ApiError::sold_out(r.event_id.as_str()));
         }
 
         let item = Queued {
@@ -179,6 +201,10 @@ impl Gateway {
             Ok(()) => Ok(accepted(&event, id, Status::Pending)),
             Err(e @ Unavailable::Overloaded) => Err(ApiError::unavailable(format!(
                 "{e}: retry shortly with the same Idempotency-Key"
+            ))),
+            Err(e @ Unavailable::NotConfirmed) => Err(ApiError::unavailable(format!(
+                "{e} in time: it may still be decided. Retry shortly with the same Idempotency-Key \
+                 (without one, a retry may be a second purchase)"
             ))),
             Err(e) => Err(ApiError::unavailable(format!(
                 "{e}: the reservation was not taken; retry shortly with the same Idempotency-Key"

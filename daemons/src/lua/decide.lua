@@ -1,7 +1,6 @@
 -- decide.lua: decide a batch of reservations of ONE event, atomically.
 --
--- KEYS[1]  stock     seats left (integer); missing => error NOSTOCK, the
---                    caller rebuilds it from PostgreSQL (restock.lua) and retries
+-- KEYS[1]  stock     seats left (integer)
 -- KEYS[2]  users     hash user_id -> confirmed quantity
 -- KEYS[3]  outcomes  hash reservation_id -> outcome "<s>|<reason>|<qty>|<user>",
 --                    s = p (pending marker), C (confirmed here, not yet
@@ -13,6 +12,11 @@
 -- ARGV[4..] groups of 4: reservation_id, user_id, quantity, closed (1 = the
 --           request arrived outside the sale window)
 --
+-- Both hashes carry a sentinel field "\1" (no user id or reservation id can
+-- be a control character). If the stock or either sentinel is missing, Redis
+-- lost part of the event's state: error NOSTOCK, and the caller rebuilds all
+-- of it from PostgreSQL (restock.lua) and retries.
+--
 -- Returns one outcome string per reservation, in order.
 --
 -- Invariants kept: stock never goes below 0 (no oversell); a reservation id
@@ -20,8 +24,9 @@
 -- (a redelivered message or a retried idempotency key is counted once); a
 -- user's confirmed quantity never exceeds per_user_limit.
 local stock = redis.call('GET', KEYS[1])
-if not stock then
-  return redis.error_reply('NOSTOCK stock missing, rebuild from PostgreSQL')
+if not stock or redis.call('HEXISTS', KEYS[2], '\1') == 0
+    or redis.call('HEXISTS', KEYS[3], '\1') == 0 then
+  return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
 stock = tonumber(stock)
 local limit = tonumber(ARGV[1])

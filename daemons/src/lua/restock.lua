@@ -5,14 +5,16 @@
 -- ARGV[2..] groups of 3: reservation_id, user_id, quantity of every
 --           reservation PostgreSQL has confirmed
 --
--- Returns the rebuilt stock, or -1 when the stock existed (another worker
--- rebuilt it first: nothing is changed).
+-- Returns the rebuilt stock, or -1 when the state was whole (another worker
+-- rebuilt it first: nothing is changed). The state is whole when the stock
+-- and the sentinel field "\1" of both hashes exist (see decide.lua).
 --
 -- Confirmed = what PostgreSQL committed UNION what Redis decided but no worker
 -- has committed yet (outcomes "C" still in the hash), so decisions in flight
 -- are not handed out a second time. Users' quantities are recomputed from the
 -- same set, so per_user_limit holds across the rebuild.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[2], '\1') == 1
+    and redis.call('HEXISTS', KEYS[3], '\1') == 1 then
   return -1
 end
 for i = 2, #ARGV, 3 do
@@ -38,4 +40,6 @@ if stock < 0 then
   stock = 0
 end
 redis.call('SET', KEYS[1], stock)
+redis.call('HSET', KEYS[2], '\1', 1)
+redis.call('HSET', KEYS[3], '\1', 1)
 return stock

@@ -124,14 +124,18 @@ impl Decider {
     ) -> Result<Vec<Outcome>, BatchError> {
         let Some(info) = self.event(event).await? else {
             // The gateway only accepts known events; a message naming another
-            // one was not written by it. Reject without touching Redis.
+            // one was not written by it. Reject, and record it so that its
+            // status answers.
             tracing::warn!(event_id = %event, "reservations for an unknown event rejected");
-            return Ok(idx
+            let outcomes: Vec<Outcome> = idx
                 .iter()
                 .map(|&i| {
                     Outcome::rejected(Reason::SaleClosed, items[i].qty, items[i].user.clone())
                 })
-                .collect());
+                .collect();
+            let ids: Vec<ReservationId> = idx.iter().map(|&i| items[i].id).collect();
+            self.inventory.record(event, &ids, &outcomes).await?;
+            return Ok(outcomes);
         };
         let asks: Vec<Ask<'_>> = idx
             .iter()
@@ -228,6 +232,9 @@ impl Decider {
             let before = ws.len();
             let (overflow, capacity, confirmed) =
                 db::commit_event_guarded(&self.pool, event, &ws).await?;
+            if overflow.is_empty() {
+                continue; // this event fitted: its Redis state is right
+            }
             tracing::error!(
                 event_id = %event, capacity, confirmed, refused = overflow.len(), of = before,
                 "PostgreSQL's capacity guard refused confirmations Redis had made; they are rejected sold_out and the stock is rebuilt"

@@ -203,3 +203,61 @@ async fn an_unreadable_message_is_dead_lettered_not_looped() {
     .await;
     assert_eq!(stack.queue_depth().await, 0, "nothing requeued in a loop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_sell_out_of_a_purchase_that_never_reached_the_queue_is_still_decided() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("lostpub", 1).await;
+    // The first attempt's publish failed after its pending marker was
+    // written (what a 503 after a broker failure leaves behind).
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    let inv = flashgrid::inventory::Inventory::new(redis, stack.namespace());
+    let event = EventId::parse("lostpub").unwrap();
+    let user = UserId::parse("late").unwrap();
+    let id = ReservationId::idempotent(&event, &user, "k-1");
+    let pending = flashgrid::inventory::Outcome::pending(Quantity::ONE, user.clone());
+    inv.mark_pending(std::iter::once((&event, id, &pending)))
+        .await
+        .unwrap();
+    // Someone else buys the only seat; the gateway learns sold-out.
+    assert_eq!(
+        sentinel(&stack, "lostpub", "winner").await,
+        Status::Confirmed
+    );
+    crate::helpers::eventually(
+        "sold out at the gateway",
+        std::time::Duration::from_secs(10),
+        || async {
+            (stack
+                .reserve("lostpub", "probe", 1, None)
+                .await
+                .ok()?
+                .status()
+                == 409)
+                .then_some(())
+        },
+    )
+    .await;
+    // The retry is queued and decided, not left pending forever.
+    let r = stack
+        .reserve("lostpub", "late", 1, Some("k-1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let a: Accepted = r.json().await.unwrap();
+    assert_eq!(a.reservation_id, id);
+    let url = format!("{}{}?wait_ms=5000", stack.url, a.status_url);
+    let v: flashgrid_wire::ReservationView = stack
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.status, v.reason),
+        (Status::Rejected, Some(flashgrid_wire::Reason::SoldOut))
+    );
+}
