@@ -160,13 +160,7 @@ async fn status_and_event_lookups() {
         "not_found",
     )
     .await;
-    let a: flashgrid_wire::Accepted = stack
-        .reserve("look", "u", 1, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: flashgrid_wire::Accepted = stack.accepted("look", "u", 1, None).await;
     expect_error(
         get(format!("{}?wait_ms=30001", a.status_url))
             .await
@@ -267,13 +261,7 @@ async fn admin_routes_need_the_token_and_valid_bodies() {
     expect_error(r, 400, "invalid_request").await;
 
     // Sell one, then reset to a new capacity: stock restored, rows removed.
-    let a = stack
-        .reserve("adm", "u", 1, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = stack.accepted("adm", "u", 1, None).await;
     stack.decided(&a).await;
     assert_eq!(stack.db_counts("adm").await, (1, 1, 1));
     let r = stack

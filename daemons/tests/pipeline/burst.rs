@@ -70,20 +70,8 @@ async fn per_user_limit_holds_under_concurrency() {
     assert_eq!((confirmed, limited), (3, 27));
     assert_eq!(stack.db_counts("lim").await, (3, 3, 3));
     // Quantity counts, not requests: 2 more seats would exceed 3 for another user too.
-    let a = stack
-        .reserve("lim", "pair", 2, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let b = stack
-        .reserve("lim", "pair", 2, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = stack.accepted("lim", "pair", 2, None).await;
+    let b = stack.accepted("lim", "pair", 2, None).await;
     let (a, b) = (stack.decided(&a).await, stack.decided(&b).await);
     let mut statuses = [a.status, b.status].map(|s| s == Status::Confirmed);
     statuses.sort();

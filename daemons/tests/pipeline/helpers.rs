@@ -140,6 +140,51 @@ impl TestStack {
         req.send().await
     }
 
+    /// Reserves and expects a `202`.
+    pub async fn accepted(
+        &self,
+        event: &str,
+        user: &str,
+        quantity: u8,
+        key: Option<&str>,
+    ) -> Accepted {
+        let r = self
+            .reserve(event, user, quantity, key)
+            .await
+            .expect("transport");
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "reserve {event} for {user}"
+        );
+        r.json().await.expect("a 202 body")
+    }
+
+    /// Publishes one persistent message straight to the reservation queue,
+    /// as a gateway would, and waits for the broker's confirm.
+    pub async fn publish_raw(&self, body: &[u8]) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                self.namespace().queue().as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        let _ = conn.close(200, "".into()).await;
+    }
+
     /// Follows a status URL until it is decided (long-polls), or panics.
     pub async fn decided(&self, accepted: &Accepted) -> ReservationView {
         let url = format!("{}{}?wait_ms=5000", self.url, accepted.status_url);

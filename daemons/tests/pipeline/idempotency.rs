@@ -3,8 +3,6 @@
 use crate::helpers::TestStack;
 use flashgrid::queue::{Group, Queued};
 use flashgrid_wire::{Accepted, EventId, Quantity, ReservationId, Status, UserId};
-use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use redis::AsyncCommands;
 
 /// Seats left according to Redis.
@@ -19,13 +17,7 @@ async fn redis_stock(stack: &TestStack, event: &str) -> i64 {
 /// Reserves one seat for `user` and waits for its decision: the worker takes
 /// messages in order, so everything queued before it has been processed.
 async fn sentinel(stack: &TestStack, event: &str, user: &str) -> Status {
-    let a: Accepted = stack
-        .reserve(event, user, 1, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: Accepted = stack.accepted(event, user, 1, None).await;
     stack.decided(&a).await.status
 }
 
@@ -57,33 +49,15 @@ async fn same_key_sent_concurrently_is_one_reservation() {
     assert_eq!(redis_stock(&stack, "idem").await, 7);
 
     // Another key of the same user is another purchase.
-    let other: Accepted = stack
-        .reserve("idem", "alice", 1, Some("order-43"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other: Accepted = stack.accepted("idem", "alice", 1, Some("order-43")).await;
     assert_ne!(other.reservation_id, first.reservation_id);
     assert_eq!(stack.decided(&other).await.status, Status::Confirmed);
 
     // Sell the rest, then retry the first purchase: its reservation comes
     // back (confirmed), not a misleading sold_out.
-    let bob: Accepted = stack
-        .reserve("idem", "bob", 4, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bob: Accepted = stack.accepted("idem", "bob", 4, None).await;
     assert_eq!(stack.decided(&bob).await.status, Status::Confirmed);
-    let carol: Accepted = stack
-        .reserve("idem", "carol", 2, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let carol: Accepted = stack.accepted("idem", "carol", 2, None).await;
     assert_eq!(stack.decided(&carol).await.status, Status::Confirmed);
     crate::helpers::eventually(
         "the gateway to learn sold-out",
@@ -121,28 +95,8 @@ async fn the_same_message_delivered_twice_is_counted_once() {
         })
         .collect();
     let body = Group::encode(&items);
-    let conn = flashgrid::queue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                stack.namespace().queue().as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(c.is_ack());
-    }
+    stack.publish_raw(&body).await;
+    stack.publish_raw(&body).await;
     assert_eq!(sentinel(&stack, "dup", "sentinel").await, Status::Confirmed);
     assert_eq!(stack.db_counts("dup").await, (4, 4, 4));
     assert_eq!(
@@ -157,30 +111,14 @@ async fn the_same_message_delivered_twice_is_counted_once() {
 async fn an_unreadable_message_is_dead_lettered_not_looped() {
     let stack = TestStack::spawn().await;
     stack.create_event("poison", 5).await;
-    let conn = flashgrid::queue::connect("amqp://guest:guest@127.0.0.1:5672/%2f", "test")
+    stack.publish_raw(b"not json").await;
+    stack.publish_raw(br#"{"v":99,"items":[]}"#).await;
+    // The worker goes on deciding what follows.
+    assert_eq!(sentinel(&stack, "poison", "after").await, Status::Confirmed);
+    let conn = flashgrid::queue::connect(crate::helpers::AMQP, "test")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for body in [&b"not json"[..], br#"{"v":99,"items":[]}"#] {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                stack.namespace().queue().as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(c.is_ack());
-    }
-    // The worker goes on deciding what follows.
-    assert_eq!(sentinel(&stack, "poison", "after").await, Status::Confirmed);
     let dlq = stack.namespace().dead_letter_queue();
     crate::helpers::eventually(
         "both unreadable messages dead-lettered",

@@ -86,32 +86,6 @@ async fn all_event_state_lost_mid_sale_never_oversells() {
     .await;
 }
 
-/// Publishes `items` as one raw group, as a gateway would.
-async fn publish_group(stack: &TestStack, items: &[flashgrid::queue::Queued]) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let conn = flashgrid::queue::connect(crate::helpers::AMQP, "test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let c = ch
-        .basic_publish(
-            "".into(),
-            stack.namespace().queue().as_str().into(),
-            BasicPublishOptions::default(),
-            &flashgrid::queue::Group::encode(items),
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack());
-    let _ = conn.close(200, "".into()).await;
-}
-
 async fn stock(stack: &TestStack, event: &str) -> Option<i64> {
     use redis::AsyncCommands;
     let k = stack
@@ -124,13 +98,7 @@ async fn stock(stack: &TestStack, event: &str) -> Option<i64> {
 async fn outcomes_lost_while_the_stock_survives_do_not_count_a_redelivery_twice() {
     let stack = TestStack::spawn().await;
     stack.create_event("halfloss", 10).await;
-    let a: flashgrid_wire::Accepted = stack
-        .reserve("halfloss", "x", 2, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: flashgrid_wire::Accepted = stack.accepted("halfloss", "x", 2, None).await;
     assert_eq!(stack.decided(&a).await.status, Status::Confirmed);
     assert_eq!(stock(&stack, "halfloss").await, Some(8));
 
@@ -151,15 +119,11 @@ async fn outcomes_lost_while_the_stock_survives_do_not_count_a_redelivery_twice(
         qty: flashgrid_wire::Quantity::new(2).unwrap(),
         at: chrono::Utc::now(),
     };
-    publish_group(&stack, &[again]).await;
+    stack
+        .publish_raw(&flashgrid::queue::Group::encode(&[again]))
+        .await;
     // A later purchase proves the redelivery was processed first.
-    let b: flashgrid_wire::Accepted = stack
-        .reserve("halfloss", "y", 1, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: flashgrid_wire::Accepted = stack.accepted("halfloss", "y", 1, None).await;
     assert_eq!(stack.decided(&b).await.status, Status::Confirmed);
     assert_eq!(
         stock(&stack, "halfloss").await,
@@ -175,13 +139,7 @@ async fn a_lost_users_hash_does_not_lift_the_per_user_limit() {
     stack
         .create_event_json(serde_json::json!({"event_id": "limits", "name": "l", "capacity": 10, "per_user_limit": 2}))
         .await;
-    let a: flashgrid_wire::Accepted = stack
-        .reserve("limits", "greedy", 2, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a: flashgrid_wire::Accepted = stack.accepted("limits", "greedy", 2, None).await;
     assert_eq!(stack.decided(&a).await.status, Status::Confirmed);
     let k = stack
         .namespace()
@@ -191,13 +149,7 @@ async fn a_lost_users_hash_does_not_lift_the_per_user_limit() {
         .query_async(&mut stack.redis().await)
         .await
         .unwrap();
-    let b: flashgrid_wire::Accepted = stack
-        .reserve("limits", "greedy", 1, None)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let b: flashgrid_wire::Accepted = stack.accepted("limits", "greedy", 1, None).await;
     let d = stack.decided(&b).await;
     assert_eq!(
         (d.status, d.reason),
