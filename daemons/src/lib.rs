@@ -31,6 +31,8 @@
 
 pub mod config;
 pub mod db;
+#[cfg(feature = "testkit")]
+pub mod faults;
 pub mod gateway;
 pub mod inventory;
 pub mod names;

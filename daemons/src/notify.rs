@@ -147,7 +147,7 @@ pub async fn listen(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
+        delay = (delay * 2).min(crate::services::RECONNECT_MAX_DELAY);
     }
 }
 

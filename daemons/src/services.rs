@@ -41,6 +41,11 @@ impl Service {
     }
 }
 
+/// The longest wait between two attempts to reach a service that went away
+/// while running. Short: during a flash sale every second away is a second of
+/// 503s, and reconnecting to a local service is cheap.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
 /// Hides the password of a service URL before it is logged.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {

@@ -226,6 +226,29 @@ impl Stack {
 
     /// Starts a daemon's real binary (its path: `env!("CARGO_BIN_EXE_…")`).
     pub fn start_process(&self, which: Which, binary: &str) {
+        self.start_process_with(which, binary.as_ref(), &[], None);
+    }
+
+    /// Starts a daemon's real binary with extra environment (which overrides
+    /// the stack's own, e.g. to route a service through a [`Proxy`]) and its
+    /// log appended to `log` instead of the test's stderr.
+    pub fn start_process_with(
+        &self,
+        which: Which,
+        binary: &std::path::Path,
+        env: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) {
+        let stderr = match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap_or_else(|e| panic!("open the log {}: {e}", path.display())),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(binary)
             .env("DATABASE_URL", &self.db_url)
             .env("REDIS_URL", REDIS)
@@ -240,10 +263,12 @@ impl Stack {
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
-            .expect("spawn daemon");
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         *self.slot(which).lock().expect("slot") = Some(Daemon::Process(child));
     }
 
@@ -251,6 +276,15 @@ impl Stack {
         match which {
             Which::Gateway => &self.gateway,
             Which::Worker => &self.worker,
+        }
+    }
+
+    /// Whether a daemon process is still running (`None` if it is not a
+    /// process, or was stopped).
+    pub fn process_alive(&self, which: Which) -> Option<bool> {
+        match &mut *self.slot(which).lock().expect("slot") {
+            Some(Daemon::Process(c)) => Some(matches!(c.try_wait(), Ok(None))),
+            _ => None,
         }
     }
 
@@ -381,54 +415,74 @@ impl Drop for Stack {
 #[derive(Debug)]
 pub struct Proxy {
     pub port: u16,
-    state: std::sync::Arc<Mutex<(bool, CancellationToken)>>,
+    state: std::sync::Arc<Mutex<ProxyState>>,
+    open: std::sync::Arc<AtomicU32>,
     task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    refusing: bool,
+    /// Cancelled by `cut`: every connection of this epoch ends.
+    epoch: CancellationToken,
 }
 
 impl Proxy {
     pub async fn start(target_port: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = std::sync::Arc::new(Mutex::new((false, CancellationToken::new())));
-        let st = state.clone();
+        let state = std::sync::Arc::new(Mutex::new(ProxyState::default()));
+        let open = std::sync::Arc::new(AtomicU32::new(0));
+        let (st, count) = (state.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     continue;
                 };
-                let (refusing, token) = {
+                let (refusing, epoch) = {
                     let g = st.lock().unwrap();
-                    (g.0, g.1.clone())
+                    (g.refusing, g.epoch.clone())
                 };
                 if refusing {
                     drop(client);
                     continue;
                 }
+                let count = count.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                     else {
                         return;
                     };
+                    count.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
-                        _ = token.cancelled() => {}
+                        _ = epoch.cancelled() => {}
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                     }
+                    count.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
-        Self { port, state, task }
+        Self {
+            port,
+            state,
+            open,
+            task,
+        }
     }
 
-    pub fn cut(&self) {
+    /// Drops every connection and refuses new ones; returns how many were
+    /// open.
+    pub fn cut(&self) -> u32 {
         let mut g = self.state.lock().unwrap();
-        g.0 = true;
-        g.1.cancel();
+        g.refusing = true;
+        g.epoch.cancel();
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn restore(&self) {
         let mut g = self.state.lock().unwrap();
-        *g = (false, CancellationToken::new());
+        *g = ProxyState::default();
     }
 }
 

@@ -359,7 +359,7 @@ async fn link(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
+        delay = (delay * 2).min(crate::services::RECONNECT_MAX_DELAY);
     }
 }
 

@@ -116,7 +116,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    delay = (delay * 2).min(services::RECONNECT_MAX_DELAY);
                     continue;
                 }
             },
@@ -249,7 +249,7 @@ async fn process_until_done(
                     _ = shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(2));
+                delay = (delay * 2).min(services::RECONNECT_MAX_DELAY);
             }
         }
     }

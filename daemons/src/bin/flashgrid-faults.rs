@@ -1,0 +1,118 @@
+//! `flashgrid-faults`: runs the fault matrix (`just faults`) or soaks it
+//! (`just soak`), one line per run, exit status 1 if any verdict failed.
+
+use anyhow::Context;
+use clap::Parser;
+use flashgrid::faults::{self, Binaries, Options, Report, Scenario};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Injects each fault a sale meets in production into a burst of buyers and
+/// checks that nothing was oversold, leaked, lost or counted twice.
+#[derive(Debug, Parser)]
+#[command(name = "flashgrid-faults", version)]
+struct Opts {
+    /// Scenarios to run (default: all): worker-kill, gateway-kill,
+    /// rabbitmq-cut, redis-cut, postgres-cut, redis-wipe, retry-storm,
+    /// redelivery.
+    scenarios: Vec<String>,
+
+    /// Runs of each scenario.
+    #[arg(long, default_value = "1")]
+    runs: usize,
+
+    /// Buyers per run, each wanting one seat.
+    #[arg(long, default_value = "3000")]
+    buyers: usize,
+
+    /// Seats on sale.
+    #[arg(long, default_value = "300")]
+    capacity: u32,
+
+    /// Buyers arrive evenly over this many seconds.
+    #[arg(long, default_value = "3")]
+    spread: f64,
+
+    /// Where the daemons' logs go.
+    #[arg(long, default_value = ".run/faults")]
+    log_dir: PathBuf,
+
+    /// Also write the counts per scenario, as a Markdown table, to this file.
+    #[arg(long)]
+    table: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let o = Opts::parse();
+    let scenarios: Vec<Scenario> = if o.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        o.scenarios
+            .iter()
+            .map(|n| {
+                Scenario::parse(n).with_context(|| {
+                    let names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    format!("no scenario {n:?}: choose among {}", names.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    anyhow::ensure!(o.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(
+        o.buyers >= 1 && o.capacity >= 3,
+        "--buyers must be at least 1 and --capacity at least 3"
+    );
+    anyhow::ensure!(
+        (0.0..=600.0).contains(&o.spread),
+        "--spread must be 0..=600 seconds"
+    );
+    let mut opts = Options::new(Binaries::beside_current_exe()?, o.log_dir.clone());
+    opts.buyers = o.buyers;
+    opts.capacity = o.capacity;
+    opts.spread = Duration::from_secs_f64(o.spread);
+
+    println!(
+        "fault matrix: {} buyers for {} seats over {:.1} s, {} run(s) each; logs in {}",
+        opts.buyers,
+        opts.capacity,
+        o.spread,
+        o.runs,
+        o.log_dir.display()
+    );
+    let mut reports: Vec<Report> = Vec::new();
+    for run in 1..=o.runs {
+        for &s in &scenarios {
+            let r = faults::run(s, &opts)
+                .await
+                .with_context(|| format!("scenario {} could not run", s.name()))?;
+            let prefix = if o.runs > 1 {
+                format!("[{run}/{}] ", o.runs)
+            } else {
+                String::new()
+            };
+            if r.passed() {
+                println!("{prefix}{}", r.line());
+            } else {
+                println!("{prefix}{}", r.explain());
+            }
+            reports.push(r);
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    println!(
+        "{} of {} runs passed{}",
+        reports.len() - failed,
+        reports.len(),
+        if failed == 0 { "" } else { ": FAILED" }
+    );
+    if let Some(path) = &o.table {
+        std::fs::write(path, faults::report::soak_table(&reports))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,331 @@
+//! Buyers that behave as real clients do: one `Idempotency-Key` per purchase,
+//! retried with that same key on `503`, `429` and transport errors (honouring
+//! `Retry-After`), then the status URL followed until the sale is decided.
+
+use bytes::Bytes;
+use flashgrid_wire::{
+    Accepted, EventId, IDEMPOTENCY_KEY_HEADER, ReservationId, ReservationView, Status, UserId,
+};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A pooled HTTP/1.1 client, as a buyer's app would hold.
+pub type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// No answer within this long counts as a transport error (and is retried).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` a buyer honours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+pub fn client() -> Http {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// How the crowd buys.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `http://host:port` of the gateway.
+    pub base: String,
+    pub event: EventId,
+    /// Copies of each purchase sent at once with the same key (a retry storm: 3).
+    pub copies: usize,
+    /// Buyers stop retrying a purchase after this.
+    pub purchase_deadline: Instant,
+    /// Buyers stop following a status URL after this: a `202` still pending
+    /// then is lost.
+    pub decide_deadline: Instant,
+}
+
+/// The last answer a purchase got to its `POST /reserve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Accepted,
+    SoldOut,
+    Closed,
+    /// A 4xx other than 409 and 429: the buyer gives up (a bug in the buyer
+    /// or the gateway; reported).
+    Refused(u16),
+    /// Still 503/429/transport errors at the purchase deadline.
+    GaveUp,
+}
+
+/// What the buyer met on the way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub attempts: u64,
+    pub unavailable: u64,
+    pub rate_limited: u64,
+    pub transport: u64,
+    /// 5xx other than 503: never allowed.
+    pub server_errors: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Tally) {
+        self.attempts += o.attempts;
+        self.unavailable += o.unavailable;
+        self.rate_limited += o.rate_limited;
+        self.transport += o.transport;
+        self.server_errors += o.server_errors;
+    }
+}
+
+/// One purchase, start to end.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    pub user: UserId,
+    pub key: String,
+    pub answer: Answer,
+    /// Every reservation id a `202` gave for this key (more than one is a bug).
+    pub ids: BTreeSet<ReservationId>,
+    /// The decision the status URL gave, if one came before the deadline.
+    pub decided: Option<ReservationView>,
+    pub tally: Tally,
+}
+
+impl Journey {
+    /// The id the gateway must give this purchase.
+    pub fn expected_id(&self, event: &EventId) -> ReservationId {
+        ReservationId::idempotent(event, &self.user, &self.key)
+    }
+}
+
+/// `n` buyers arriving evenly over `spread`, each on a task of its own.
+pub async fn crowd(http: &Http, plan: Arc<Plan>, n: usize, spread: Duration) -> Vec<Journey> {
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (http, plan) = (http.clone(), plan.clone());
+        let at = start + spread.mul_f64(i as f64 / n.max(1) as f64);
+        tasks.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let user = UserId::parse(&format!("buyer-{i}")).expect("a valid user id");
+            let key = uuid::Uuid::new_v4().to_string();
+            (i, buy(&http, &plan, user, key).await)
+        });
+    }
+    let mut journeys: Vec<Option<Journey>> = vec![None; n];
+    while let Some(r) = tasks.join_next().await {
+        let (i, j) = r.expect("a buyer task panicked");
+        journeys[i] = Some(j);
+    }
+    journeys
+        .into_iter()
+        .map(|j| j.expect("every buyer"))
+        .collect()
+}
+
+/// One purchase: `plan.copies` request loops at once with the same key, then
+/// the status URL of each id they were given.
+pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey {
+    let body = Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "event_id": plan.event, "user_id": user, "quantity": 1
+        }))
+        .expect("a JSON body"),
+    );
+    let loops = (0..plan.copies.max(1)).map(|_| purchase(http, plan, &key, body.clone()));
+    let mut tally = Tally::default();
+    let mut answer = Answer::GaveUp;
+    let mut accepted = Vec::new();
+    for (a, acc, t) in futures::future::join_all(loops).await {
+        tally.add(&t);
+        // The most informative answer wins: a 202 over a 409 over giving up.
+        answer = match (answer, a) {
+            (Answer::Accepted, _) | (_, Answer::Accepted) => Answer::Accepted,
+            (Answer::GaveUp, other) => other,
+            (kept, _) => kept,
+        };
+        accepted.extend(acc);
+    }
+    let ids: BTreeSet<ReservationId> = accepted.iter().map(|a| a.reservation_id).collect();
+    let mut decided = None;
+    let mut followed = BTreeSet::new();
+    for a in &accepted {
+        if followed.insert(a.reservation_id) {
+            let d = follow(http, plan, &a.status_url, &mut tally).await;
+            decided = decided.or(d);
+        }
+    }
+    Journey {
+        user,
+        key,
+        answer,
+        ids,
+        decided,
+        tally,
+    }
+}
+
+/// Posts the purchase until it gets an answer that is not "try again".
+async fn purchase(
+    http: &Http,
+    plan: &Plan,
+    key: &str,
+    body: Bytes,
+) -> (Answer, Option<Accepted>, Tally) {
+    let mut tally = Tally::default();
+    let mut backoff = Backoff::default();
+    let uri = format!("{}/reserve", plan.base);
+    while Instant::now() < plan.purchase_deadline {
+        tally.attempts += 1;
+        let req = Request::post(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(IDEMPOTENCY_KEY_HEADER, key)
+            .body(Full::new(body.clone()))
+            .expect("a well-formed request");
+        let wait = match send(http, req).await {
+            Ok((StatusCode::ACCEPTED, _, bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(a) => return (Answer::Accepted, Some(a), tally),
+                Err(_) => {
+                    tally.server_errors += 1;
+                    backoff.next()
+                }
+            },
+            Ok((StatusCode::CONFLICT, _, bytes)) => {
+                let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned));
+                let answer = match code.as_deref() {
+                    Some("sold_out") => Answer::SoldOut,
+                    Some("sale_closed") => Answer::Closed,
+                    _ => Answer::Refused(409),
+                };
+                return (answer, None, tally);
+            }
+            Ok((s, retry_after, _))
+                if s == StatusCode::SERVICE_UNAVAILABLE || s == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                if s == StatusCode::TOO_MANY_REQUESTS {
+                    tally.rate_limited += 1;
+                } else {
+                    tally.unavailable += 1;
+                }
+                retry_after.unwrap_or_else(|| backoff.next())
+            }
+            Ok((s, _, _)) if s.is_server_error() => {
+                tally.server_errors += 1;
+                backoff.next()
+            }
+            Ok((s, _, _)) => return (Answer::Refused(s.as_u16()), None, tally),
+            Err(()) => {
+                tally.transport += 1;
+                backoff.next()
+            }
+        };
+        tokio::time::sleep(jitter(wait)).await;
+    }
+    (Answer::GaveUp, None, tally)
+}
+
+/// Long-polls a status URL until it says confirmed or rejected.
+async fn follow(
+    http: &Http,
+    plan: &Plan,
+    status_url: &str,
+    tally: &mut Tally,
+) -> Option<ReservationView> {
+    let uri = format!("{}{}?wait_ms=2000", plan.base, status_url);
+    let mut backoff = Backoff::default();
+    while Instant::now() < plan.decide_deadline {
+        let req = Request::get(&uri)
+            .body(Full::default())
+            .expect("a well-formed request");
+        match send(http, req).await {
+            Ok((StatusCode::OK, _, bytes)) => {
+                if let Ok(v) = serde_json::from_slice::<ReservationView>(&bytes)
+                    && v.status != Status::Pending
+                {
+                    return Some(v);
+                }
+                backoff = Backoff::default();
+                continue; // still pending: the long-poll already waited
+            }
+            Ok((s, _, _)) if s.is_server_error() && s != StatusCode::SERVICE_UNAVAILABLE => {
+                tally.server_errors += 1;
+            }
+            // 404 (not recorded yet), 503, transport: try again shortly.
+            Ok(_) => {}
+            Err(()) => tally.transport += 1,
+        }
+        tokio::time::sleep(jitter(backoff.next().min(Duration::from_millis(500)))).await;
+    }
+    None
+}
+
+/// Sends a request; the status, `Retry-After` and body, or `Err` on a
+/// transport error or timeout.
+async fn send(
+    http: &Http,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Option<Duration>, Bytes), ()> {
+    let exchange = async {
+        let resp = http.request(req).await.map_err(|_| ())?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        let body = resp.into_body().collect().await.map_err(|_| ())?.to_bytes();
+        Ok((status, retry_after, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or(Err(()))
+}
+
+/// Exponential backoff from 50 ms to 1 s.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(50))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
+        d
+    }
+}
+
+/// Up to a quarter more, so that retries of a crowd spread out.
+fn jitter(d: Duration) -> Duration {
+    d + d.mul_f64(fastrand::f64() / 4.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_second() {
+        let mut b = Backoff::default();
+        let seq: Vec<u64> = (0..7).map(|_| b.next().as_millis() as u64).collect();
+        assert_eq!(seq, [50, 100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(400));
+            assert!(j >= Duration::from_millis(400) && j <= Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The fault matrix: a burst of real-client buyers against a small stock,
+//! one fault injected mid-burst, then the end state judged against
+//! PostgreSQL. `flashgrid-faults` (`just faults`, `just soak`) and the
+//! `faults` test run it.
+//!
+//! Every run is a [`Stack`] of its own (database, namespace), with both
+//! daemons as real processes reaching PostgreSQL, Redis and RabbitMQ through
+//! [`Proxy`]s the run controls.
+
+pub mod buyers;
+pub mod report;
+pub mod scenario;
+pub mod verdict;
+
+pub use report::Report;
+pub use scenario::Scenario;
+pub use verdict::Verdicts;
+
+use crate::testkit::{Proxy, Stack, TOKEN, Which};
+use anyhow::{Context, bail};
+use buyers::{Answer, Plan};
+use flashgrid_wire::{EventId, EventView, ReservationId, Status};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The daemons' binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub gateway: PathBuf,
+    pub worker: PathBuf,
+}
+
+impl Binaries {
+    /// The ones built beside the running executable (`target/<profile>/`).
+    pub fn beside_current_exe() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("where am I")?;
+        let dir = exe.parent().context("the executable's directory")?;
+        let b = Self {
+            gateway: dir.join("flashgrid-gateway"),
+            worker: dir.join("flashgrid-worker"),
+        };
+        for p in [&b.gateway, &b.worker] {
+            if !p.is_file() {
+                bail!(
+                    "{} is missing: build the daemons first (`cargo build --release --workspace --bins`)",
+                    p.display()
+                );
+            }
+        }
+        Ok(b)
+    }
+}
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub binaries: Binaries,
+    pub buyers: usize,
+    pub capacity: u32,
+    /// Buyers arrive evenly over this long.
+    pub spread: Duration,
+    /// Daemon logs go here, one file per daemon and run.
+    pub log_dir: PathBuf,
+}
+
+impl Options {
+    /// 3,000 buyers for 300 seats, arriving over 3 s.
+    pub fn new(binaries: Binaries, log_dir: PathBuf) -> Self {
+        Self {
+            binaries,
+            buyers: 3_000,
+            capacity: 300,
+            spread: Duration::from_secs(3),
+            log_dir,
+        }
+    }
+}
+
+/// Buyers give up retrying a purchase after this long.
+const PURCHASE_WINDOW: Duration = Duration::from_secs(30);
+/// A `202` still undecided this long after the burst began is lost.
+const DECIDE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Runs one scenario on a stack of its own and judges it.
+pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let stack = Stack::empty().await;
+    let (postgres, redis, rabbitmq) = (
+        Proxy::start(5432).await,
+        Proxy::start(6379).await,
+        Proxy::start(5672).await,
+    );
+    let env = vec![
+        (
+            "DATABASE_URL",
+            stack
+                .db_url
+                .replace(":5432/", &format!(":{}/", postgres.port)),
+        ),
+        ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
+        (
+            "AMQP_URL",
+            format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbitmq.port),
+        ),
+    ];
+    std::fs::create_dir_all(&opts.log_dir)
+        .with_context(|| format!("create {}", opts.log_dir.display()))?;
+    let logs: Vec<PathBuf> = ["gateway", "worker"]
+        .iter()
+        .map(|d| {
+            opts.log_dir
+                .join(format!("{}-{}-{d}.log", scenario.name(), stack.ns))
+        })
+        .collect();
+    let start = |which: Which| {
+        let (bin, log): (&Path, &Path) = match which {
+            Which::Gateway => (&opts.binaries.gateway, &logs[0]),
+            Which::Worker => (&opts.binaries.worker, &logs[1]),
+        };
+        stack.start_process_with(which, bin, &env, Some(log));
+    };
+    start(Which::Worker);
+    start(Which::Gateway);
+    stack.wait_ready().await;
+
+    let http = buyers::client();
+    let event = EventId::parse("fault-sale").expect("a valid event id");
+    create_event(&http, &stack.url, &event, opts.capacity).await?;
+
+    let burst_start = Instant::now();
+    let plan = Arc::new(Plan {
+        base: stack.url.clone(),
+        event: event.clone(),
+        copies: scenario.copies(),
+        purchase_deadline: burst_start + PURCHASE_WINDOW,
+        decide_deadline: burst_start + DECIDE_WINDOW,
+    });
+    let crowd = buyers::crowd(&http, plan, opts.buyers, opts.spread);
+    let target = scenario::Target {
+        stack: &stack,
+        postgres: &postgres,
+        redis: &redis,
+        rabbitmq: &rabbitmq,
+        restart: &start,
+    };
+    let fault = async {
+        // Mid-sale: once a third of the seats are committed.
+        let landed = wait_for_sales(&stack, &event, opts.capacity / 3).await?;
+        let at = burst_start.elapsed();
+        let detail = scenario::inject(scenario, &target).await?;
+        let ended = Instant::now();
+        let ready = ready_within(&http, &stack.url, Duration::from_secs(30)).await;
+        Ok::<_, anyhow::Error>((landed, at, detail, ready.then(|| ended.elapsed())))
+    };
+    let (journeys, fault) = tokio::join!(crowd, fault);
+    let (landed, fault_at, detail, ready_after) = fault?;
+
+    // The end state, as PostgreSQL and the API tell it.
+    let rows: Vec<(ReservationId, String, i32)> = sqlx::query_as::<_, (uuid::Uuid, String, i32)>(
+        "SELECT reservation_id, user_id, quantity::int4 FROM reservations WHERE event_id = $1",
+    )
+    .bind(event.as_str())
+    .fetch_all(&stack.pool)
+    .await?
+    .into_iter()
+    .map(|(id, u, q)| (ReservationId(id), u, q))
+    .collect();
+    let counter: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
+        .bind(event.as_str())
+        .fetch_one(&stack.pool)
+        .await?;
+    let view = event_view(&http, &stack.url, &event).await;
+    let accepted: Vec<(ReservationId, String)> = journeys
+        .iter()
+        .flat_map(|j| j.ids.iter().map(|id| (*id, j.user.as_str().to_owned())))
+        .collect();
+    let statuses = final_statuses(&http, &stack.url, &event, &accepted).await;
+    let mut dead = Vec::new();
+    if ready_after.is_none() {
+        dead.push("the gateway was not ready 30 s after the fault".to_owned());
+    }
+    for (which, name) in [(Which::Gateway, "gateway"), (Which::Worker, "worker")] {
+        if stack.process_alive(which) != Some(true) {
+            dead.push(format!("the {name} process exited"));
+        }
+    }
+
+    let facts = verdict::Facts {
+        event: &event,
+        capacity: opts.capacity,
+        journeys: &journeys,
+        rows: &rows,
+        counter: i64::from(counter),
+        view: view.as_ref(),
+        statuses: &statuses,
+        dead: &dead,
+    };
+    let (verdicts, problems) = verdict::judge(&facts);
+    let mut tally = buyers::Tally::default();
+    for j in &journeys {
+        tally.add(&j.tally);
+    }
+    let count = |a: Answer| journeys.iter().filter(|j| j.answer == a).count();
+    Ok(Report {
+        scenario,
+        verdicts,
+        problems,
+        capacity: opts.capacity,
+        buyers: journeys.len(),
+        sold: rows.iter().map(|r| i64::from(r.2)).sum(),
+        accepted: count(Answer::Accepted),
+        sold_out: count(Answer::SoldOut),
+        gave_up: count(Answer::GaveUp),
+        tally,
+        landed_at_sold: landed,
+        detail,
+        fault_at,
+        ready_after,
+        wall: started.elapsed(),
+        logs,
+    })
+}
+
+async fn create_event(
+    http: &buyers::Http,
+    base: &str,
+    event: &EventId,
+    capacity: u32,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({"event_id": event, "name": "Fault drill", "capacity": capacity});
+    let req = http::Request::post(format!("{base}/admin/events"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    let resp = http.request(req).await.context("create the event")?;
+    anyhow::ensure!(
+        resp.status() == http::StatusCode::CREATED,
+        "creating the event answered {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(http: &buyers::Http, uri: String) -> Option<T> {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(uri)
+        .body(http_body_util::Full::default())
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), http.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    if resp.status() != http::StatusCode::OK {
+        return None;
+    }
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
+}
+
+async fn event_view(http: &buyers::Http, base: &str, event: &EventId) -> Option<EventView> {
+    get_json(http, format!("{base}/events/{event}")).await
+}
+
+/// Every accepted reservation's status, read once more at the end.
+async fn final_statuses(
+    http: &buyers::Http,
+    base: &str,
+    event: &EventId,
+    accepted: &[(ReservationId, String)],
+) -> HashMap<ReservationId, Option<Status>> {
+    use futures::StreamExt;
+    futures::stream::iter(accepted.iter().map(|(id, _)| async move {
+        let path = flashgrid_wire::status_path(event, id);
+        let v: Option<flashgrid_wire::ReservationView> =
+            get_json(http, format!("{base}{path}")).await;
+        (*id, v.map(|v| v.status).filter(|s| *s != Status::Pending))
+    }))
+    .buffer_unordered(32)
+    .collect()
+    .await
+}
+
+/// Whether `/readyz` answers 200 before `limit`.
+async fn ready_within(http: &buyers::Http, base: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let v: Option<serde_json::Value> = get_json(http, format!("{base}/readyz")).await;
+        if v.is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Waits until PostgreSQL holds at least `seats` confirmed; returns how many.
+async fn wait_for_sales(stack: &Stack, event: &EventId, seats: u32) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sold: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
+            .bind(event.as_str())
+            .fetch_one(&stack.pool)
+            .await?;
+        if i64::from(sold) >= i64::from(seats) {
+            return Ok(sold.into());
+        }
+        if Instant::now() > deadline {
+            bail!("the sale never reached {seats} seats before the fault (at {sold})");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,205 @@
+//! The eight faults of the matrix and how each is injected — always from the
+//! test's own space: a proxy it controls, a daemon it spawned, keys of its own
+//! namespace. The shared servers are never stopped, flushed or reconfigured.
+
+use crate::inventory::Inventory;
+use crate::queue::Group;
+use crate::testkit::{Proxy, Stack};
+use crate::worker::Decider;
+use anyhow::Context;
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use std::time::Duration;
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    WorkerKill,
+    GatewayKill,
+    BrokerCut,
+    RedisCut,
+    PostgresCut,
+    RedisWipe,
+    RetryStorm,
+    Redelivery,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::WorkerKill,
+        Scenario::GatewayKill,
+        Scenario::BrokerCut,
+        Scenario::RedisCut,
+        Scenario::PostgresCut,
+        Scenario::RedisWipe,
+        Scenario::RetryStorm,
+        Scenario::Redelivery,
+    ];
+
+    /// The name `just faults <name>` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::WorkerKill => "worker-kill",
+            Scenario::GatewayKill => "gateway-kill",
+            Scenario::BrokerCut => "rabbitmq-cut",
+            Scenario::RedisCut => "redis-cut",
+            Scenario::PostgresCut => "postgres-cut",
+            Scenario::RedisWipe => "redis-wipe",
+            Scenario::RetryStorm => "retry-storm",
+            Scenario::Redelivery => "redelivery",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::WorkerKill => "worker SIGKILLed mid-burst, restarted 1 s later",
+            Scenario::GatewayKill => {
+                "gateway SIGKILLed mid-burst, restarted 1 s later; buyers retry through it"
+            }
+            Scenario::BrokerCut => {
+                "RabbitMQ cut for 2 s: every connection dropped, new ones refused"
+            }
+            Scenario::RedisCut => "Redis cut for 2 s",
+            Scenario::PostgresCut => "PostgreSQL cut for 3 s",
+            Scenario::RedisWipe => {
+                "Redis loses all of the sale's data mid-sale (a restart without persistence)"
+            }
+            Scenario::RetryStorm => "every purchase sent three times at once with the same key",
+            Scenario::Redelivery => {
+                "messages delivered twice: a consumer decides and commits them, dies before its ack, and copies are re-published"
+            }
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Copies of each purchase the buyers send at once.
+    pub fn copies(self) -> usize {
+        if self == Scenario::RetryStorm { 3 } else { 1 }
+    }
+}
+
+/// What a fault needs to reach.
+pub struct Target<'a> {
+    pub stack: &'a Stack,
+    pub postgres: &'a Proxy,
+    pub redis: &'a Proxy,
+    pub rabbitmq: &'a Proxy,
+    /// Restarts a daemon process the way the run started it.
+    pub restart: &'a (dyn Fn(crate::testkit::Which) + Sync),
+}
+
+impl std::fmt::Debug for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("stack", &self.stack.ns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Injects the fault; returns when it is over (the service back, the daemon
+/// restarted), with a word on what it did.
+pub async fn inject(scenario: Scenario, t: &Target<'_>) -> anyhow::Result<String> {
+    use crate::testkit::Which;
+    Ok(match scenario {
+        Scenario::WorkerKill | Scenario::GatewayKill => {
+            let which = if scenario == Scenario::WorkerKill {
+                Which::Worker
+            } else {
+                Which::Gateway
+            };
+            anyhow::ensure!(
+                t.stack.process_alive(which) == Some(true),
+                "the {which:?} was not running before the fault"
+            );
+            t.stack.stop(which).await; // SIGKILL
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (t.restart)(which);
+            "SIGKILL, restart 1 s later".into()
+        }
+        Scenario::BrokerCut => cut(t.rabbitmq, Duration::from_secs(2)).await,
+        Scenario::RedisCut => cut(t.redis, Duration::from_secs(2)).await,
+        Scenario::PostgresCut => cut(t.postgres, Duration::from_secs(3)).await,
+        Scenario::RedisWipe => wipe(t.stack).await?,
+        Scenario::RetryStorm => "3 copies of each purchase".into(), // the buyers are the fault
+        Scenario::Redelivery => redeliver(t.stack).await?,
+    })
+}
+
+async fn cut(proxy: &Proxy, for_: Duration) -> String {
+    let dropped = proxy.cut();
+    tokio::time::sleep(for_).await;
+    proxy.restore();
+    format!(
+        "{dropped} connections dropped, {:.0} s refused",
+        for_.as_secs_f64()
+    )
+}
+
+/// Deletes every key of the stack's namespace, as a Redis restarted without
+/// persistence would have lost them.
+async fn wipe(stack: &Stack) -> anyhow::Result<String> {
+    let mut c = redis::Client::open(crate::testkit::REDIS)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(stack.namespace().key_pattern())
+        .query_async(&mut c)
+        .await?;
+    anyhow::ensure!(!keys.is_empty(), "the sale had no Redis state to lose");
+    let n = keys.len();
+    let _: () = redis::cmd("DEL").arg(keys).query_async(&mut c).await?;
+    Ok(format!("{n} keys deleted"))
+}
+
+/// A consumer beside the worker takes some messages, decides and commits them
+/// as a worker would, re-publishes a copy of each, and dies before acking: the
+/// broker hands every one of them to the worker again, twice.
+async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
+    let (_, redis) = crate::services::redis(&stack.services()).await?;
+    let decider = Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()));
+    let conn = crate::queue::connect(crate::testkit::AMQP, "doomed-worker").await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(8, BasicQosOptions::default()).await?;
+    ch.confirm_select(Default::default()).await?;
+    let queue = stack.namespace().queue();
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "doomed".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await?;
+    let (mut taken, mut reservations) = (0, 0);
+    while taken < 4 {
+        let next = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await;
+        let Ok(Some(d)) = next else { break };
+        let d = d?;
+        let items = Group::decode(&d.data)?.items;
+        reservations += items.len();
+        decider
+            .process(&items)
+            .await
+            .context("decide and commit as the doomed worker")?;
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &d.data,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+        taken += 1;
+    }
+    anyhow::ensure!(taken > 0, "the doomed consumer got no message to duplicate");
+    // Unacked: the broker requeues what this consumer held.
+    conn.close(320, "simulated crash before the ack".into())
+        .await?;
+    Ok(format!(
+        "{taken} messages ({reservations} reservations) committed, unacked and re-published"
+    ))
+}

@@ -1,0 +1,367 @@
+//! The verdicts of one scenario, judged from what the buyers saw, what the
+//! API answers at the end and what PostgreSQL holds. Pure logic, so every
+//! rule has a unit test.
+
+use super::buyers::{Answer, Journey};
+use flashgrid_wire::{EventId, EventView, ReservationId, Status};
+use std::collections::{HashMap, HashSet};
+
+/// Everything the verdicts are judged on.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    pub event: &'a EventId,
+    pub capacity: u32,
+    pub journeys: &'a [Journey],
+    /// PostgreSQL's rows for the event: id, user, quantity.
+    pub rows: &'a [(ReservationId, String, i32)],
+    /// PostgreSQL's `events.confirmed` counter.
+    pub counter: i64,
+    /// `GET /events/{id}` at the end (`None`: it did not answer 200).
+    pub view: Option<&'a EventView>,
+    /// The status URL of every accepted id, read again at the end (`None`:
+    /// no decision given).
+    pub statuses: &'a HashMap<ReservationId, Option<Status>>,
+    /// Daemons the fault killed or broke that were not serving at the end.
+    pub dead: &'a [String],
+}
+
+/// Counts per verdict: 0 everywhere is a pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Seats confirmed beyond the capacity.
+    pub oversold: u64,
+    /// Seats never sold although buyers kept coming.
+    pub leaked: u64,
+    /// `202`s never decided.
+    pub lost: u64,
+    /// Purchases with two reservation ids, or two rows.
+    pub double: u64,
+    /// Places where the API and the database disagree.
+    pub drift: u64,
+    /// Daemons that did not recover by themselves.
+    pub dead: u64,
+    /// 5xx answers other than 503 (never allowed).
+    pub errors: u64,
+}
+
+impl Verdicts {
+    pub fn passed(&self) -> bool {
+        *self == Verdicts::default()
+    }
+
+    /// `("oversold", n)` pairs, in the order the issue lists them.
+    pub fn pairs(&self) -> [(&'static str, u64); 7] {
+        [
+            ("oversold", self.oversold),
+            ("leaked", self.leaked),
+            ("lost", self.lost),
+            ("double", self.double),
+            ("drift", self.drift),
+            ("dead", self.dead),
+            ("5xx", self.errors),
+        ]
+    }
+
+    pub fn add(&mut self, o: &Verdicts) {
+        self.oversold += o.oversold;
+        self.leaked += o.leaked;
+        self.lost += o.lost;
+        self.double += o.double;
+        self.drift += o.drift;
+        self.dead += o.dead;
+        self.errors += o.errors;
+    }
+}
+
+/// The verdicts, and a line for each problem found (for the failure message).
+pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
+    let mut v = Verdicts::default();
+    let mut why = Vec::new();
+    let sold: i64 = f.rows.iter().map(|r| i64::from(r.2)).sum();
+    let capacity = i64::from(f.capacity);
+
+    let most = sold.max(f.counter);
+    if most > capacity {
+        v.oversold = (most - capacity) as u64;
+        why.push(format!(
+            "oversold: {sold} seats in rows, counter {}, capacity {capacity}",
+            f.counter
+        ));
+    }
+
+    // Each buyer wants one seat: the sale must sell out when they outnumber it.
+    let demand = f.journeys.len() as i64;
+    if demand >= capacity && sold < capacity {
+        v.leaked = (capacity - sold) as u64;
+        why.push(format!(
+            "leaked: {sold} of {capacity} seats sold to {demand} buyers"
+        ));
+    }
+
+    for j in f.journeys {
+        if !j.ids.is_empty() && j.decided.is_none() {
+            v.lost += 1;
+            if v.lost <= 3 {
+                why.push(format!("lost: {} ({:?}) never decided", j.user, j.ids));
+            }
+        }
+        if j.ids.len() > 1 {
+            v.double += 1;
+            why.push(format!("double: key {} got ids {:?}", j.key, j.ids));
+        }
+    }
+
+    let expected: HashMap<ReservationId, &Journey> = f
+        .journeys
+        .iter()
+        .map(|j| (j.expected_id(f.event), j))
+        .collect();
+    let mut users = HashSet::new();
+    for (id, user, _) in f.rows {
+        if !expected.contains_key(id) {
+            v.double += 1;
+            why.push(format!("double: row {id} is no purchase's id"));
+        }
+        if !users.insert(user.as_str()) {
+            v.double += 1;
+            why.push(format!("double: {user} holds two rows"));
+        }
+    }
+
+    // The database's counter, its rows and the API must tell one story.
+    if f.counter != sold {
+        v.drift += 1;
+        why.push(format!(
+            "drift: events.confirmed {} but rows hold {sold}",
+            f.counter
+        ));
+    }
+    match f.view {
+        Some(view)
+            if i64::from(view.confirmed) == sold
+                && i64::from(view.remaining) == capacity - sold.min(capacity) => {}
+        Some(view) => {
+            v.drift += 1;
+            why.push(format!(
+                "drift: /events says confirmed {} remaining {}, the database {sold}",
+                view.confirmed, view.remaining
+            ));
+        }
+        None => {
+            v.drift += 1;
+            why.push("drift: /events/{id} did not answer".into());
+        }
+    }
+    let in_db: HashSet<ReservationId> = f.rows.iter().map(|r| r.0).collect();
+    for j in f.journeys {
+        let holds = in_db.contains(&j.expected_id(f.event));
+        let told = j.decided.as_ref().map(|d| d.status);
+        let disagree = match told {
+            Some(s) => (s == Status::Confirmed) != holds,
+            // Told sold out but holding a seat.
+            None => j.answer == Answer::SoldOut && holds,
+        };
+        if disagree {
+            v.drift += 1;
+            if v.drift <= 5 {
+                why.push(format!(
+                    "drift: {} was told {told:?} / {:?}, the database {}",
+                    j.user,
+                    j.answer,
+                    if holds {
+                        "holds its seat"
+                    } else {
+                        "has no seat"
+                    }
+                ));
+            }
+        }
+    }
+    for (id, status) in f.statuses {
+        let ok = match status {
+            Some(s) => (*s == Status::Confirmed) == in_db.contains(id),
+            None => false, // counted as lost already if the buyer never heard
+        };
+        if !ok && status.is_some() {
+            v.drift += 1;
+            if v.drift <= 5 {
+                why.push(format!(
+                    "drift: status URL of {id} says {status:?}, the database {}",
+                    in_db.contains(id)
+                ));
+            }
+        }
+    }
+
+    v.dead = f.dead.len() as u64;
+    for d in f.dead {
+        why.push(format!("dead: {d}"));
+    }
+    v.errors = f.journeys.iter().map(|j| j.tally.server_errors).sum();
+    if v.errors > 0 {
+        why.push(format!("5xx: {} answers other than 503", v.errors));
+    }
+    (v, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::buyers::Tally;
+    use super::*;
+    use flashgrid_wire::{PerUserLimit, Quantity, ReservationView, UserId};
+
+    fn event() -> EventId {
+        EventId::parse("fx").unwrap()
+    }
+
+    /// `n` buyers; the first `confirmed` got a confirmed seat, the rest were
+    /// rejected sold out.
+    fn sale(n: usize, confirmed: usize) -> (Vec<Journey>, Vec<(ReservationId, String, i32)>) {
+        let mut journeys = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let user = UserId::parse(&format!("b{i}")).unwrap();
+            let key = format!("k{i}");
+            let id = ReservationId::idempotent(&event(), &user, &key);
+            let status = if i < confirmed {
+                rows.push((id, user.as_str().to_owned(), 1));
+                Status::Confirmed
+            } else {
+                Status::Rejected
+            };
+            journeys.push(Journey {
+                decided: Some(ReservationView {
+                    reservation_id: id,
+                    event_id: event(),
+                    user_id: user.clone(),
+                    quantity: Quantity::new(1).unwrap(),
+                    status,
+                    reason: None,
+                }),
+                user,
+                key,
+                answer: Answer::Accepted,
+                ids: [id].into(),
+                tally: Tally::default(),
+            });
+        }
+        (journeys, rows)
+    }
+
+    fn view(confirmed: u32, capacity: u32) -> EventView {
+        EventView {
+            event_id: event(),
+            name: "fx".into(),
+            capacity,
+            remaining: capacity - confirmed.min(capacity),
+            confirmed,
+            per_user_limit: PerUserLimit::new(4).unwrap(),
+            sold_out: confirmed >= capacity,
+            opens_at: None,
+            closes_at: None,
+        }
+    }
+
+    fn judge_sale(
+        journeys: &[Journey],
+        rows: &[(ReservationId, String, i32)],
+        counter: i64,
+        view: &EventView,
+    ) -> Verdicts {
+        let statuses = journeys
+            .iter()
+            .map(|j| {
+                (
+                    *j.ids.first().unwrap(),
+                    j.decided.as_ref().map(|d| d.status),
+                )
+            })
+            .collect();
+        judge(&Facts {
+            event: &event(),
+            capacity: 3,
+            journeys,
+            rows,
+            counter,
+            view: Some(view),
+            statuses: &statuses,
+            dead: &[],
+        })
+        .0
+    }
+
+    #[test]
+    fn an_exact_sale_passes() {
+        let (j, rows) = sale(10, 3);
+        let v = judge_sale(&j, &rows, 3, &view(3, 3));
+        assert!(v.passed(), "{v:?}");
+    }
+
+    #[test]
+    fn each_fault_is_its_own_verdict() {
+        // Oversold: a fourth seat.
+        let (j, rows) = sale(10, 4);
+        let v = judge_sale(&j, &rows, 4, &view(4, 3));
+        assert_eq!(v.oversold, 1);
+
+        // Leaked: two seats never sold to ten buyers.
+        let (j, rows) = sale(10, 1);
+        assert_eq!(judge_sale(&j, &rows, 1, &view(1, 3)).leaked, 2);
+
+        // Lost: a 202 never decided.
+        let (mut j, rows) = sale(10, 3);
+        j[7].decided = None;
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+
+        // Double: one key, two ids.
+        let (mut j, rows) = sale(10, 3);
+        j[8].ids.insert(ReservationId::random());
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+
+        // Double: a row under an id no purchase was given.
+        let (j, mut rows) = sale(10, 2);
+        rows.push((ReservationId::random(), "b0".into(), 1));
+        let v = judge_sale(&j, &rows, 3, &view(3, 3));
+        assert_eq!(v.double, 2, "a stranger id, and b0 holding two rows");
+
+        // Drift: the counter disagrees with the rows.
+        let (j, rows) = sale(10, 3);
+        assert_eq!(judge_sale(&j, &rows, 2, &view(3, 3)).drift, 1);
+
+        // Drift: /events disagrees.
+        assert_eq!(judge_sale(&j, &rows, 3, &view(2, 3)).drift, 1);
+
+        // Drift: a buyer told rejected holds a seat.
+        let (mut j, rows) = sale(10, 3);
+        j[0].decided.as_mut().unwrap().status = Status::Rejected;
+        assert!(judge_sale(&j, &rows, 3, &view(3, 3)).drift >= 1);
+
+        // Drift: told sold out (never a 202) but holding a seat.
+        let (mut j, rows) = sale(10, 3);
+        j[1].ids.clear();
+        j[1].decided = None;
+        j[1].answer = Answer::SoldOut;
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 1);
+    }
+
+    #[test]
+    fn dead_daemons_and_500s_fail() {
+        let (j, rows) = sale(10, 3);
+        let statuses = HashMap::new();
+        let dead = vec!["worker exited".to_owned()];
+        let mut j2 = j.clone();
+        j2[0].tally.server_errors = 2;
+        let (v, why) = judge(&Facts {
+            event: &event(),
+            capacity: 3,
+            journeys: &j2,
+            rows: &rows,
+            counter: 3,
+            view: Some(&view(3, 3)),
+            statuses: &statuses,
+            dead: &dead,
+        });
+        assert_eq!((v.dead, v.errors), (1, 2));
+        assert!(why.iter().any(|w| w.contains("worker exited")));
+    }
+}
