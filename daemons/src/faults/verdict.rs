@@ -270,12 +270,7 @@ mod tests {
     ) -> Verdicts {
         let statuses = journeys
             .iter()
-            .map(|j| {
-                (
-                    *j.ids.first().unwrap(),
-                    j.decided.as_ref().map(|d| d.status),
-                )
-            })
+            .filter_map(|j| Some((*j.ids.first()?, j.decided.as_ref().map(|d| d.status))))
             .collect();
         judge(&Facts {
             event: &event(),
