@@ -88,7 +88,7 @@ async fn bare(listen: std::net::SocketAddr, status: u16, body: String) -> anyhow
             drain_timeout: Duration::from_secs(1),
         },
         shutdown,
-        move |_req| {
+        move |_req, _peer| {
             let body = body.clone();
             async move {
                 let mut r = ::http::Response::new(Full::new(body));

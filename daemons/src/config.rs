@@ -57,7 +57,7 @@ pub struct GatewayConfig {
 
     /// Bearer token of the admin routes and the feed; unset, they answer 401.
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<AdminToken>,
 
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = "FLASHGRID_MAX_BODY_BYTES", default_value = "16384")]
@@ -92,7 +92,68 @@ pub struct GatewayConfig {
     /// On shutdown, how long in-flight requests may take to finish (seconds).
     #[arg(long, env = "FLASHGRID_DRAIN_TIMEOUT", default_value = "10", value_parser = parse_secs)]
     pub drain_timeout: Duration,
+
+    /// POST /reserve requests per second allowed per client (see
+    /// --rate-key), fractions allowed; beyond it the answer is 429. 0 turns
+    /// rate limiting off, so a load test from one host is never throttled.
+    #[arg(long, env = "FLASHGRID_RATE_LIMIT", default_value = "0")]
+    pub rate_limit: f64,
+
+    /// Requests one client may send at once before the rate applies (the
+    /// bucket size); unset, twice the rate (rounded up, at least 1).
+    #[arg(long, env = "FLASHGRID_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+
+    /// What identifies a client for rate limiting: `user` (the body's
+    /// user_id) or `addr` (the client's IP address).
+    #[arg(long, env = "FLASHGRID_RATE_KEY", value_enum, default_value_t = RateKey::User)]
+    pub rate_key: RateKey,
 }
+
+/// What the rate limit of `/reserve` is counted per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateKey {
+    /// The body's `user_id`: one buyer cannot flood the queue, whatever
+    /// addresses it comes from.
+    User,
+    /// The client's IP address: also throttles a bot that rotates user ids,
+    /// but every buyer behind one NAT or proxy shares the limit.
+    Addr,
+}
+
+/// The admin bearer token. Its `Debug` never shows the value, so neither a
+/// `{:?}` of the configuration nor a log line can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// The secret itself, for the constant-time comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl From<String> for AdminToken {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for AdminToken {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Highest `FLASHGRID_RATE_LIMIT`: beyond it a client's interval between two
+/// requests would round to nothing.
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
 
 /// `flashgrid-worker`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -134,10 +195,43 @@ impl GatewayConfig {
                 "--group-max, --publish-inflight and --max-connections must be at least 1".into(),
             );
         }
-        if matches!(&self.admin_token, Some(t) if t.len() < 8) {
+        if matches!(&self.admin_token, Some(t) if t.expose().len() < 8) {
             return Err("FLASHGRID_ADMIN_TOKEN must be at least 8 characters".into());
         }
+        if !self.rate_limit.is_finite() || !(0.0..=MAX_RATE_LIMIT).contains(&self.rate_limit) {
+            return Err(format!(
+                "FLASHGRID_RATE_LIMIT (--rate-limit) must be a number of requests per second within 0..={MAX_RATE_LIMIT} (0 = off), got {}",
+                self.rate_limit
+            ));
+        }
+        match self.rate_burst {
+            Some(0) => {
+                return Err(
+                    "FLASHGRID_RATE_BURST (--rate-burst) must be at least 1, or unset for twice the rate"
+                        .into(),
+                );
+            }
+            Some(_) if self.rate_limit == 0.0 => {
+                return Err(
+                    "FLASHGRID_RATE_BURST (--rate-burst) is set but rate limiting is off: set FLASHGRID_RATE_LIMIT to the requests per second allowed, or unset FLASHGRID_RATE_BURST"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The rate limit of `/reserve` when it is on: requests per second and
+    /// burst, the default burst applied.
+    pub fn rate(&self) -> Option<(f64, std::num::NonZeroU32)> {
+        if self.rate_limit <= 0.0 || !self.rate_limit.is_finite() {
+            return None;
+        }
+        let burst = self
+            .rate_burst
+            .unwrap_or_else(|| (self.rate_limit * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
+        Some((self.rate_limit, std::num::NonZeroU32::new(burst.max(1))?))
     }
 }
 
@@ -148,5 +242,75 @@ impl WorkerConfig {
             return Err("--prefetch and --batch-max must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn gateway(args: &[&str]) -> Result<GatewayConfig, String> {
+        let argv = std::iter::once("flashgrid-gateway").chain(args.iter().copied());
+        let cfg = GatewayConfig::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn rate_limit_is_off_by_default() {
+        let cfg = gateway(&[]).unwrap();
+        assert_eq!(cfg.rate_limit, 0.0);
+        assert_eq!(cfg.rate_key, RateKey::User);
+        assert!(cfg.rate().is_none());
+    }
+
+    #[test]
+    fn rate_key_parses_user_and_addr_only() {
+        let key = |k: &str| gateway(&["--rate-limit", "5", "--rate-key", k]).map(|c| c.rate_key);
+        assert_eq!(key("user").unwrap(), RateKey::User);
+        assert_eq!(key("addr").unwrap(), RateKey::Addr);
+        let e = key("ip").unwrap_err();
+        assert!(e.contains("user") && e.contains("addr"), "{e}");
+    }
+
+    #[test]
+    fn burst_defaults_to_twice_the_rate_rounded_up() {
+        let rate = |args: &[&str]| gateway(args).unwrap().rate().map(|(r, b)| (r, b.get()));
+        assert_eq!(rate(&["--rate-limit", "5"]), Some((5.0, 10)));
+        assert_eq!(rate(&["--rate-limit", "0.2"]), Some((0.2, 1)));
+        assert_eq!(rate(&["--rate-limit", "1.3"]), Some((1.3, 3)));
+        assert_eq!(
+            rate(&["--rate-limit", "5", "--rate-burst", "1"]),
+            Some((5.0, 1))
+        );
+    }
+
+    #[test]
+    fn bad_rate_combinations_name_what_to_fix() {
+        for (args, needle) in [
+            (&["--rate-burst", "3"][..], "FLASHGRID_RATE_LIMIT"),
+            (
+                &["--rate-limit", "5", "--rate-burst", "0"][..],
+                "FLASHGRID_RATE_BURST",
+            ),
+            (&["--rate-limit=-1"][..], "FLASHGRID_RATE_LIMIT"),
+            (&["--rate-limit", "NaN"][..], "FLASHGRID_RATE_LIMIT"),
+            (&["--rate-limit", "inf"][..], "FLASHGRID_RATE_LIMIT"),
+            (&["--rate-limit", "2000000"][..], "FLASHGRID_RATE_LIMIT"),
+        ] {
+            let e = gateway(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_never_shows_in_debug() {
+        let cfg = gateway(&["--admin-token", "s3cret-value"]).unwrap();
+        assert_eq!(cfg.admin_token.as_ref().unwrap().expose(), "s3cret-value");
+        let printed = format!("{cfg:?} {cfg:#?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+        assert!(gateway(&["--admin-token", "short"]).is_err());
     }
 }

@@ -190,6 +190,9 @@ impl Stack {
             confirm_timeout: Duration::from_secs(5),
             max_connections: 16_384,
             drain_timeout: Duration::from_secs(10),
+            rate_limit: 0.0,
+            rate_burst: None,
+            rate_key: crate::config::RateKey::User,
         }
     }
 

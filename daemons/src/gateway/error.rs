@@ -92,6 +92,14 @@ impl ApiError {
         )
     }
 
+    /// 429: this client is over its rate; `retry_after` whole seconds.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(1),

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
@@ -41,14 +41,15 @@ pub struct Limits {
 }
 
 /// Serves until `shutdown`, then stops accepting, lets in-flight requests
-/// finish (up to the drain timeout) and returns.
+/// finish (up to the drain timeout) and returns. The handler gets each request
+/// with its client's IP address.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
     shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     // Every connection task is tracked so the drain can wait for them; each
@@ -68,7 +69,7 @@ pub async fn serve<H, F>(
             _ = shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -82,11 +83,12 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
+        let peer = peer.ip();
         let conn = builder
             .serve_connection(
                 TokioIo::new(stream),
                 service_fn(move |req| {
-                    let fut = h(req);
+                    let fut = h(req, peer);
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 }),
             )

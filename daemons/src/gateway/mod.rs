@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod error;
 pub mod feed;
 pub mod http;
+pub mod limit;
 pub mod publisher;
 pub mod routes;
 pub mod stats;
@@ -109,6 +110,11 @@ pub async fn serve(
         feed_tx,
         background.clone(),
     )));
+    let limiter = cfg.rate().map(|(rate, burst)| {
+        let l = Arc::new(limit::Limiter::new(cfg.rate_key, rate, burst));
+        tasks.push(tokio::spawn(l.clone().sweep_until(background.clone())));
+        l
+    });
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
         inventory,
@@ -116,6 +122,7 @@ pub async fn serve(
         publisher: publisher.clone(),
         waiters,
         admin_token: cfg.admin_token.clone(),
+        limiter: limiter.clone(),
         max_body_bytes: cfg.max_body_bytes,
         body_timeout: cfg.body_timeout,
         stats,
@@ -127,11 +134,12 @@ pub async fn serve(
         listen = %listener.local_addr()?,
         namespace = ns.as_str(),
         admin = cfg.admin_token.is_some(),
+        rate_limit = ?limiter,
         "gateway ready"
     );
     let handler = {
         let g = gateway.clone();
-        move |req| g.clone().handle(req)
+        move |req, peer| g.clone().handle(req, peer)
     };
     http::serve(
         listener,

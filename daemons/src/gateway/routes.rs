@@ -1,13 +1,15 @@
-//! Route table and handlers. `/reserve` reads top to bottom: parse → fast
-//! path (unknown, closed, sold out) → group publish → 202.
+//! Route table and handlers. `/reserve` reads top to bottom: parse → rate
+//! limit → fast path (unknown, closed, sold out) → group publish → 202.
 
 use super::catalog::Catalog;
 use super::error::{ApiError, Body, json, json_bytes};
 use super::feed;
 use super::http::{read_body, require_json};
+use super::limit::{self, Limiter};
 use super::publisher::{Publisher, Unavailable};
 use super::stats::Stats;
 use super::waiters::Waiters;
+use crate::config::{AdminToken, RateKey};
 use crate::db;
 use crate::inventory::{Inventory, Outcome};
 use crate::notify::{self, Notice};
@@ -21,6 +23,7 @@ use flashgrid_wire::{
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use sqlx::PgPool;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +35,9 @@ pub struct Gateway {
     pub catalog: Arc<Catalog>,
     pub publisher: Publisher,
     pub waiters: Arc<Waiters>,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<AdminToken>,
+    /// Per-client rate limit of `/reserve`; `None` when off.
+    pub limiter: Option<Arc<Limiter>>,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub stats: Arc<Stats>,
@@ -42,10 +47,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request from the client at `peer`.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
         let started = Instant::now();
         let is_reserve = req.uri().path() == "/reserve";
-        let resp = match self.route(req).await {
+        let resp = match self.route(req, peer).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(),
         };
@@ -56,16 +62,20 @@ impl Gateway {
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
         // The hot route first, before any allocation.
         if req.method() == Method::POST && req.uri().path() == "/reserve" {
-            return self.reserve(req).await;
+            return self.reserve(req, peer).await;
         }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
         match (segments.as_slice(), &method) {
-            (["reserve"], &Method::POST) => self.reserve(req).await,
+            (["reserve"], &Method::POST) => self.reserve(req, peer).await,
             (["reserve"], _) => Err(ApiError::method_not_allowed("POST")),
             (["events"], &Method::GET) => self.list_events().await,
             (["events", id], &Method::GET) => self.get_event(id).await,
@@ -132,7 +142,7 @@ impl Gateway {
                 "admin routes and the feed are disabled: start the gateway with FLASHGRID_ADMIN_TOKEN set",
             ));
         };
-        if constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if constant_time_eq::constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -141,12 +151,22 @@ impl Gateway {
         }
     }
 
-    async fn reserve(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn reserve(
+        &self,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
         require_json(&req)?;
         let key = idempotency_key(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
         let r: ReserveRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("invalid reservation: {e}")))?;
+        // Before anything can reach the queue: one client cannot starve it.
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .check(&r.user_id, peer)
+                .map_err(|wait| rate_limited(limiter.key(), wait))?;
+        }
 
         let entry = self
             .catalog
@@ -429,6 +449,18 @@ fn accepted(event: &EventId, id: ReservationId, status: Status) -> Response<Body
             status,
             status_url: status_path(event, &id),
         },
+    )
+}
+
+fn rate_limited(key: RateKey, wait: Duration) -> ApiError {
+    let secs = limit::retry_after_secs(wait);
+    let who = match key {
+        RateKey::User => "this user_id",
+        RateKey::Addr => "this address",
+    };
+    ApiError::rate_limited(
+        format!("too many reservations from {who}: retry in {secs} s"),
+        secs,
     )
 }
 

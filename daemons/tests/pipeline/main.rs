@@ -11,6 +11,7 @@ mod burst;
 mod crash;
 mod feed;
 mod idempotency;
+mod rate_limit;
 mod reconnect;
 mod restock;
 mod shutdown;
