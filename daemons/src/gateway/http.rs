@@ -63,6 +63,11 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
+        // A client may shut down its write side once its request is sent:
+        // hyper would take that EOF for an abort and drop the answer (and a
+        // reservation could be queued that its buyer never hears of). Every
+        // handler is bounded in time, so waiting for it costs little.
+        .half_close(true)
         .max_buf_size(64 * 1024);
     loop {
         let permit = tokio::select! {

@@ -10,6 +10,7 @@ mod attack;
 mod burst;
 mod crash;
 mod feed;
+mod fuzz;
 mod idempotency;
 mod rate_limit;
 mod reconnect;

@@ -203,6 +203,141 @@ mod tests {
         assert!(serde_json::from_str::<CreateEvent>(r#"{"name":"n","capacity":3,"x":1}"#).is_err());
     }
 
+    /// Whatever bytes arrive, parsing a `/reserve` body returns (never
+    /// panics), and whatever it accepts is within DESIGN.md's bounds, checked
+    /// here independently of the newtypes' own parsers.
+    mod reserve_body {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        fn check(bytes: &[u8]) {
+            let Ok(r) = serde_json::from_slice::<ReserveRequest>(bytes) else {
+                return;
+            };
+            let e = r.event_id.as_str().as_bytes();
+            assert!((1..=64).contains(&e.len()), "event_id length {}", e.len());
+            assert!(e[0].is_ascii_lowercase() || e[0].is_ascii_digit());
+            assert!(
+                e.iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            );
+            let u = r.user_id.as_str();
+            assert!((1..=128).contains(&u.chars().count()), "user_id {u:?}");
+            assert!(!u.chars().any(char::is_control), "user_id {u:?}");
+            assert!((1..=10).contains(&r.quantity.get()));
+            // What was accepted serialises back to itself.
+            let again: ReserveRequest =
+                serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+            assert_eq!(again, r);
+        }
+
+        /// Any JSON value, a few levels deep.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                ".{0,20}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(".{0,8}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A field value: mostly near the valid shape, sometimes anything.
+        fn slug_like() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                4 => "[a-z0-9-]{0,70}".prop_map(Value::from),
+                1 => "[a-zA-Z0-9_ -]{0,70}".prop_map(Value::from),
+                1 => any::<String>().prop_map(Value::from),
+                1 => any_json(),
+            ]
+        }
+
+        fn user_like() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                3 => "\\PC{0,140}".prop_map(Value::from),
+                1 => "\\PC{120,135}".prop_map(Value::from),
+                1 => ".{0,20}".prop_map(Value::from),
+                1 => any::<String>().prop_map(Value::from),
+                1 => any_json(),
+            ]
+        }
+
+        fn quantity_like() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                (-3i64..15).prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                any_json(),
+            ]
+        }
+
+        /// A JSON object with each field mostly present, and maybe one more.
+        fn body() -> impl Strategy<Value = String> {
+            (
+                prop::option::weighted(0.9, slug_like()),
+                prop::option::weighted(0.9, user_like()),
+                prop::option::of(quantity_like()),
+                prop::option::of((".{0,10}", any_json())),
+            )
+                .prop_map(|(e, u, q, extra)| {
+                    let mut parts = Vec::new();
+                    for (k, v) in [("event_id", e), ("user_id", u), ("quantity", q)] {
+                        if let Some(v) = v {
+                            parts.push(format!("{}:{v}", json!(k)));
+                        }
+                    }
+                    if let Some((k, v)) = extra {
+                        parts.push(format!("{}:{v}", json!(k)));
+                    }
+                    format!("{{{}}}", parts.join(","))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                check(&bytes);
+            }
+
+            #[test]
+            fn json_bodies_parse_only_within_bounds(body in body()) {
+                check(body.as_bytes());
+            }
+
+            #[test]
+            fn truncated_bodies_never_panic(body in body(), cut in any::<prop::sample::Index>()) {
+                let bytes = body.as_bytes();
+                check(&bytes[..cut.index(bytes.len() + 1)]);
+            }
+        }
+
+        #[test]
+        fn the_bounds_themselves_parse() {
+            let max = format!(
+                r#"{{"event_id":"{}","user_id":"{}","quantity":10}}"#,
+                "a".repeat(64),
+                "é".repeat(128)
+            );
+            assert!(serde_json::from_str::<ReserveRequest>(&max).is_ok());
+        }
+    }
+
     #[test]
     fn status_serialises_as_design_says() {
         let v = ReservationView {
