@@ -31,6 +31,17 @@ attack *ARGS:
 bench:
     scripts/bench.sh
 
+# run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one)
+faults *ARGS:
+    scripts/services.sh check
+    cargo build --release --locked --workspace --bins
+    cargo build --release --locked -p flashgrid-daemons --features testkit --bin flashgrid-faults
+    target/release/flashgrid-faults {{ARGS}}
+
+# run every fault scenario 10 times (SOAK_RUNS) and write the counts to docs/RELIABILITY.md
+soak *ARGS:
+    scripts/soak.sh {{ARGS}}
+
 # open the operator console on the stack `just up` started
 tui:
     cargo build --release --locked --workspace --bins

@@ -420,7 +420,42 @@ pub struct Proxy {
     pub port: u16,
     state: std::sync::Arc<Mutex<ProxyState>>,
     open: std::sync::Arc<AtomicU32>,
+    /// Milliseconds each chunk is held.
+    delay: std::sync::Arc<AtomicU32>,
     task: JoinHandle<()>,
+}
+
+/// The proxy's delay while it holds everything (see [`Proxy::stall`]).
+const STALLED: u32 = u32::MAX;
+
+/// Copies one direction of a proxied connection, holding each chunk for the
+/// proxy's current delay.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    delay_ms: &AtomicU32,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        loop {
+            match delay_ms.load(Ordering::Relaxed) {
+                0 => break,
+                STALLED => tokio::time::sleep(Duration::from_millis(5)).await,
+                d => {
+                    tokio::time::sleep(Duration::from_millis(d.into())).await;
+                    break;
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 #[derive(Debug, Default)]
@@ -436,7 +471,9 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let state = std::sync::Arc::new(Mutex::new(ProxyState::default()));
         let open = std::sync::Arc::new(AtomicU32::new(0));
-        let (st, count) = (state.clone(), open.clone());
+        let delay = std::sync::Arc::new(AtomicU32::new(0));
+        let (st, count, delay_ms) = (state.clone(), open.clone(), delay.clone());
+        let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -450,7 +487,7 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let count = count.clone();
+                let (count, delay) = (count.clone(), delay.clone());
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -458,9 +495,12 @@ impl Proxy {
                         return;
                     };
                     count.fetch_add(1, Ordering::Relaxed);
+                    let (cr, cw) = client.split();
+                    let (sr, sw) = server.split();
                     tokio::select! {
                         _ = epoch.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = pump(cr, sw, &delay) => {}
+                        _ = pump(sr, cw, &delay) => {}
                     }
                     count.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -470,8 +510,23 @@ impl Proxy {
             port,
             state,
             open,
+            delay: delay_ms,
             task,
         }
+    }
+
+    /// Holds every chunk of data, both ways, this long before passing it on
+    /// (zero: no delay): a slow network or a struggling server.
+    pub fn delay(&self, by: Duration) {
+        let ms = by.as_millis().min(u128::from(STALLED - 1)) as u32;
+        self.delay.store(ms, Ordering::Relaxed);
+    }
+
+    /// Holds every chunk of data, both ways, until `restore` (which passes
+    /// them on) or `cut` (which drops them): a request that is sent but never
+    /// arrives.
+    pub fn stall(&self) {
+        self.delay.store(STALLED, Ordering::Relaxed);
     }
 
     /// Drops every connection and refuses new ones; returns how many were
@@ -483,9 +538,11 @@ impl Proxy {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Accepts connections again and passes data on without delay.
     pub fn restore(&self) {
         let mut g = self.state.lock().unwrap();
         *g = ProxyState::default();
+        self.delay.store(0, Ordering::Relaxed);
     }
 }
 

@@ -52,7 +52,9 @@ impl Scenario {
 
     pub fn describe(self) -> &'static str {
         match self {
-            Scenario::WorkerKill => "worker SIGKILLed mid-burst, restarted 1 s later",
+            Scenario::WorkerKill => {
+                "worker SIGKILLed mid-batch (decided in Redis, its commit held at the proxy and dropped), restarted 1 s later"
+            }
             Scenario::GatewayKill => {
                 "gateway SIGKILLed mid-burst, restarted 1 s later; buyers retry through it"
             }
@@ -62,7 +64,7 @@ impl Scenario {
             Scenario::RedisCut => "Redis cut for 2 s",
             Scenario::PostgresCut => "PostgreSQL cut for 3 s",
             Scenario::RedisWipe => {
-                "Redis loses all of the sale's data mid-sale (a restart without persistence)"
+                "Redis restarts without persistence mid-sale: connections dropped, the sale's data lost, back 1 s later"
             }
             Scenario::RetryStorm => "every purchase sent three times at once with the same key",
             Scenario::Redelivery => {
@@ -114,15 +116,40 @@ pub async fn inject(scenario: Scenario, t: &Target<'_>) -> anyhow::Result<String
                 t.stack.process_alive(which) == Some(true),
                 "the {which:?} was not running before the fault"
             );
+            // Kill the worker with a batch in its hands, not between two:
+            // its PostgreSQL stalled, the batch it decided cannot commit.
+            let mid_commit = which == Which::Worker;
+            if mid_commit {
+                t.postgres.stall();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             t.stack.stop(which).await; // SIGKILL
+            if mid_commit {
+                // Drop what the proxy holds: the dead worker's commit never
+                // reaches the database.
+                t.postgres.cut();
+                t.postgres.restore();
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             (t.restart)(which);
-            "SIGKILL, restart 1 s later".into()
+            if mid_commit {
+                "SIGKILL mid-commit, the commit never reached PostgreSQL; restart 1 s later".into()
+            } else {
+                "SIGKILL, restart 1 s later".into()
+            }
         }
         Scenario::BrokerCut => cut(t.rabbitmq, Duration::from_secs(2)).await,
         Scenario::RedisCut => cut(t.redis, Duration::from_secs(2)).await,
         Scenario::PostgresCut => cut(t.postgres, Duration::from_secs(3)).await,
-        Scenario::RedisWipe => wipe(t.stack).await?,
+        Scenario::RedisWipe => {
+            // A restart without persistence: connections drop, the data is
+            // gone, and the server is back a second later.
+            let dropped = t.redis.cut();
+            let wiped = wipe(t.stack).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            t.redis.restore();
+            format!("{dropped} connections dropped, {wiped}, back 1 s later")
+        }
         Scenario::RetryStorm => "3 copies of each purchase".into(), // the buyers are the fault
         Scenario::Redelivery => redeliver(t.stack).await?,
     })

@@ -177,17 +177,26 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
             }
         }
     }
+    // Read again at the end, a status URL must still give the decision its
+    // buyer heard (a forgotten one counts too), and agree with the database.
+    let heard: HashMap<ReservationId, Status> = f
+        .journeys
+        .iter()
+        .filter_map(|j| j.decided.as_ref().map(|d| (d.reservation_id, d.status)))
+        .collect();
     for (id, status) in f.statuses {
         let ok = match status {
             Some(s) => (*s == Status::Confirmed) == in_db.contains(id),
-            None => false, // counted as lost already if the buyer never heard
+            // Never heard either: counted as lost already.
+            None => !heard.contains_key(id),
         };
-        if !ok && status.is_some() {
+        if !ok {
             v.drift += 1;
             if v.drift <= 5 {
                 why.push(format!(
-                    "drift: status URL of {id} says {status:?}, the database {}",
-                    in_db.contains(id)
+                    "drift: at the end the status URL of {id} says {status:?} (its buyer heard {:?}), the database {}",
+                    heard.get(id),
+                    if in_db.contains(id) { "holds it" } else { "has no row" }
                 ));
             }
         }
@@ -330,6 +339,30 @@ mod tests {
         let (mut j, rows) = sale(10, 3);
         j[0].decided.as_mut().unwrap().status = Status::Rejected;
         assert!(judge_sale(&j, &rows, 3, &view(3, 3)).drift >= 1);
+
+        // Drift: a decision the buyer heard is forgotten at the end.
+        let (j, rows) = sale(10, 3);
+        let mut statuses: HashMap<ReservationId, Option<Status>> = j
+            .iter()
+            .map(|j| {
+                (
+                    *j.ids.first().unwrap(),
+                    j.decided.as_ref().map(|d| d.status),
+                )
+            })
+            .collect();
+        statuses.insert(*j[5].ids.first().unwrap(), None);
+        let facts = Facts {
+            event: &event(),
+            capacity: 3,
+            journeys: &j,
+            rows: &rows,
+            counter: 3,
+            view: Some(&view(3, 3)),
+            statuses: &statuses,
+            dead: &[],
+        };
+        assert_eq!(judge(&facts).0.drift, 1);
 
         // Drift: told sold out (never a 202) but holding a seat.
         let (mut j, rows) = sale(10, 3);

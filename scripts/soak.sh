@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `just soak`: every fault scenario 10 times (SOAK_RUNS), one line per run,
+# then the counts per scenario written into docs/RELIABILITY.md between its
+# soak markers. Extra arguments go to flashgrid-faults (e.g. scenario names).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${SOAK_RUNS:-10}
+DOC=docs/RELIABILITY.md
+TABLE=$(mktemp)
+trap 'rm -f "$TABLE"' EXIT
+
+scripts/services.sh check
+cargo build --release --locked --workspace --bins
+cargo build --release --locked -p flashgrid-daemons --features testkit --bin flashgrid-faults
+status=0
+target/release/flashgrid-faults --runs "$RUNS" --table "$TABLE" "$@" || status=$?
+
+{
+  echo "<!-- soak:begin (written by \`just soak\`; edit outside the markers) -->"
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, everything co-located, release build:"
+  echo "\`just soak$( [ $# -gt 0 ] && printf ' %s' "$@")\` ($RUNS runs of each scenario; 3,000 buyers for 300 seats per run)."
+  echo
+  cat "$TABLE"
+  echo "<!-- soak:end -->"
+} > "$TABLE.section"
+python3 - "$DOC" "$TABLE.section" <<'PY'
+import re, sys
+doc, section = sys.argv[1], open(sys.argv[2]).read()
+text = open(doc).read()
+new = re.sub(r"<!-- soak:begin.*?<!-- soak:end -->\n", lambda _: section, text, flags=re.S)
+if new == text and "<!-- soak:begin" not in text:
+    new = text.rstrip("\n") + "\n\n" + section
+open(doc, "w").write(new)
+PY
+rm -f "$TABLE.section"
+echo "counts written to $DOC"
+exit $status
