@@ -96,15 +96,7 @@ async fn feed_snapshots_match_a_burst_and_need_the_token() {
         "{count} snapshots in {elapsed:.1} s"
     );
 
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains("flashgrid_reserve_requests_total 200"),
         "{metrics}"

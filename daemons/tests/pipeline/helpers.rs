@@ -220,6 +220,18 @@ impl TestStack {
         (rows, qty.unwrap_or(0), counter)
     }
 
+    /// The gateway's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(flashgrid::testkit::REDIS)
             .unwrap()

@@ -111,15 +111,7 @@ async fn one_user_over_the_rate_gets_429_and_others_still_buy() {
     assert_eq!(confirmed as usize, ok + 1);
 
     // The gateway counted every answer, 429s among the rejected.
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     let count = |name: &str| metric(&metrics, name) as usize;
     assert_eq!(count("flashgrid_reserve_requests_total"), 22, "{metrics}");
     assert_eq!(count("flashgrid_reserve_accepted_total"), ok + 1);
