@@ -1,5 +1,6 @@
 //! `flashgrid-faults`: runs the fault matrix (`just faults`) or soaks it
-//! (`just soak`), one line per run, exit status 1 if any verdict failed.
+//! (`just soak`), one line per run; exit status 1 if any verdict failed, 2 if
+//! a scenario could not run.
 
 use anyhow::Context;
 use clap::Parser;
@@ -40,11 +41,31 @@ struct Opts {
     /// Also write the counts per scenario, as a Markdown table, to this file.
     #[arg(long)]
     table: Option<PathBuf>,
+
+    /// List the scenarios and what each injects, then exit.
+    #[arg(long)]
+    list: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let o = Opts::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Opts::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            // An operator error: the message says what to fix; no backtrace.
+            eprintln!("flashgrid-faults: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
+    if o.list {
+        for s in Scenario::ALL {
+            println!("{:<13} {}", s.name(), s.describe());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let scenarios: Vec<Scenario> = if o.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
