@@ -28,7 +28,7 @@ pub struct Opts {
     pub capacity: Option<u32>,
     /// Admin token (for --capacity).
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<crate::admin::Token>,
     /// Number of requests [default: 200 unless -z is given].
     #[arg(short = 'n')]
     pub requests: Option<u64>,
@@ -112,7 +112,7 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
 
     let exclusive = opts.capacity.is_some();
     if let Some(capacity) = opts.capacity {
-        let Some(token) = opts.token.as_deref() else {
+        let Some(token) = opts.token.as_ref().map(crate::admin::Token::as_str) else {
             return Err(
                 "--capacity needs the admin token: --token or FLASHGRID_ADMIN_TOKEN".into(),
             );
