@@ -449,6 +449,7 @@ mod tests {
                     closes_at: None,
                 })
                 .collect(),
+            services: None,
         }
     }
 

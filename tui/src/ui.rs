@@ -143,6 +143,20 @@ fn draw_status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) 
         Span::styled(format!("{updated}  "), p.dim()),
         Span::styled(state, style),
     ];
+    if let Some((s, _)) = app.shown() {
+        // What the gateway could not reach, and a queue nobody consumes:
+        // the first thing to know while a sale is failing.
+        let down: Vec<&str> = s.services.iter().flat_map(|h| h.down()).collect();
+        if !down.is_empty() {
+            spans.push(Span::styled(
+                format!("  ✗ {} unreachable", down.join(", ")),
+                p.bad(),
+            ));
+        }
+        if s.queue.consumers == Some(0) {
+            spans.push(Span::styled("  ✗ no worker", p.bad()));
+        }
+    }
     if app.frozen.is_some() {
         spans.push(Span::styled("  FROZEN (f)", p.warn()));
     }

@@ -7,7 +7,8 @@ use flashgrid_tui::app::{App, AttackRun, Connection, Phase};
 use flashgrid_tui::event::{Event, FeedEvent, Progress};
 use flashgrid_tui::ui;
 use flashgrid_wire::{
-    EventId, EventView, GatewayStats, PerUserLimit, QueueStats, Snapshot, WorkerStats,
+    EventId, EventView, GatewayStats, PerUserLimit, QueueStats, ServiceHealth, Snapshot,
+    WorkerStats,
 };
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -49,6 +50,11 @@ fn snapshot(events: Vec<EventView>) -> Snapshot {
             ..Default::default()
         },
         events,
+        services: Some(ServiceHealth {
+            postgres: true,
+            redis: true,
+            rabbitmq: true,
+        }),
     }
 }
 
@@ -95,6 +101,35 @@ fn live_sale_at_80x24_shows_rates_inventory_and_the_invariant() {
     ] {
         assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
     }
+}
+
+#[test]
+fn an_unreachable_service_and_a_queue_without_worker_show_in_red() {
+    let healthy = render(
+        &app(vec![event("demo", 20, 5, 15)]),
+        100,
+        24,
+        Instant::now(),
+    );
+    assert!(!healthy.contains("unreachable") && !healthy.contains("no worker"));
+
+    let mut a = App::new("http://127.0.0.1:8080".into(), true, true);
+    let mut s = snapshot(vec![event("demo", 20, 5, 15)]);
+    s.services = Some(ServiceHealth {
+        postgres: true,
+        redis: false,
+        rabbitmq: false,
+    });
+    s.queue.consumers = Some(0);
+    a.update(Event::Feed(FeedEvent::Snapshot(Box::new(s))));
+    let screen = render(&a, 100, 24, Instant::now());
+    let status = screen.lines().next().unwrap();
+    assert!(
+        status.contains("✗ Redis, RabbitMQ unreachable"),
+        "status line: {status}"
+    );
+    assert!(status.contains("✗ no worker"), "status line: {status}");
+    assert!(!status.contains("PostgreSQL"), "status line: {status}");
 }
 
 #[test]

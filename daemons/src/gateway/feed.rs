@@ -11,7 +11,7 @@ use super::stats::{LatencyHistogram, Stats};
 use crate::db;
 use bytes::Bytes;
 use chrono::Utc;
-use flashgrid_wire::{GatewayStats, LatencyMs, QueueStats, Snapshot, WorkerStats};
+use flashgrid_wire::{GatewayStats, LatencyMs, QueueStats, ServiceHealth, Snapshot, WorkerStats};
 use futures::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -32,10 +32,15 @@ pub const INTERVAL: Duration = Duration::from_millis(250);
 /// A client that cannot take one snapshot within this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long each service probe of a snapshot may take: a service that has
+/// gone silent shows as down instead of stalling the feed.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Builds snapshots until `stop`.
 pub async fn run(
     stats: Arc<Stats>,
     pool: PgPool,
+    redis: redis::aio::ConnectionManager,
     catalog: Arc<Catalog>,
     queue: QueueProbe,
     out: watch::Sender<Option<Arc<Bytes>>>,
@@ -51,20 +56,37 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = Reading::take(&stats);
+        // The three services are asked at once, each within PROBE_TIMEOUT.
+        let mut conn = redis.clone();
+        let ping = redis::cmd("PING");
+        let (listed, queued, pong) = tokio::join!(
+            tokio::time::timeout(PROBE_TIMEOUT, db::list_events(&pool)),
+            queue.depth(),
+            tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<()>(&mut conn)),
+        );
         // The events come from PostgreSQL; if it is away the last known
-        // counts are shown (the snapshot's `at` tells the console its age).
-        if let Ok(list) = db::list_events(&pool).await {
-            events = list
-                .iter()
-                .map(|e| e.view(catalog.is_sold_out(&e.id)))
-                .collect();
-        }
-        let (depth, consumers) = match queue.depth().await {
+        // counts are shown (and the services say so).
+        let postgres = match listed {
+            Ok(Ok(list)) => {
+                events = list
+                    .iter()
+                    .map(|e| e.view(catalog.is_sold_out(&e.id)))
+                    .collect();
+                true
+            }
+            _ => false,
+        };
+        let (depth, consumers) = match queued {
             Some((d, c)) => (Some(u64::from(d)), Some(u64::from(c))),
             None => (None, None),
         };
         stats.queue_depth.set(depth.map_or(-1, |d| d as i64));
-        let snap = now.snapshot(&prev, depth, consumers, events.clone());
+        let mut snap = now.snapshot(&prev, depth, consumers, events.clone());
+        snap.services = Some(ServiceHealth {
+            postgres,
+            redis: matches!(pong, Ok(Ok(()))),
+            rabbitmq: depth.is_some(),
+        });
         if let Ok(json) = serde_json::to_vec(&snap) {
             out.send_replace(Some(Arc::new(Bytes::from(json))));
         }
@@ -142,6 +164,7 @@ impl Reading {
                 db_writes_total: self.written,
             },
             events,
+            services: None,
         }
     }
 }

@@ -105,6 +105,7 @@ pub async fn serve(
     tasks.push(tokio::spawn(feed::run(
         stats.clone(),
         pool.clone(),
+        inventory.connection(),
         catalog.clone(),
         publisher.probe(),
         feed_tx,

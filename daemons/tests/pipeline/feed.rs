@@ -1,8 +1,8 @@
 //! The live feed and `/metrics`: snapshots whose numbers match a burst the
 //! test sent; without the token, 401.
 
-use crate::helpers::{TOKEN, TestStack, burst};
-use flashgrid_wire::Snapshot;
+use crate::helpers::{Proxy, TOKEN, TestStack, burst};
+use flashgrid_wire::{ServiceHealth, Snapshot};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -125,4 +125,55 @@ async fn feed_snapshots_match_a_burst_and_need_the_token() {
     .await
     .expect("the feed connection was left open");
     assert!(end, "no close frame");
+}
+
+/// The feed says which service the gateway cannot reach, and that nobody
+/// consumes the queue, while it is so; and stops saying it once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_names_an_unreachable_service_and_a_missing_worker() {
+    let stack = TestStack::empty().await;
+    let redis = Proxy::start(6379).await;
+    let mut cfg = stack.gateway_config();
+    cfg.services.redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    stack.start_gateway_with(cfg).await;
+    let ws_url = format!("{}/ws?token={TOKEN}", stack.url.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let mut next = async || -> Snapshot {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a snapshot within 5 s")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(msg.to_text().unwrap()).unwrap()
+    };
+    let up = ServiceHealth {
+        postgres: true,
+        redis: true,
+        rabbitmq: true,
+    };
+    // Wait on conditions, each with a deadline (snapshots come every 250 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut until = async |what: &str, f: &dyn Fn(&Snapshot) -> bool| {
+        loop {
+            let s = next().await;
+            if f(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        }
+    };
+    let s = until("every service up", &|s| s.services == Some(up)).await;
+    assert_eq!(s.queue.consumers, Some(0), "no worker runs yet");
+
+    redis.cut();
+    until("Redis reported down", &|s| {
+        s.services
+            .is_some_and(|h| h.down().collect::<Vec<_>>() == ["Redis"])
+    })
+    .await;
+    redis.restore();
+    until("Redis reported up again", &|s| s.services == Some(up)).await;
+
+    stack.start_worker().await;
+    until("the worker consuming", &|s| s.queue.consumers == Some(1)).await;
 }

@@ -15,6 +15,32 @@ pub struct Snapshot {
     pub workers: WorkerStats,
     /// Per event, from PostgreSQL (committed seats).
     pub events: Vec<EventView>,
+    /// Which services the gateway reached while building this snapshot
+    /// (absent from gateways that do not probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServiceHealth>,
+}
+
+/// Whether the gateway reaches each service it depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    pub postgres: bool,
+    pub redis: bool,
+    pub rabbitmq: bool,
+}
+
+impl ServiceHealth {
+    /// The names of the services that did not answer.
+    pub fn down(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("PostgreSQL", self.postgres),
+            ("Redis", self.redis),
+            ("RabbitMQ", self.rabbitmq),
+        ]
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| name)
+    }
 }
 
 /// `/reserve` at this gateway.
