@@ -61,7 +61,7 @@ pub async fn run(
         let ping = redis::cmd("PING");
         let (listed, queued, pong) = tokio::join!(
             tokio::time::timeout(PROBE_TIMEOUT, db::list_events(&pool)),
-            queue.depth(),
+            tokio::time::timeout(PROBE_TIMEOUT, queue.depth()),
             tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<()>(&mut conn)),
         );
         // The events come from PostgreSQL; if it is away the last known
@@ -76,7 +76,7 @@ pub async fn run(
             }
             _ => false,
         };
-        let (depth, consumers) = match queued {
+        let (depth, consumers) = match queued.ok().flatten() {
             Some((d, c)) => (Some(u64::from(d)), Some(u64::from(c))),
             None => (None, None),
         };
