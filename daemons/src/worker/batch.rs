@@ -20,6 +20,32 @@ pub enum BatchError {
     Database(#[from] sqlx::Error),
 }
 
+impl BatchError {
+    /// Whether the failure says a service could not be reached (a dropped,
+    /// refused or timed-out connection) rather than that it refused the work.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            BatchError::Inventory(InventoryError::Redis(e)) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+            }
+            BatchError::Inventory(_) => false,
+            BatchError::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            ),
+        }
+    }
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -62,6 +88,20 @@ impl Decider {
             .expect("event cache")
             .insert(id.clone(), e.clone());
         Ok(Some(e))
+    }
+
+    /// Whether PostgreSQL and Redis both answer, each within a second: tells
+    /// a batch that fails because of what it holds from one that fails
+    /// because a service is away.
+    pub async fn services_answer(&self) -> bool {
+        let limit = std::time::Duration::from_secs(1);
+        let mut conn = self.inventory.connection();
+        let ping = redis::cmd("PING");
+        let (pg, rd) = tokio::join!(
+            tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool)),
+            tokio::time::timeout(limit, ping.query_async::<()>(&mut conn)),
+        );
+        matches!(pg, Ok(Ok(_))) && matches!(rd, Ok(Ok(())))
     }
 
     /// Decide, commit, settle, announce.
@@ -265,5 +305,25 @@ impl Decider {
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_out_of_reach_is_told_from_a_refusal() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let redis_down = BatchError::Inventory(InventoryError::Redis(reset.into()));
+        assert!(redis_down.is_unreachable());
+        assert!(BatchError::Database(sqlx::Error::PoolTimedOut).is_unreachable());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(BatchError::Database(sqlx::Error::Io(io)).is_unreachable());
+
+        let script = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad reply"));
+        assert!(!BatchError::Inventory(InventoryError::Redis(script)).is_unreachable());
+        assert!(!BatchError::Inventory(InventoryError::Corrupt("x".into())).is_unreachable());
+        assert!(!BatchError::Database(sqlx::Error::RowNotFound).is_unreachable());
     }
 }

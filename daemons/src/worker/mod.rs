@@ -5,7 +5,9 @@
 //! point leaves the batch unacked and the broker redelivers it; every step is
 //! idempotent per reservation id, so nothing is lost and nothing counted twice.
 //! A lost connection to any service pauses the worker without acking; it
-//! reconnects by itself.
+//! reconnects by itself. A batch that keeps being *refused* while PostgreSQL
+//! and Redis answer is taken apart, and the one reservation that fails alone
+//! is set aside in the dead-letter queue, so it cannot stall the sale.
 
 pub mod batch;
 
@@ -197,10 +199,14 @@ async fn consume(
         // already rejected: the broker would close the channel).
         let mut last_good = None;
         let mut items: Vec<Queued> = Vec::new();
+        // Each readable message's tag and its reservations in `items`.
+        let mut messages: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
         for d in &deliveries {
             match Group::decode(&d.data) {
                 Ok(g) => {
+                    let start = items.len();
                     items.extend(g.items);
+                    messages.push((d.delivery_tag, start..items.len()));
                     last_good = Some(d.delivery_tag);
                 }
                 Err(e) => {
@@ -214,10 +220,28 @@ async fn consume(
         }
         if !items.is_empty() {
             match process_until_done(decider, &items, shutdown).await {
-                Some(report) => pending.add(&report),
+                Processed::Done(report) => pending.add(&report),
                 // Shutting down with the batch undecided: leave it unacked,
                 // the broker redelivers it to the next worker.
-                None => return Ok(()),
+                Processed::Shutdown => return Ok(()),
+                Processed::Stuck(e) => {
+                    tracing::error!(
+                        error = %e, reservations = items.len(), messages = messages.len(),
+                        "a batch keeps failing while PostgreSQL and Redis answer: taking it apart to set aside what fails"
+                    );
+                    let isolated = Isolate {
+                        conn,
+                        channel: &channel,
+                        ns,
+                        decider,
+                        pending,
+                        shutdown,
+                    };
+                    if !isolated.run(&items, &messages).await? {
+                        return Ok(());
+                    }
+                    continue; // every message of the batch is settled
+                }
             }
         }
         if let Some(tag) = last_good {
@@ -229,28 +253,144 @@ async fn consume(
     }
 }
 
-/// Processes a batch, retrying with backoff while a service is away. Returns
-/// `None` if shutdown came first.
+/// Refusals in a row (a service answered, with an error) after which a batch
+/// whose services answer is deemed to hold a reservation that can never be
+/// processed (about 1.5 s of backoff).
+const STUCK_AFTER: u32 = 5;
+
+/// How a batch ended.
+#[derive(Debug)]
+enum Processed {
+    Done(BatchReport),
+    /// Shutdown came first; nothing acked.
+    Shutdown,
+    /// It failed `STUCK_AFTER` times in a row although PostgreSQL and Redis
+    /// answer: something in it fails whatever the retries.
+    Stuck(BatchError),
+}
+
+/// Processes a batch, retrying with backoff while a service is away (for as
+/// long as it takes).
 async fn process_until_done(
     decider: &Decider,
     items: &[Queued],
     shutdown: &CancellationToken,
-) -> Option<BatchReport> {
+) -> Processed {
     let mut delay = Duration::from_millis(50);
+    let mut failures = 0;
     loop {
         match decider.process(items).await {
             Ok(report) => {
                 tracing::debug!(reservations = items.len(), ?report, "batch committed");
-                return Some(report);
+                return Processed::Done(report);
             }
             Err(e) => {
+                // Only refusals count: a service out of reach is waited for,
+                // however long it takes.
+                if e.is_unreachable() {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                }
+                if failures >= STUCK_AFTER && decider.services_answer().await {
+                    return Processed::Stuck(e);
+                }
                 tracing::warn!(error = %e, reservations = items.len(), "batch not committed, retrying in {delay:?} (nothing acked)");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Processed::Shutdown,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(services::RECONNECT_MAX_DELAY);
             }
         }
+    }
+}
+
+/// Takes a stuck batch apart: message by message, then, within a message
+/// that still fails, reservation by reservation. A reservation that fails
+/// alone while the services answer is set aside — published on its own to
+/// the dead-letter queue, where an operator can replay it once its cause is
+/// fixed — so that one bad reservation never stalls a sale. Nothing is
+/// dropped: each message is acked only once every reservation in it is
+/// committed, rejected or set aside.
+struct Isolate<'a> {
+    conn: &'a lapin::Connection,
+    channel: &'a lapin::Channel,
+    ns: &'a Namespace,
+    decider: &'a Decider,
+    pending: &'a Pending,
+    shutdown: &'a CancellationToken,
+}
+
+impl Isolate<'_> {
+    /// `false` if shutdown came first.
+    async fn run(
+        &self,
+        items: &[Queued],
+        messages: &[(u64, std::ops::Range<usize>)],
+    ) -> anyhow::Result<bool> {
+        let mut aside: Option<lapin::Channel> = None;
+        for (tag, range) in messages {
+            let group = &items[range.clone()];
+            match process_until_done(self.decider, group, self.shutdown).await {
+                Processed::Done(r) => self.pending.add(&r),
+                Processed::Shutdown => return Ok(false),
+                Processed::Stuck(_) => {
+                    for item in group {
+                        let one = std::slice::from_ref(item);
+                        match process_until_done(self.decider, one, self.shutdown).await {
+                            Processed::Done(r) => self.pending.add(&r),
+                            Processed::Shutdown => return Ok(false),
+                            Processed::Stuck(e) => self.set_aside(&mut aside, item, &e).await?,
+                        }
+                    }
+                }
+            }
+            self.channel
+                .basic_ack(*tag, BasicAckOptions { multiple: false })
+                .await
+                .context("ack")?;
+        }
+        Ok(true)
+    }
+
+    async fn set_aside(
+        &self,
+        aside: &mut Option<lapin::Channel>,
+        item: &Queued,
+        error: &BatchError,
+    ) -> anyhow::Result<()> {
+        let ch = match aside {
+            Some(ch) => ch,
+            None => {
+                let ch = self.conn.create_channel().await.context("open a channel")?;
+                ch.confirm_select(Default::default())
+                    .await
+                    .context("confirm mode")?;
+                aside.insert(ch)
+            }
+        };
+        let dead = self.ns.dead_letter_queue();
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                dead.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &Group::encode(std::slice::from_ref(item)),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .context("set a reservation aside")?
+            .await
+            .context("set a reservation aside")?;
+        anyhow::ensure!(
+            confirm.is_ack(),
+            "the broker did not take the reservation set aside"
+        );
+        tracing::error!(
+            error = %error, reservation_id = %item.id, event_id = %item.event,
+            "reservation set aside in {dead}: it fails on its own while PostgreSQL and Redis answer; it stays pending until replayed"
+        );
+        Ok(())
     }
 }

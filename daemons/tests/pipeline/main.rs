@@ -12,6 +12,7 @@ mod crash;
 mod feed;
 mod fuzz;
 mod idempotency;
+mod poison;
 mod rate_limit;
 mod reconnect;
 mod restock;
