@@ -434,6 +434,7 @@ async fn pump(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     delay_ms: &AtomicU32,
+    epoch: &CancellationToken,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -451,7 +452,8 @@ async fn pump(
                 }
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        // What a cut caught in flight is dropped, never delivered late.
+        if epoch.is_cancelled() || to.write_all(&buf[..n]).await.is_err() {
             break;
         }
     }
@@ -477,6 +479,8 @@ impl Proxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let (refusing, epoch) = {
@@ -498,9 +502,10 @@ impl Proxy {
                     let (cr, cw) = client.split();
                     let (sr, sw) = server.split();
                     tokio::select! {
+                        biased;
                         _ = epoch.cancelled() => {}
-                        _ = pump(cr, sw, &delay) => {}
-                        _ = pump(sr, cw, &delay) => {}
+                        _ = pump(cr, sw, &delay, &epoch) => {}
+                        _ = pump(sr, cw, &delay, &epoch) => {}
                     }
                     count.fetch_sub(1, Ordering::Relaxed);
                 });

@@ -157,20 +157,26 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let (journeys, fault) = tokio::join!(crowd, fault);
     let (landed, fault_at, detail, ready_after) = fault?;
 
-    // The end state, as PostgreSQL and the API tell it.
+    // The end state, as PostgreSQL and the API tell it; the rows and the
+    // counter from one snapshot of the database.
+    let mut tx = stack.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await?;
     let rows: Vec<(ReservationId, String, i32)> = sqlx::query_as::<_, (uuid::Uuid, String, i32)>(
         "SELECT reservation_id, user_id, quantity::int4 FROM reservations WHERE event_id = $1",
     )
     .bind(event.as_str())
-    .fetch_all(&stack.pool)
+    .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(|(id, u, q)| (ReservationId(id), u, q))
     .collect();
     let counter: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
         .bind(event.as_str())
-        .fetch_one(&stack.pool)
+        .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
     let view = event_view(&http, &stack.url, &event).await;
     let accepted: Vec<(ReservationId, String)> = journeys
         .iter()

@@ -118,7 +118,7 @@ impl Report {
 /// The soak's counts per scenario, as a Markdown table.
 pub fn soak_table(reports: &[Report]) -> String {
     let mut s = String::from(
-        "| scenario | runs | passed | oversold | leaked | lost | double | drift | dead | 5xx | 202s (min–max) | retries (min–max) | ready after (max) | wall (max) |\n\
+        "| scenario | runs | passed | oversold | leaked | lost | double | drift | dead | errors | 202s (min–max) | retries (min–max) | ready after (max) | wall (max) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for scenario in Scenario::ALL {

@@ -40,7 +40,8 @@ pub struct Verdicts {
     pub drift: u64,
     /// Daemons that did not recover by themselves.
     pub dead: u64,
-    /// 5xx answers other than 503 (never allowed).
+    /// 5xx answers other than 503, and purchases refused with a 4xx other
+    /// than 409 sold out and 429 (never allowed here).
     pub errors: u64,
 }
 
@@ -58,7 +59,7 @@ impl Verdicts {
             ("double", self.double),
             ("drift", self.drift),
             ("dead", self.dead),
-            ("5xx", self.errors),
+            ("errors", self.errors),
         ]
     }
 
@@ -158,8 +159,9 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         let told = j.decided.as_ref().map(|d| d.status);
         let disagree = match told {
             Some(s) => (s == Status::Confirmed) != holds,
-            // Told sold out but holding a seat.
-            None => j.answer == Answer::SoldOut && holds,
+            // Never given a reservation (told sold out, or no answer at
+            // all) but holding a seat.
+            None => j.ids.is_empty() && holds,
         };
         if disagree {
             v.drift += 1;
@@ -209,6 +211,21 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     v.errors = f.journeys.iter().map(|j| j.tally.server_errors).sum();
     if v.errors > 0 {
         why.push(format!("5xx: {} answers other than 503", v.errors));
+    }
+    // A well-formed purchase of an open sale has no business being refused.
+    let refused: Vec<Answer> = f
+        .journeys
+        .iter()
+        .map(|j| j.answer)
+        .filter(|a| matches!(a, Answer::Refused(_) | Answer::Closed))
+        .collect();
+    if !refused.is_empty() {
+        v.errors += refused.len() as u64;
+        why.push(format!(
+            "4xx: {} purchases refused ({:?}…)",
+            refused.len(),
+            refused[0]
+        ));
     }
     (v, why)
 }
@@ -369,6 +386,22 @@ mod tests {
         j[1].ids.clear();
         j[1].decided = None;
         j[1].answer = Answer::SoldOut;
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 1);
+    }
+
+    #[test]
+    fn a_refused_purchase_and_a_seat_nobody_was_told_of_fail() {
+        let (mut j, rows) = sale(10, 3);
+        j[9].ids.clear();
+        j[9].decided = None;
+        j[9].answer = Answer::Refused(400);
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).errors, 1);
+
+        // It gave up without an answer, yet its first attempt won a seat.
+        let (mut j, rows) = sale(10, 3);
+        j[2].ids.clear();
+        j[2].decided = None;
+        j[2].answer = Answer::GaveUp;
         assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 1);
     }
 

@@ -18,30 +18,34 @@ pub enum BatchError {
     Inventory(#[from] InventoryError),
     #[error("PostgreSQL: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl BatchError {
-    /// Whether the failure says a service could not be reached (a dropped,
-    /// refused or timed-out connection) rather than that it refused the work.
-    pub fn is_unreachable(&self) -> bool {
+    /// Whether a service refused this work for what it holds (bad data, a
+    /// constraint, a script error): the only failures that can mark a
+    /// reservation as one that will never go through. Anything else — a
+    /// connection dropped, refused or timed out, a server loading, read-only,
+    /// out of memory or out of disk, a deadlock — says the service cannot
+    /// work right now, and is waited for however long it takes.
+    pub fn is_refusal(&self) -> bool {
         match self {
-            BatchError::Inventory(InventoryError::Redis(e)) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                    || e.is_unrecoverable_error()
-            }
-            BatchError::Inventory(_) => false,
-            BatchError::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
+            BatchError::Inventory(InventoryError::Redis(e)) => matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    | redis::ErrorKind::UnexpectedReturnType
+                    | redis::ErrorKind::Parse
             ),
+            BatchError::Inventory(InventoryError::Corrupt(_)) => true,
+            BatchError::Inventory(InventoryError::StockMissing) => false,
+            // SQLSTATE classes 22 (data exception), 23 (integrity constraint)
+            // and P0 (raised by a PL/pgSQL function or trigger).
+            BatchError::Database(sqlx::Error::Database(d)) => d
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("P0")),
+            BatchError::Database(_) => false,
+            BatchError::TimedOut(_) => false,
         }
     }
 }
@@ -313,17 +317,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_service_out_of_reach_is_told_from_a_refusal() {
+    fn only_refusals_of_the_work_itself_count() {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let redis_down = BatchError::Inventory(InventoryError::Redis(reset.into()));
-        assert!(redis_down.is_unreachable());
-        assert!(BatchError::Database(sqlx::Error::PoolTimedOut).is_unreachable());
+        assert!(!redis_down.is_refusal());
+        assert!(!BatchError::Database(sqlx::Error::PoolTimedOut).is_refusal());
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(BatchError::Database(sqlx::Error::Io(io)).is_unreachable());
+        assert!(!BatchError::Database(sqlx::Error::Io(io)).is_refusal());
+        assert!(!BatchError::TimedOut(std::time::Duration::from_secs(10)).is_refusal());
+        assert!(!BatchError::Inventory(InventoryError::StockMissing).is_refusal());
+        let loading = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+            "loading",
+        ));
+        assert!(!BatchError::Inventory(InventoryError::Redis(loading)).is_refusal());
+        let read_only = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "read only",
+        ));
+        assert!(!BatchError::Inventory(InventoryError::Redis(read_only)).is_refusal());
 
-        let script = redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad reply"));
-        assert!(!BatchError::Inventory(InventoryError::Redis(script)).is_unreachable());
-        assert!(!BatchError::Inventory(InventoryError::Corrupt("x".into())).is_unreachable());
-        assert!(!BatchError::Database(sqlx::Error::RowNotFound).is_unreachable());
+        let script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "user_script:1: bad",
+        ));
+        assert!(BatchError::Inventory(InventoryError::Redis(script)).is_refusal());
+        assert!(BatchError::Inventory(InventoryError::Corrupt("x".into())).is_refusal());
     }
 }

@@ -123,17 +123,27 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
                 }
             },
         };
+        let consuming = std::time::Instant::now();
         match consume(&c, &cfg, &ns, &decider, &pending, &shutdown).await {
             Ok(()) => {
                 queue::close(&c, 200, "worker shutting down").await;
                 break;
             }
             Err(e) => {
+                // A consumer that ran a while lost its connection: come back
+                // at once. One that keeps failing at once must not spin.
+                if consuming.elapsed() > Duration::from_secs(10) {
+                    delay = Duration::from_millis(100);
+                }
                 tracing::warn!(
                     error = format!("{e:#}"),
-                    "lost RabbitMQ; unacked messages will be redelivered, reconnecting"
+                    "lost RabbitMQ; unacked messages will be redelivered, reconnecting in {delay:?}"
                 );
-                delay = Duration::from_millis(100);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(services::RECONNECT_MAX_DELAY);
             }
         }
     }
@@ -230,7 +240,7 @@ async fn consume(
                         "a batch keeps failing while PostgreSQL and Redis answer: taking it apart to set aside what fails"
                     );
                     let isolated = Isolate {
-                        conn,
+                        amqp_url: &cfg.services.amqp_url,
                         channel: &channel,
                         ns,
                         decider,
@@ -253,10 +263,16 @@ async fn consume(
     }
 }
 
-/// Refusals in a row (a service answered, with an error) after which a batch
-/// whose services answer is deemed to hold a reservation that can never be
-/// processed (about 1.5 s of backoff).
+/// Refusals in a row (a service answered, refusing the work) after which a
+/// batch whose services answer is deemed to hold a reservation that can never
+/// be processed (about 0.75 s of backoff).
 const STUCK_AFTER: u32 = 5;
+
+/// Longest one attempt at a batch may take before it is abandoned and retried.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the broker may take to confirm a reservation set aside.
+const SET_ASIDE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a batch ended.
 #[derive(Debug)]
@@ -279,21 +295,28 @@ async fn process_until_done(
     let mut delay = Duration::from_millis(50);
     let mut failures = 0;
     loop {
-        match decider.process(items).await {
+        // A service that went silent (no reset, no answer) must not hold the
+        // batch for TCP's retransmission timeout: every step is idempotent,
+        // so an abandoned attempt is simply retried.
+        let attempt = tokio::time::timeout(PROCESS_TIMEOUT, decider.process(items)).await;
+        match attempt.unwrap_or(Err(BatchError::TimedOut(PROCESS_TIMEOUT))) {
             Ok(report) => {
                 tracing::debug!(reservations = items.len(), ?report, "batch committed");
                 return Processed::Done(report);
             }
             Err(e) => {
-                // Only refusals count: a service out of reach is waited for,
-                // however long it takes.
-                if e.is_unreachable() {
-                    failures = 0;
-                } else {
+                // Only refusals of the work itself count; a service that
+                // cannot work right now is waited for, however long it takes.
+                if e.is_refusal() {
                     failures += 1;
+                } else {
+                    failures = 0;
                 }
-                if failures >= STUCK_AFTER && decider.services_answer().await {
-                    return Processed::Stuck(e);
+                if failures >= STUCK_AFTER {
+                    if decider.services_answer().await {
+                        return Processed::Stuck(e);
+                    }
+                    failures = 0;
                 }
                 tracing::warn!(error = %e, reservations = items.len(), "batch not committed, retrying in {delay:?} (nothing acked)");
                 tokio::select! {
@@ -314,7 +337,10 @@ async fn process_until_done(
 /// dropped: each message is acked only once every reservation in it is
 /// committed, rejected or set aside.
 struct Isolate<'a> {
-    conn: &'a lapin::Connection,
+    /// Set-asides go over a connection of their own: a broker under a
+    /// memory alarm blocks publishing connections, and this worker's acks
+    /// must still get through.
+    amqp_url: &'a str,
     channel: &'a lapin::Channel,
     ns: &'a Namespace,
     decider: &'a Decider,
@@ -329,7 +355,7 @@ impl Isolate<'_> {
         items: &[Queued],
         messages: &[(u64, std::ops::Range<usize>)],
     ) -> anyhow::Result<bool> {
-        let mut aside: Option<lapin::Channel> = None;
+        let mut aside: Option<(lapin::Connection, lapin::Channel)> = None;
         for (tag, range) in messages {
             let group = &items[range.clone()];
             match process_until_done(self.decider, group, self.shutdown).await {
@@ -341,7 +367,12 @@ impl Isolate<'_> {
                         match process_until_done(self.decider, one, self.shutdown).await {
                             Processed::Done(r) => self.pending.add(&r),
                             Processed::Shutdown => return Ok(false),
-                            Processed::Stuck(e) => self.set_aside(&mut aside, item, &e).await?,
+                            Processed::Stuck(e) => {
+                                if let Err(err) = self.set_aside(&mut aside, item, &e).await {
+                                    close_aside(aside).await;
+                                    return Err(err);
+                                }
+                            }
                         }
                     }
                 }
@@ -351,46 +382,65 @@ impl Isolate<'_> {
                 .await
                 .context("ack")?;
         }
+        close_aside(aside).await;
         Ok(true)
     }
 
     async fn set_aside(
         &self,
-        aside: &mut Option<lapin::Channel>,
+        aside: &mut Option<(lapin::Connection, lapin::Channel)>,
         item: &Queued,
         error: &BatchError,
     ) -> anyhow::Result<()> {
         let ch = match aside {
-            Some(ch) => ch,
+            Some((_, ch)) => ch,
             None => {
-                let ch = self.conn.create_channel().await.context("open a channel")?;
+                let conn = queue::connect(self.amqp_url, "flashgrid-worker-set-aside").await?;
+                let ch = conn.create_channel().await.context("open a channel")?;
                 ch.confirm_select(Default::default())
                     .await
                     .context("confirm mode")?;
-                aside.insert(ch)
+                // The dead-letter queue may have been deleted since start.
+                queue::declare(&ch, self.ns)
+                    .await
+                    .context("declare the dead-letter queue")?;
+                &aside.insert((conn, ch)).1
             }
         };
         let dead = self.ns.dead_letter_queue();
-        let confirm = ch
-            .basic_publish(
+        let publish = async {
+            ch.basic_publish(
                 "".into(),
                 dead.as_str().into(),
-                lapin::options::BasicPublishOptions::default(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &Group::encode(std::slice::from_ref(item)),
                 lapin::BasicProperties::default().with_delivery_mode(2),
             )
+            .await?
             .await
-            .context("set a reservation aside")?
+        };
+        let confirm = tokio::time::timeout(SET_ASIDE_TIMEOUT, publish)
             .await
+            .context("the broker did not confirm the reservation set aside in time")?
             .context("set a reservation aside")?;
+        // A mandatory message that found no queue comes back inside an ack.
         anyhow::ensure!(
-            confirm.is_ack(),
-            "the broker did not take the reservation set aside"
+            matches!(confirm, lapin::Confirmation::Ack(None)),
+            "the broker did not keep the reservation set aside ({confirm:?})"
         );
         tracing::error!(
             error = %error, reservation_id = %item.id, event_id = %item.event,
             "reservation set aside in {dead}: it fails on its own while PostgreSQL and Redis answer; it stays pending until replayed"
         );
         Ok(())
+    }
+}
+
+async fn close_aside(aside: Option<(lapin::Connection, lapin::Channel)>) {
+    if let Some((conn, _)) = aside {
+        queue::close(&conn, 200, "set-asides done").await;
     }
 }
