@@ -174,6 +174,12 @@ pub struct WorkerConfig {
     /// committed in one batch.
     #[arg(long, env = "FLASHGRID_BATCH_MAX", default_value = "64")]
     pub batch_max: usize,
+
+    /// Move every message of the dead-letter queue (reservations set aside,
+    /// unreadable messages excepted) back to the reservation queue, then exit.
+    /// Run it once the cause in the worker's ERROR log is fixed.
+    #[arg(long)]
+    pub replay_dead_letters: bool,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

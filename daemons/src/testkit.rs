@@ -201,6 +201,7 @@ impl Stack {
             services: self.services(),
             prefetch: 64,
             batch_max: 64,
+            replay_dead_letters: false,
         }
     }
 

@@ -7,6 +7,21 @@ use flashgrid::config::WorkerConfig;
 async fn main() -> anyhow::Result<()> {
     let cfg = WorkerConfig::parse();
     flashgrid::telemetry::init("info");
+    if cfg.replay_dead_letters {
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        let ns = flashgrid::names::Namespace::new(&cfg.services.namespace)
+            .map_err(anyhow::Error::msg)?;
+        let r = flashgrid::worker::replay(&cfg.services.amqp_url, &ns).await?;
+        println!(
+            "moved {} messages ({} reservations) from {} back to {}; {} unreadable left in place",
+            r.moved,
+            r.reservations,
+            ns.dead_letter_queue(),
+            ns.queue(),
+            r.unreadable
+        );
+        return Ok(());
+    }
     let shutdown = flashgrid::shutdown::on_signals();
     flashgrid::worker::run(cfg, shutdown).await
 }

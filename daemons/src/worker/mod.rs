@@ -10,8 +10,10 @@
 //! is set aside in the dead-letter queue, so it cannot stall the sale.
 
 pub mod batch;
+pub mod replay;
 
 pub use batch::{BatchError, BatchReport, Decider};
+pub use replay::{Replayed, replay};
 
 use crate::config::WorkerConfig;
 use crate::inventory::Inventory;

@@ -1,7 +1,7 @@
 //! A reservation that can never be committed (here PostgreSQL refuses its
 //! row, whatever the retries) does not stall the sale: the worker takes its
 //! batch apart, commits everything else, and sets that one reservation aside
-//! in the dead-letter queue, for an operator to replay.
+//! in the dead-letter queue; once the cause is fixed, a replay sells it.
 
 use crate::helpers::{AMQP, TestStack, eventually};
 use flashgrid::queue::Group;
@@ -76,5 +76,92 @@ async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
         .await
         .unwrap();
     assert_eq!(view.status, Status::Pending);
+    // Unacked: closing puts it back in the dead-letter queue.
+    conn.close(200, "".into()).await.unwrap();
+
+    // The operator fixes the cause and replays: the reservation is sold.
+    sqlx::raw_sql("DROP TRIGGER refuse_poison ON reservations")
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+        .await
+        .unwrap();
+    assert_eq!(
+        (replayed.moved, replayed.reservations, replayed.unreadable),
+        (1, 1, 0)
+    );
+    assert_eq!(stack.decided(poisoned).await.status, Status::Confirmed);
+    eventually(
+        "the replayed reservation committed",
+        Duration::from_secs(30),
+        || async { (stack.db_counts("poison").await == (31, 31, 31)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_leaves_unreadable_messages_where_they_are() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    let stack = TestStack::spawn().await;
+    stack.create_event("replayed", 5).await;
+    let accepted = stack.accepted("replayed", "first", 1, None).await;
+    stack.decided(&accepted).await;
+
+    // One readable group and one unreadable message wait in the dead-letter queue.
+    let item = flashgrid::queue::Queued {
+        id: flashgrid_wire::ReservationId::random(),
+        event: flashgrid_wire::EventId::parse("replayed").unwrap(),
+        user: flashgrid_wire::UserId::parse("from-the-dead").unwrap(),
+        qty: flashgrid_wire::Quantity::new(1).unwrap(),
+        at: chrono::Utc::now(),
+    };
+    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let dead = stack.namespace().dead_letter_queue();
+    for body in [Group::encode(&[item.clone()]), b"not a group".to_vec()] {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                dead.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+
+    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+        .await
+        .unwrap();
+    assert_eq!(
+        (replayed.moved, replayed.reservations, replayed.unreadable),
+        (1, 1, 1)
+    );
+    let left = ch
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.message_count(), 1, "the unreadable one stays");
+    eventually(
+        "the replayed reservation committed",
+        Duration::from_secs(30),
+        || async { (stack.db_counts("replayed").await == (2, 2, 2)).then_some(()) },
+    )
+    .await;
     let _ = conn.close(200, "".into()).await;
 }

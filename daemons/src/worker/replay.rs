@@ -1,0 +1,96 @@
+//! Moves what waits in the dead-letter queue — reservations the worker set
+//! aside, messages it could not read — back to the reservation queue, once an
+//! operator has fixed the cause (`flashgrid-worker --replay-dead-letters`).
+
+use crate::names::Namespace;
+use crate::queue::{self, Group};
+use anyhow::Context;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use std::time::Duration;
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Messages moved back to the reservation queue.
+    pub moved: u64,
+    /// Reservations they hold.
+    pub reservations: u64,
+    /// Messages left in the dead-letter queue because no worker can read them.
+    pub unreadable: u64,
+}
+
+/// Each message is re-published (persistent, mandatory, confirmed) before it
+/// is acked in the dead-letter queue: a crash in between replays it twice,
+/// which the worker counts once (every step is idempotent per reservation
+/// id), and never loses it.
+pub async fn replay(amqp_url: &str, ns: &Namespace) -> anyhow::Result<Replayed> {
+    let conn = queue::connect(amqp_url, "flashgrid-worker-replay").await?;
+    let result = replay_on(&conn, ns).await;
+    queue::close(&conn, 200, "replay done").await;
+    result
+}
+
+async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<Replayed> {
+    let ch = conn.create_channel().await.context("open a channel")?;
+    ch.confirm_select(Default::default())
+        .await
+        .context("confirm mode")?;
+    queue::declare(&ch, ns)
+        .await
+        .context("declare the queues")?;
+    let (dead, main) = (ns.dead_letter_queue(), ns.queue());
+    let mut done = Replayed::default();
+    // Held unacked (so `basic_get` moves past them), requeued at the end.
+    let mut unreadable = Vec::new();
+    while let Some(msg) = ch
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .context("read the dead-letter queue")?
+    {
+        let tag = msg.delivery.delivery_tag;
+        let Ok(group) = Group::decode(&msg.delivery.data) else {
+            unreadable.push(tag);
+            continue;
+        };
+        let publish = async {
+            ch.basic_publish(
+                "".into(),
+                main.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &msg.delivery.data,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await
+        };
+        let confirm = tokio::time::timeout(Duration::from_secs(10), publish)
+            .await
+            .context("the broker did not confirm a replayed message in time")?
+            .context("replay a message")?;
+        anyhow::ensure!(
+            matches!(confirm, lapin::Confirmation::Ack(None)),
+            "the broker did not keep a replayed message ({confirm:?}); it stays in {dead}"
+        );
+        ch.basic_ack(tag, BasicAckOptions::default())
+            .await
+            .context("ack a replayed message")?;
+        done.moved += 1;
+        done.reservations += group.items.len() as u64;
+    }
+    for tag in unreadable {
+        ch.basic_nack(
+            tag,
+            BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("leave an unreadable message where it was")?;
+        done.unreadable += 1;
+    }
+    Ok(done)
+}
