@@ -122,7 +122,10 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
         .await
         .unwrap();
     let dead = stack.namespace().dead_letter_queue();
-    for body in [Group::encode(&[item.clone()]), b"not a group".to_vec()] {
+    for body in [
+        Group::encode(std::slice::from_ref(&item)),
+        b"not a group".to_vec(),
+    ] {
         let confirm = ch
             .basic_publish(
                 "".into(),
