@@ -92,5 +92,7 @@ async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<R
         .context("leave an unreadable message where it was")?;
         done.unreadable += 1;
     }
+    // Closed before its connection, which lapin otherwise reports as an error.
+    let _ = ch.close(200, "replay done".into()).await;
     Ok(done)
 }
