@@ -88,6 +88,54 @@ pub async fn close(conn: &Connection, code: u16, reason: &str) {
     .await;
 }
 
+/// A channel in publisher-confirm mode with the queues declared (one may
+/// have been deleted since start), for the few messages a worker publishes
+/// itself: reservations set aside, replays.
+pub async fn confirm_channel(conn: &Connection, ns: &Namespace) -> anyhow::Result<Channel> {
+    use anyhow::Context;
+    let ch = conn.create_channel().await.context("open a channel")?;
+    ch.confirm_select(Default::default())
+        .await
+        .context("confirm mode")?;
+    declare(&ch, ns).await.context("declare the queues")?;
+    Ok(ch)
+}
+
+/// Publishes one persistent message to `queue` and waits, at most `timeout`,
+/// until the broker has kept it. Mandatory: a message that finds no queue
+/// comes back inside the ack, and is an error here rather than a silent drop.
+pub async fn publish_kept(
+    ch: &Channel,
+    queue: &str,
+    body: &[u8],
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let publish = async {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await
+    };
+    let confirm = tokio::time::timeout(timeout, publish)
+        .await
+        .with_context(|| format!("the broker did not confirm a message to {queue} in time"))?
+        .with_context(|| format!("publish to {queue}"))?;
+    anyhow::ensure!(
+        matches!(confirm, lapin::Confirmation::Ack(None)),
+        "the broker did not keep a message to {queue} ({confirm:?})"
+    );
+    Ok(())
+}
+
 /// Declares the queue, its dead-letter exchange and dead-letter queue. Both
 /// daemons call it with the same arguments, in any order, any number of times.
 pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {

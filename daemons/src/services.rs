@@ -145,6 +145,18 @@ pub fn redis_manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
+/// Whether PostgreSQL and Redis answer (`SELECT 1`, `PING`), asked at once,
+/// each within `limit`.
+pub async fn answering(pool: &PgPool, redis: &ConnectionManager, limit: Duration) -> (bool, bool) {
+    let mut conn = redis.clone();
+    let ping = redis::cmd("PING");
+    let (pg, rd) = tokio::join!(
+        tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(pool)),
+        tokio::time::timeout(limit, ping.query_async::<()>(&mut conn)),
+    );
+    (matches!(pg, Ok(Ok(_))), matches!(rd, Ok(Ok(()))))
+}
+
 /// RabbitMQ: one connection (callers open their channels on it).
 pub async fn rabbitmq(cfg: &ServicesConfig, name: &str) -> anyhow::Result<lapin::Connection> {
     let url = &cfg.amqp_url;

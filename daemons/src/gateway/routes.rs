@@ -403,15 +403,15 @@ impl Gateway {
     }
 
     async fn ready(&self) -> Response<Body> {
-        let limit = Duration::from_secs(1);
-        let pg = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool));
-        let mut conn = self.inventory.connection();
-        let ping = redis::cmd("PING");
-        let rd = tokio::time::timeout(limit, ping.query_async::<()>(&mut conn));
-        let (pg, rd) = tokio::join!(pg, rd);
+        let (pg, rd) = crate::services::answering(
+            &self.pool,
+            &self.inventory.connection(),
+            Duration::from_secs(1),
+        )
+        .await;
         let checks = serde_json::json!({
-            "postgres": matches!(pg, Ok(Ok(_))),
-            "redis": matches!(rd, Ok(Ok(_))),
+            "postgres": pg,
+            "redis": rd,
             "rabbitmq": self.publisher.is_up(),
         });
         let ready = checks

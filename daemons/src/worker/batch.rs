@@ -99,13 +99,8 @@ impl Decider {
     /// because a service is away.
     pub async fn services_answer(&self) -> bool {
         let limit = std::time::Duration::from_secs(1);
-        let mut conn = self.inventory.connection();
-        let ping = redis::cmd("PING");
-        let (pg, rd) = tokio::join!(
-            tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&self.pool)),
-            tokio::time::timeout(limit, ping.query_async::<()>(&mut conn)),
-        );
-        matches!(pg, Ok(Ok(_))) && matches!(rd, Ok(Ok(())))
+        let conn = self.inventory.connection();
+        crate::services::answering(&self.pool, &conn, limit).await == (true, true)
     }
 
     /// Decide, commit, settle, announce.

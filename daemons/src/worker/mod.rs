@@ -398,41 +398,15 @@ impl Isolate<'_> {
             Some((_, ch)) => ch,
             None => {
                 let conn = queue::connect(self.amqp_url, "flashgrid-worker-set-aside").await?;
-                let ch = conn.create_channel().await.context("open a channel")?;
-                ch.confirm_select(Default::default())
-                    .await
-                    .context("confirm mode")?;
-                // The dead-letter queue may have been deleted since start.
-                queue::declare(&ch, self.ns)
-                    .await
-                    .context("declare the dead-letter queue")?;
+                let ch = queue::confirm_channel(&conn, self.ns).await?;
                 &aside.insert((conn, ch)).1
             }
         };
         let dead = self.ns.dead_letter_queue();
-        let publish = async {
-            ch.basic_publish(
-                "".into(),
-                dead.as_str().into(),
-                lapin::options::BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &Group::encode(std::slice::from_ref(item)),
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
+        let body = Group::encode(std::slice::from_ref(item));
+        queue::publish_kept(ch, &dead, &body, SET_ASIDE_TIMEOUT)
             .await
-        };
-        let confirm = tokio::time::timeout(SET_ASIDE_TIMEOUT, publish)
-            .await
-            .context("the broker did not confirm the reservation set aside in time")?
             .context("set a reservation aside")?;
-        // A mandatory message that found no queue comes back inside an ack.
-        anyhow::ensure!(
-            matches!(confirm, lapin::Confirmation::Ack(None)),
-            "the broker did not keep the reservation set aside ({confirm:?})"
-        );
         tracing::error!(
             error = %error, reservation_id = %item.id, event_id = %item.event,
             "reservation set aside in {dead}: it fails on its own while PostgreSQL and Redis answer; it stays pending until replayed"

@@ -5,7 +5,7 @@
 use crate::names::Namespace;
 use crate::queue::{self, Group};
 use anyhow::Context;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use std::time::Duration;
 
 /// What a replay did.
@@ -31,13 +31,7 @@ pub async fn replay(amqp_url: &str, ns: &Namespace) -> anyhow::Result<Replayed> 
 }
 
 async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<Replayed> {
-    let ch = conn.create_channel().await.context("open a channel")?;
-    ch.confirm_select(Default::default())
-        .await
-        .context("confirm mode")?;
-    queue::declare(&ch, ns)
-        .await
-        .context("declare the queues")?;
+    let ch = queue::confirm_channel(conn, ns).await?;
     let (dead, main) = (ns.dead_letter_queue(), ns.queue());
     let mut done = Replayed::default();
     // Held unacked (so `basic_get` moves past them), requeued at the end.
@@ -52,28 +46,9 @@ async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<R
             unreadable.push(tag);
             continue;
         };
-        let publish = async {
-            ch.basic_publish(
-                "".into(),
-                main.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &msg.delivery.data,
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
+        queue::publish_kept(&ch, &main, &msg.delivery.data, Duration::from_secs(10))
             .await
-        };
-        let confirm = tokio::time::timeout(Duration::from_secs(10), publish)
-            .await
-            .context("the broker did not confirm a replayed message in time")?
-            .context("replay a message")?;
-        anyhow::ensure!(
-            matches!(confirm, lapin::Confirmation::Ack(None)),
-            "the broker did not keep a replayed message ({confirm:?}); it stays in {dead}"
-        );
+            .with_context(|| format!("replay a message (it stays in {dead})"))?;
         ch.basic_ack(tag, BasicAckOptions::default())
             .await
             .context("ack a replayed message")?;

@@ -163,25 +163,19 @@ impl TestStack {
     /// Publishes one persistent message straight to the reservation queue,
     /// as a gateway would, and waits for the broker's confirm.
     pub async fn publish_raw(&self, body: &[u8]) {
-        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        self.publish_to(&self.namespace().queue(), body).await;
+    }
+
+    /// Publishes one persistent message to one of this stack's queues and
+    /// waits until the broker has kept it.
+    pub async fn publish_to(&self, queue: &str, body: &[u8]) {
         let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
+        let ch = flashgrid::queue::confirm_channel(&conn, &self.namespace())
             .await
             .unwrap();
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                self.namespace().queue().as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
+        flashgrid::queue::publish_kept(&ch, queue, body, Duration::from_secs(10))
             .await
             .unwrap();
-        assert!(confirm.is_ack());
         let _ = conn.close(200, "".into()).await;
     }
 
@@ -242,11 +236,16 @@ impl TestStack {
 
     /// Messages waiting in (and unacked from) the reservation queue.
     pub async fn queue_depth(&self) -> u32 {
+        self.messages_in(&self.namespace().queue()).await
+    }
+
+    /// Messages waiting in (and unacked from) one of this stack's queues.
+    pub async fn messages_in(&self, queue: &str) -> u32 {
         let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         let q = ch
             .queue_declare(
-                self.namespace().queue().as_str().into(),
+                queue.into(),
                 lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()

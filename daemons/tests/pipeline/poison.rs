@@ -102,7 +102,6 @@ async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_leaves_unreadable_messages_where_they_are() {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
     let stack = TestStack::spawn().await;
     stack.create_event("replayed", 5).await;
     let accepted = stack.accepted("replayed", "first", 1, None).await;
@@ -116,30 +115,11 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
         qty: flashgrid_wire::Quantity::new(1).unwrap(),
         at: chrono::Utc::now(),
     };
-    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     let dead = stack.namespace().dead_letter_queue();
-    for body in [
-        Group::encode(std::slice::from_ref(&item)),
-        b"not a group".to_vec(),
-    ] {
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                dead.as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack());
-    }
+    stack
+        .publish_to(&dead, &Group::encode(std::slice::from_ref(&item)))
+        .await;
+    stack.publish_to(&dead, b"not a group").await;
 
     let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
         .await
@@ -148,23 +128,15 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
         (replayed.moved, replayed.reservations, replayed.unreadable),
         (1, 1, 1)
     );
-    let left = ch
-        .queue_declare(
-            dead.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(left.message_count(), 1, "the unreadable one stays");
+    assert_eq!(
+        stack.messages_in(&dead).await,
+        1,
+        "the unreadable one stays"
+    );
     eventually(
         "the replayed reservation committed",
         Duration::from_secs(30),
         || async { (stack.db_counts("replayed").await == (2, 2, 2)).then_some(()) },
     )
     .await;
-    let _ = conn.close(200, "".into()).await;
 }
