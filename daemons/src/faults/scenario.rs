@@ -8,7 +8,7 @@ use crate::testkit::{Proxy, Stack};
 use crate::worker::Decider;
 use anyhow::Context;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use std::time::Duration;
 
 /// One fault.
@@ -188,9 +188,8 @@ async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
     let (_, redis) = crate::services::redis(&stack.services()).await?;
     let decider = Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()));
     let conn = crate::queue::connect(crate::testkit::AMQP, "doomed-worker").await?;
-    let ch = conn.create_channel().await?;
+    let ch = crate::queue::confirm_channel(&conn, &stack.namespace()).await?;
     ch.basic_qos(8, BasicQosOptions::default()).await?;
-    ch.confirm_select(Default::default()).await?;
     let queue = stack.namespace().queue();
     let mut consumer = ch
         .basic_consume(
@@ -211,15 +210,7 @@ async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
             .process(&items)
             .await
             .context("decide and commit as the doomed worker")?;
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            &d.data,
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
+        crate::queue::publish_kept(&ch, &queue, &d.data, Duration::from_secs(10)).await?;
         taken += 1;
     }
     anyhow::ensure!(taken > 0, "the doomed consumer got no message to duplicate");
