@@ -179,6 +179,19 @@ impl TestStack {
         let _ = conn.close(200, "".into()).await;
     }
 
+    /// One read of a status URL, long-polling up to `wait_ms`.
+    pub async fn status(&self, accepted: &Accepted, wait_ms: u64) -> ReservationView {
+        let url = format!("{}{}?wait_ms={wait_ms}", self.url, accepted.status_url);
+        self.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Follows a status URL until it is decided (long-polls), or panics.
     pub async fn decided(&self, accepted: &Accepted) -> ReservationView {
         let url = format!("{}{}?wait_ms=5000", self.url, accepted.status_url);

@@ -184,16 +184,7 @@ async fn a_retry_after_sell_out_of_a_purchase_that_never_reached_the_queue_is_st
     assert_eq!(r.status(), 202);
     let a: Accepted = r.json().await.unwrap();
     assert_eq!(a.reservation_id, id);
-    let url = format!("{}{}?wait_ms=5000", stack.url, a.status_url);
-    let v: flashgrid_wire::ReservationView = stack
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = stack.status(&a, 5000).await;
     assert_eq!(
         (v.status, v.reason),
         (Status::Rejected, Some(flashgrid_wire::Reason::SoldOut))

@@ -66,16 +66,7 @@ async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
     assert_eq!(group.items[0].id, poisoned.reservation_id);
     assert_eq!(group.items[0].user.as_str(), "poison");
     // Not decided: it stays pending until an operator replays it.
-    let view: flashgrid_wire::ReservationView = stack
-        .http
-        .get(format!("{}{}", stack.url, poisoned.status_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(view.status, Status::Pending);
+    assert_eq!(stack.status(poisoned, 0).await.status, Status::Pending);
     // Unacked: closing puts it back in the dead-letter queue.
     conn.close(200, "".into()).await.unwrap();
 
