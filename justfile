@@ -35,7 +35,6 @@ bench:
 faults *ARGS:
     scripts/services.sh check
     cargo build --release --locked --workspace --bins
-    cargo build --release --locked -p flashgrid-daemons --features testkit --bin flashgrid-faults
     target/release/flashgrid-faults {{ARGS}}
 
 # run every fault scenario 10 times (SOAK_RUNS) and write the counts to docs/RELIABILITY.md
@@ -47,10 +46,11 @@ tui:
     cargo build --release --locked --workspace --bins
     FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" target/release/flashgrid
 
-# run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports)
+# run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports);
+# the release profile, so it reuses what `just up` built (line tables kept for backtraces)
 test:
     scripts/services.sh check
-    cargo test --workspace --locked
+    cargo test --workspace --locked --release
 
 # format, lint and test, as CI would
 check:

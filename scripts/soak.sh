@@ -12,7 +12,6 @@ trap 'rm -f "$TABLE"' EXIT
 
 scripts/services.sh check
 cargo build --release --locked --workspace --bins
-cargo build --release --locked -p flashgrid-daemons --features testkit --bin flashgrid-faults
 status=0
 target/release/flashgrid-faults --runs "$RUNS" --table "$TABLE" "$@" || status=$?
 

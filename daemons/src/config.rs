@@ -2,7 +2,9 @@
 //! and local defaults of DESIGN.md, so nothing needs setting on a machine that
 //! runs the services on their standard ports.
 
+use crate::names::Namespace;
 use clap::Args;
+pub use flashgrid_wire::AdminToken;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ pub struct ServicesConfig {
     /// Prefix of every Redis key, exchange and queue name, so several stacks
     /// share one set of servers.
     #[arg(long, env = "FLASHGRID_NAMESPACE", default_value = "flashgrid")]
-    pub namespace: String,
+    pub namespace: Namespace,
 
     /// How long to keep retrying a service that is unreachable at start before
     /// exiting with an error (seconds).
@@ -121,36 +123,6 @@ pub enum RateKey {
     Addr,
 }
 
-/// The admin bearer token. Its `Debug` never shows the value, so neither a
-/// `{:?}` of the configuration nor a log line can leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// The secret itself, for the constant-time comparison only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-impl From<String> for AdminToken {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for AdminToken {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
 /// Highest `FLASHGRID_RATE_LIMIT`: beyond it a client's interval between two
 /// requests would round to nothing.
 pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
@@ -195,7 +167,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 impl GatewayConfig {
     /// Checks the combinations clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        crate::names::Namespace::new(&self.services.namespace)?;
         if self.group_max == 0 || self.publish_inflight == 0 || self.max_connections == 0 {
             return Err(
                 "--group-max, --publish-inflight and --max-connections must be at least 1".into(),
@@ -243,7 +214,6 @@ impl GatewayConfig {
 
 impl WorkerConfig {
     pub fn validate(&self) -> Result<(), String> {
-        crate::names::Namespace::new(&self.services.namespace)?;
         if self.prefetch == 0 || self.batch_max == 0 {
             return Err("--prefetch and --batch-max must be at least 1".into());
         }
@@ -318,5 +288,13 @@ mod tests {
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("<redacted>"));
         assert!(gateway(&["--admin-token", "short"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_namespace_is_refused_at_parse_naming_the_variable() {
+        let e = gateway(&["--namespace", "a b"]).unwrap_err();
+        assert!(e.contains("FLASHGRID_NAMESPACE"), "{e}");
+        let ok = gateway(&["--namespace", "t-1.x_y"]).unwrap();
+        assert_eq!(ok.services.namespace.as_str(), "t-1.x_y");
     }
 }

@@ -2,11 +2,11 @@
 //! events, and the worker's batched commit whose capacity guard makes the
 //! database itself refuse an oversell.
 
+use crate::redact::redact;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use flashgrid_wire::{
-    CreateEvent, EventId, EventView, PerUserLimit, Quantity, ReservationId, UserId,
-};
+use flashgrid_wire::sale::{Event, SeatCounts};
+use flashgrid_wire::{CreateEvent, EventId, PerUserLimit, Quantity, ReservationId, UserId};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .context("check that the database exists")?
     {
         match sqlx::Postgres::create_database(url).await {
-            Ok(()) => tracing::info!(url = %crate::services::redact(url), "created the database"),
+            Ok(()) => tracing::info!(url = %redact(url), "created the database"),
             // Another daemon starting at the same moment created it first.
             Err(e) if is_code(&e, "42P04") || is_code(&e, "23505") => {}
             Err(e) => return Err(e).context("create the database"),
@@ -44,61 +44,25 @@ pub fn is_code(e: &sqlx::Error, code: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some(code))
 }
 
-/// An event as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub id: EventId,
-    pub name: String,
-    pub capacity: u32,
-    pub confirmed: u32,
-    pub per_user_limit: PerUserLimit,
-    pub opens_at: Option<DateTime<Utc>>,
-    pub closes_at: Option<DateTime<Utc>>,
-}
-
-impl Event {
-    /// Whether the sale window is open at `at` (no bound means open on that side).
-    pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
-        self.opens_at.is_none_or(|o| at >= o) && self.closes_at.is_none_or(|c| at < c)
-    }
-
-    pub fn remaining(&self) -> u32 {
-        self.capacity.saturating_sub(self.confirmed)
-    }
-
-    /// The API view; `sold_out` is also true while the last seats are decided
-    /// in Redis but not yet committed.
-    pub fn view(&self, known_sold_out: bool) -> EventView {
-        EventView {
-            event_id: self.id.clone(),
-            name: self.name.clone(),
-            capacity: self.capacity,
-            remaining: self.remaining(),
-            confirmed: self.confirmed,
-            per_user_limit: self.per_user_limit,
-            sold_out: known_sold_out || self.remaining() == 0,
-            opens_at: self.opens_at,
-            closes_at: self.closes_at,
-        }
-    }
-
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let id: String = row.try_get("event_id")?;
-        let limit: i16 = row.try_get("per_user_limit")?;
-        let decode = |e: flashgrid_wire::InvalidValue| sqlx::Error::Decode(e.into());
-        Ok(Self {
-            id: EventId::parse(&id).map_err(decode)?,
-            name: row.try_get("name")?,
+/// Reads an event row (the columns of `event_columns!`).
+fn event_from_row(row: &PgRow) -> Result<Event, sqlx::Error> {
+    let id: String = row.try_get("event_id")?;
+    let limit: i16 = row.try_get("per_user_limit")?;
+    let decode = |e: flashgrid_wire::InvalidValue| sqlx::Error::Decode(e.into());
+    Ok(Event {
+        id: EventId::parse(&id).map_err(decode)?,
+        name: row.try_get("name")?,
+        seats: SeatCounts {
             capacity: row.try_get::<i32, _>("capacity")?.max(0) as u32,
             confirmed: row.try_get::<i32, _>("confirmed")?.max(0) as u32,
-            per_user_limit: PerUserLimit::new(limit.into()).map_err(decode)?,
-            opens_at: row.try_get("opens_at")?,
-            closes_at: row.try_get("closes_at")?,
-        })
-    }
+        },
+        per_user_limit: PerUserLimit::new(limit.into()).map_err(decode)?,
+        opens_at: row.try_get("opens_at")?,
+        closes_at: row.try_get("closes_at")?,
+    })
 }
 
-/// The columns `Event::from_row` reads (a macro so queries stay literals).
+/// The columns `event_from_row` reads (a macro so queries stay literals).
 macro_rules! event_columns {
     () => {
         "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at"
@@ -111,7 +75,7 @@ pub async fn list_events(pool: &PgPool) -> Result<Vec<Event>, sqlx::Error> {
         event_columns!(),
         " FROM events ORDER BY created_at, event_id"
     ))
-    .try_map(|r: PgRow| Event::from_row(&r))
+    .try_map(|r: PgRow| event_from_row(&r))
     .fetch_all(pool)
     .await
 }
@@ -123,7 +87,7 @@ pub async fn get_event(pool: &PgPool, id: &EventId) -> Result<Option<Event>, sql
         " FROM events WHERE event_id = $1"
     ))
     .bind(id.as_str())
-    .try_map(|r: PgRow| Event::from_row(&r))
+    .try_map(|r: PgRow| event_from_row(&r))
     .fetch_optional(pool)
     .await
 }
@@ -148,7 +112,7 @@ pub async fn insert_event(
     .bind(i16::from(req.per_user_limit.get()))
     .bind(req.opens_at)
     .bind(req.closes_at)
-    .try_map(|r: PgRow| Event::from_row(&r))
+    .try_map(|r: PgRow| event_from_row(&r))
     .fetch_optional(pool)
     .await
 }
@@ -169,7 +133,7 @@ pub async fn reset_event(
     ))
     .bind(id.as_str())
     .bind(capacity.map(|c| c as i32))
-    .try_map(|r: PgRow| Event::from_row(&r))
+    .try_map(|r: PgRow| event_from_row(&r))
     .fetch_optional(&mut *tx)
     .await?;
     if event.is_some() {
@@ -254,14 +218,22 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, Co
     }
 }
 
+/// What the exact path wrote for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardedCommit {
+    /// Winners that did not fit: they must be rejected `sold_out`.
+    pub overflow: Vec<Winner>,
+    /// The event's seats after the commit.
+    pub seats: SeatCounts,
+}
+
 /// The slow, exact path after the guard tripped: under the event's row lock,
-/// writes the winners in order while they fit. Returns the winners that did
-/// not fit (they must be rejected `sold_out`) and the event's confirmed count.
+/// writes the winners in order while they fit.
 pub async fn commit_event_guarded(
     pool: &PgPool,
     event: &EventId,
     winners: &[Winner],
-) -> Result<(Vec<Winner>, u32, u32), sqlx::Error> {
+) -> Result<GuardedCommit, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query("SELECT capacity, confirmed FROM events WHERE event_id = $1 FOR UPDATE")
         .bind(event.as_str())
@@ -305,20 +277,33 @@ pub async fn commit_event_guarded(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((overflow, capacity, confirmed))
+    Ok(GuardedCommit {
+        overflow,
+        seats: SeatCounts {
+            capacity,
+            confirmed,
+        },
+    })
 }
 
-/// What Redis needs to rebuild one event's state: the stock, each user's
-/// confirmed quantity, and every confirmed reservation (so a redelivered
-/// message is still recognised as decided).
+/// What Redis needs to rebuild one event's state: the capacity and every
+/// confirmed reservation (so a redelivered message is still recognised as
+/// decided, and each user's total is known again).
 #[derive(Debug, Clone, Default)]
 pub struct EventSnapshot {
     pub capacity: u32,
-    pub remaining: u32,
-    pub users: Vec<(String, i64)>,
-    pub confirmed: Vec<(Uuid, String, i16)>,
+    pub confirmed: Vec<SnapshotRow>,
 }
 
+/// One confirmed reservation of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub id: ReservationId,
+    pub user: String,
+    pub quantity: i16,
+}
+
+/// The event's capacity and confirmed rows, read in one consistent view.
 pub async fn snapshot(
     pool: &PgPool,
     event: &EventId,
@@ -328,15 +313,14 @@ pub async fn snapshot(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
-    let Some(row) = sqlx::query("SELECT capacity, confirmed FROM events WHERE event_id = $1")
-        .bind(event.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
+    let Some(capacity) =
+        sqlx::query_scalar::<_, i32>("SELECT capacity FROM events WHERE event_id = $1")
+            .bind(event.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
     else {
         return Ok(None);
     };
-    let capacity: i32 = row.try_get(0)?;
-    let confirmed: i32 = row.try_get(1)?;
     let rows = sqlx::query(
         "SELECT reservation_id, user_id, quantity FROM reservations WHERE event_id = $1",
     )
@@ -344,21 +328,27 @@ pub async fn snapshot(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut snap = EventSnapshot {
+    let confirmed = rows
+        .into_iter()
+        .map(|r| {
+            Ok(SnapshotRow {
+                id: ReservationId(r.try_get(0)?),
+                user: r.try_get(1)?,
+                quantity: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(EventSnapshot {
         capacity: capacity.max(0) as u32,
-        remaining: (capacity - confirmed).max(0) as u32,
-        ..Default::default()
-    };
-    let mut users = std::collections::HashMap::<String, i64>::new();
-    for r in rows {
-        let id: Uuid = r.try_get(0)?;
-        let user: String = r.try_get(1)?;
-        let q: i16 = r.try_get(2)?;
-        *users.entry(user.clone()).or_default() += i64::from(q);
-        snap.confirmed.push((id, user, q));
-    }
-    snap.users = users.into_iter().collect();
-    Ok(Some(snap))
+        confirmed,
+    }))
+}
+
+/// A committed reservation's row, as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedRow {
+    pub user: String,
+    pub quantity: i16,
 }
 
 /// A confirmed reservation as the database knows it (for status answers when
@@ -367,7 +357,7 @@ pub async fn find_reservation(
     pool: &PgPool,
     event: &EventId,
     id: &ReservationId,
-) -> Result<Option<(String, i16)>, sqlx::Error> {
+) -> Result<Option<CommittedRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT user_id, quantity FROM reservations WHERE reservation_id = $1 AND event_id = $2",
     )
@@ -375,5 +365,11 @@ pub async fn find_reservation(
     .bind(event.as_str())
     .fetch_optional(pool)
     .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    row.map(|r| {
+        Ok(CommittedRow {
+            user: r.try_get(0)?,
+            quantity: r.try_get(1)?,
+        })
+    })
+    .transpose()
 }

@@ -18,29 +18,38 @@
 //! then acks. Decisions are published ([`notify`]) so gateways learn sold-out
 //! without asking Redis per request and long-polls wake up.
 //!
-//! Modules:
-//! - [`config`]: flags and environment of both daemons.
+//! The sale's rules themselves (windows, seats, outcomes, the invariant) live
+//! in `flashgrid_wire::sale`, shared with the console and the load generator;
+//! this crate is how the daemons apply them. Test harnesses live in crates of
+//! their own (`flashgrid-testkit`, `flashgrid-faults`): nothing here exists
+//! only for tests.
+//!
+//! Modules, from the edges in:
+//! - [`config`]: flags and environment of both daemons, parsed and checked once.
+//! - [`services`]: connecting to PostgreSQL, Redis and RabbitMQ at start (one
+//!   [`services::Connected`] value each daemon's `serve` takes), with errors
+//!   that say how to fix them; probing them while running.
+//! - [`backoff`]: the one backoff of every reconnect and retry loop.
 //! - [`names`]: every Redis key, channel and AMQP name, under one namespace.
-//! - [`services`]: connecting to PostgreSQL, Redis and RabbitMQ, with errors
-//!   that say how to fix them.
 //! - [`db`]: migrations, events and the capacity-guarded commit.
 //! - [`inventory`]: Redis state and the Lua scripts that decide sales.
 //! - [`queue`]: the message format and AMQP topology.
 //! - [`notify`]: the pub/sub messages between workers and gateways.
-//! - [`shutdown`]: one cancellation token fed by SIGTERM and Ctrl-C.
+//! - [`gateway`], [`worker`]: the two daemons, each with `run` (from its
+//!   configuration) and `serve` (on connected services).
+//! - [`redact`], [`shutdown`], [`telemetry`]: passwords out of logs, one
+//!   cancellation token fed by SIGTERM and Ctrl-C, structured logs.
 
+pub mod backoff;
 pub mod config;
 pub mod db;
-#[cfg(feature = "testkit")]
-pub mod faults;
 pub mod gateway;
 pub mod inventory;
 pub mod names;
 pub mod notify;
 pub mod queue;
+pub mod redact;
 pub mod services;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 pub mod worker;

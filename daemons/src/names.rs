@@ -65,6 +65,19 @@ impl Namespace {
     }
 }
 
+impl std::str::FromStr for Namespace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::new(s)
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The Redis keys of one event; all in one hash slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventKeys {
@@ -72,7 +85,7 @@ pub struct EventKeys {
     pub stock: String,
     /// Hash user id -> confirmed quantity, for `per_user_limit`.
     pub users: String,
-    /// Hash reservation id -> outcome (see `inventory::Outcome`).
+    /// Hash reservation id -> outcome (see `inventory::record`).
     pub outcomes: String,
 }
 

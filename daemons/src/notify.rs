@@ -2,6 +2,7 @@
 //! event changes and decided reservations (to wake long-polls). Workers send
 //! one message per batch, never one per reservation.
 
+use crate::backoff::Backoff;
 use crate::names::Namespace;
 use flashgrid_wire::{EventId, ReservationId};
 use futures::StreamExt;
@@ -86,9 +87,9 @@ pub async fn publish(conn: &ConnectionManager, ns: &Namespace, notice: &Notice) 
     }
 }
 
-/// What a subscriber hears.
+/// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Heard {
+pub enum Received {
     /// (Re)subscribed: notices sent meanwhile may have been missed, refresh.
     Subscribed,
     Notice(Notice),
@@ -100,10 +101,10 @@ pub async fn listen(
     client: redis::Client,
     ns: Namespace,
     shutdown: CancellationToken,
-    mut on: impl FnMut(Heard),
+    mut on: impl FnMut(Received),
 ) {
     let channel = ns.notify_channel();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect(Duration::from_millis(100));
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -114,10 +115,10 @@ pub async fn listen(
             _ = shutdown.cancelled() => return,
             r = tokio::time::timeout(Duration::from_secs(3), attempt) => r,
         };
-        match pubsub {
+        let delay = match pubsub {
             Ok(Ok(pubsub)) => {
-                delay = Duration::from_millis(100);
-                on(Heard::Subscribed);
+                backoff.reset();
+                on(Received::Subscribed);
                 let mut stream = pubsub.into_on_message();
                 loop {
                     tokio::select! {
@@ -126,7 +127,7 @@ pub async fn listen(
                             Some(msg) => {
                                 let payload: String = msg.get_payload().unwrap_or_default();
                                 match Notice::parse(&payload) {
-                                    Some(n) => on(Heard::Notice(n)),
+                                    Some(n) => on(Received::Notice(n)),
                                     None => tracing::debug!(payload, "ignored an unknown notice"),
                                 }
                             }
@@ -135,19 +136,23 @@ pub async fn listen(
                     }
                 }
                 tracing::warn!("lost the Redis pub/sub connection; resubscribing");
+                backoff.next_delay()
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot subscribe to Redis pub/sub; retrying in {delay:?}")
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, "cannot subscribe to Redis pub/sub; retrying in {delay:?}");
+                delay
             }
             Err(_) => {
-                tracing::warn!("subscribing to Redis pub/sub timed out; retrying in {delay:?}")
+                let delay = backoff.next_delay();
+                tracing::warn!("subscribing to Redis pub/sub timed out; retrying in {delay:?}");
+                delay
             }
-        }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(crate::services::RECONNECT_MAX_DELAY);
     }
 }
 

@@ -191,10 +191,22 @@ async fn declare_main(channel: &Channel, ns: &Namespace) -> lapin::Result<lapin:
         .await
 }
 
-/// Messages ready in the reservation queue, and its consumers.
-pub async fn depth(channel: &Channel, ns: &Namespace) -> lapin::Result<(u32, u32)> {
+/// How full the reservation queue is, and whether anyone drains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages ready (not yet handed to a worker).
+    pub messages: u32,
+    /// Workers consuming.
+    pub consumers: u32,
+}
+
+/// The reservation queue's depth.
+pub async fn depth(channel: &Channel, ns: &Namespace) -> lapin::Result<Depth> {
     let q = declare_main(channel, ns).await?;
-    Ok((q.message_count(), q.consumer_count()))
+    Ok(Depth {
+        messages: q.message_count(),
+        consumers: q.consumer_count(),
+    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! The fault matrix (see `flashgrid::faults`): each scenario injects one fault
+//! The fault matrix (see `flashgrid_faults`): each scenario injects one fault
 //! into a burst of 3,000 real-client buyers for 300 seats, against the real
 //! daemon binaries, and fails on any verdict — oversold, leaked, lost,
 //! double, drift, dead — or any 5xx other than 503.
 
-use flashgrid::faults::{self, Binaries, Options, Scenario};
+use flashgrid_faults::{self as faults, Binaries, Options, Scenario};
 
 async fn check(scenario: Scenario) {
     let opts = Options::new(

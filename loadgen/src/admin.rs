@@ -3,39 +3,14 @@
 
 use crate::client::{self, Connection};
 use crate::spec::Target;
-use flashgrid_wire::{EventId, EventView};
+use flashgrid_wire::{AdminToken, EventId, EventView};
 use http::Method;
 use std::time::Duration;
-
-/// The gateway's admin token, as read from `--token` or
-/// `FLASHGRID_ADMIN_TOKEN`. Its `Debug` never shows it, so no `{:?}` of the
-/// options can put it in a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-impl std::str::FromStr for Token {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
 
 /// Creates the event; `Ok(None)` when it already exists.
 pub async fn create(
     target: &Target,
-    token: &str,
+    token: &AdminToken,
     event: &EventId,
     capacity: u32,
 ) -> Result<Option<EventView>, String> {
@@ -54,7 +29,7 @@ pub async fn create(
 /// reservations removed.
 pub async fn reset(
     target: &Target,
-    token: &str,
+    token: &AdminToken,
     event: &EventId,
     capacity: Option<u32>,
 ) -> Result<EventView, String> {
@@ -73,7 +48,7 @@ pub async fn reset(
 /// Creates the event with `capacity` seats, or resets it to them.
 pub async fn create_or_reset(
     target: &Target,
-    token: &str,
+    token: &AdminToken,
     event: &EventId,
     capacity: u32,
 ) -> Result<EventView, String> {
@@ -85,14 +60,14 @@ pub async fn create_or_reset(
 
 async fn post(
     target: &Target,
-    token: &str,
+    token: &AdminToken,
     path: &str,
     body: String,
 ) -> Result<(u16, bytes::Bytes), String> {
     let mut c = Connection::open(target)
         .await
         .map_err(|e| format!("cannot reach the gateway at {}: {e}", target.base))?;
-    let auth = format!("Bearer {token}");
+    let auth = format!("Bearer {}", token.expose());
     let req = client::request(
         target,
         Method::POST,
@@ -115,16 +90,4 @@ fn refused(status: u16, what: &str, body: &[u8]) -> String {
         .map(|e| e.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
     format!("{what} answered {status}: {message}")
-}
-
-#[cfg(test)]
-mod token_tests {
-    use super::Token;
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let t: Token = "s3cret-admin-token".parse().unwrap();
-        assert_eq!(t.as_str(), "s3cret-admin-token");
-        assert!(!format!("{t:?} {:?}", Some(t.clone())).contains("s3cret"));
-    }
 }

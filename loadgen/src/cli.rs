@@ -2,13 +2,13 @@
 //! what the CLI runs: set up the event, attack with progress, follow every
 //! `202`, judge.
 
-use crate::{AttackSpec, Report, Tally, Target, admin, spec, verify};
+use crate::{AttackSpec, Check, Report, Tally, Target, admin, conclude, spec, verify};
 use clap::Parser;
-use flashgrid_wire::{EventId, Quantity};
+use flashgrid_wire::{AdminToken, EventId, Quantity};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -28,7 +28,7 @@ pub struct Opts {
     pub capacity: Option<u32>,
     /// Admin token (for --capacity).
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<crate::admin::Token>,
+    pub token: Option<AdminToken>,
     /// Number of requests [default: 200 unless -z is given].
     #[arg(short = 'n')]
     pub requests: Option<u64>,
@@ -112,7 +112,7 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
 
     let exclusive = opts.capacity.is_some();
     if let Some(capacity) = opts.capacity {
-        let Some(token) = opts.token.as_ref().map(crate::admin::Token::as_str) else {
+        let Some(token) = opts.token.as_ref() else {
             return Err(
                 "--capacity needs the admin token: --token or FLASHGRID_ADMIN_TOKEN".into(),
             );
@@ -136,30 +136,20 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
     let _ = engine.await;
     progress.finish_and_clear();
     let retries = live.connect_retries.load(Ordering::Relaxed);
-    if tally.responses() == 0 {
-        return Err(format!(
-            "no request got an answer from {} ({:?}): is the gateway running? (`just up`)",
-            target.base, tally.errors
-        ));
+    let check = (!opts.no_verify).then(|| Check {
+        target: target.clone(),
+        event,
+        exclusive,
+        timeout: opts.verify_timeout,
+        connections: 256,
+    });
+    if check.is_some() && tally.responses() > 0 && !opts.json && std::io::stderr().is_terminal() {
+        eprintln!(
+            "Following {} accepted reservations to their decisions…",
+            tally.accepted.len()
+        );
     }
-
-    let report = if opts.no_verify {
-        Report::new(&tally, retries, None)
-    } else {
-        if !opts.json && std::io::stderr().is_terminal() {
-            eprintln!(
-                "Following {} accepted reservations to their decisions…",
-                tally.accepted.len()
-            );
-        }
-        let started = Instant::now();
-        let decisions = verify::follow(&target, &tally.accepted, 256, opts.verify_timeout).await;
-        let took = started.elapsed();
-        let view = verify::event(&target, &event).await?;
-        let verdict = verify::judge(&decisions, &view, exclusive);
-        Report::new(&tally, retries, Some((&decisions, &verdict, &view, took)))
-    };
-    Ok(report)
+    conclude(&tally, retries, &target, check.as_ref()).await
 }
 
 /// Live progress on a terminal (rate, done/total, ETA); hidden otherwise.

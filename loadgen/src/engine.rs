@@ -6,6 +6,7 @@
 use crate::client::{self, ClientError, Connection};
 use crate::schedule;
 use crate::spec::AttackSpec;
+use backon::{ExponentialBuilder, Retryable};
 use flashgrid_wire::Accepted;
 use http::Method;
 use std::sync::Arc;
@@ -149,19 +150,16 @@ async fn send(
 }
 
 async fn connect(spec: &AttackSpec, live: &Live) -> Result<Connection, ClientError> {
-    let mut delay = Duration::from_millis(20);
-    let mut tries = 0;
-    loop {
-        match Connection::open(&spec.target).await {
-            Ok(c) => return Ok(c),
-            Err(e) if tries + 1 < CONNECT_TRIES => {
-                tries += 1;
-                live.connect_retries.fetch_add(1, Ordering::Relaxed);
-                let _ = e;
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // 20 ms, doubling, between the tries.
+    let schedule = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(20))
+        .with_factor(2.0)
+        .with_max_times(CONNECT_TRIES as usize - 1);
+    (|| Connection::open(&spec.target))
+        .retry(schedule)
+        .sleep(tokio::time::sleep)
+        .notify(|_, _| {
+            live.connect_retries.fetch_add(1, Ordering::Relaxed);
+        })
+        .await
 }

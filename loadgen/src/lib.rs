@@ -4,8 +4,9 @@
 //! The shape follows oha: the [`engine`] sends requests and emits one
 //! [`engine::Sample`] per request into a channel; exactly one consumer reads
 //! it — the CLI's [`tally::Tally`] with a progress bar, or the console's live
-//! view. When the channel closes the attack is over; then [`verify`] follows
-//! every `202` to its decision and judges the sale, and [`report`] prints it.
+//! view. When the channel closes the attack is over; then both call
+//! [`conclude`]: [`verify`] follows every `202` to its decision and judges
+//! the sale, and [`report`] builds what is printed or shown.
 //!
 //! - [`spec`]: what to attack and how (closed or open model).
 //! - [`schedule`]: intended send times of the open model (wrk2-style
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod conclude;
 pub mod engine;
 pub mod latency;
 pub mod report;
@@ -26,6 +28,7 @@ pub mod spec;
 pub mod tally;
 pub mod verify;
 
+pub use conclude::{Check, conclude};
 pub use engine::{Sample, run};
 pub use report::Report;
 pub use spec::{AttackSpec, Target};

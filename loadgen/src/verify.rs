@@ -4,6 +4,7 @@
 
 use crate::client::{self, Connection};
 use crate::spec::Target;
+use flashgrid_wire::sale::Breach;
 use flashgrid_wire::{Accepted, EventId, EventView, Reason, ReservationView, Status};
 use http::Method;
 use serde::Serialize;
@@ -172,7 +173,7 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
     let mut problems = Vec::new();
     let cap = u64::from(event.capacity);
     let confirmed = u64::from(event.confirmed);
-    let oversold = confirmed > cap || decisions.confirmed_quantity > cap;
+    let oversold = event.seats().oversold() > 0 || decisions.confirmed_quantity > cap;
     if oversold {
         problems.push(format!(
             "OVERSOLD: capacity {cap}, the event confirms {confirmed}, the buyers hold {}",
@@ -186,12 +187,14 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
         ));
     }
     let mut agree = true;
-    if confirmed + u64::from(event.remaining) != cap {
+    let seats = event.seats();
+    if !seats.balances(event.remaining) {
         agree = false;
-        problems.push(format!(
-            "the event's counts disagree: confirmed {confirmed} + remaining {} != capacity {cap}",
-            event.remaining
-        ));
+        let breach = Breach::Unbalanced {
+            seats,
+            remaining: event.remaining,
+        };
+        problems.push(format!("the event's counts disagree: {breach}"));
     }
     let buyers_ok = if exclusive {
         confirmed == decisions.confirmed_quantity

@@ -3,15 +3,20 @@
 
 use crate::event::Event;
 use flashgrid_load::{Target, admin};
-use flashgrid_wire::EventId;
+use flashgrid_wire::{AdminToken, EventId};
 use tokio::sync::mpsc;
 
-pub fn create(url: String, token: String, event: String, capacity: u32, tx: mpsc::Sender<Event>) {
+pub fn create(
+    url: String,
+    token: AdminToken,
+    event: EventId,
+    capacity: u32,
+    tx: mpsc::Sender<Event>,
+) {
     tokio::spawn(async move {
         let r = async {
             let target = Target::resolve(&url).await?;
-            let id = EventId::parse(&event).map_err(|e| e.to_string())?;
-            admin::create(&target, &token, &id, capacity)
+            admin::create(&target, &token, &event, capacity)
                 .await?
                 .ok_or_else(|| format!("event {event} already exists"))
         }
@@ -20,12 +25,11 @@ pub fn create(url: String, token: String, event: String, capacity: u32, tx: mpsc
     });
 }
 
-pub fn reset(url: String, token: String, event: String, tx: mpsc::Sender<Event>) {
+pub fn reset(url: String, token: AdminToken, event: EventId, tx: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let r = async {
             let target = Target::resolve(&url).await?;
-            let id = EventId::parse(&event).map_err(|e| e.to_string())?;
-            admin::reset(&target, &token, &id, None).await
+            admin::reset(&target, &token, &event, None).await
         }
         .await;
         let _ = tx.send(Event::Admin(r)).await;

@@ -5,7 +5,7 @@
 use crate::event::{AttackEvent, Event, FeedEvent, Progress};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use flashgrid_load::Report;
-use flashgrid_wire::{EventView, Snapshot};
+use flashgrid_wire::{EventId, EventView, Snapshot};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -18,15 +18,15 @@ pub enum Action {
     None,
     Quit,
     Attack {
-        event: String,
+        event: EventId,
         requests: u64,
         concurrency: usize,
     },
     Reset {
-        event: String,
+        event: EventId,
     },
     Create {
-        event: String,
+        event: EventId,
         capacity: u32,
     },
 }
@@ -45,7 +45,7 @@ pub enum Overlay {
     Help,
     /// Reset needs the event id typed; Cancel is the default.
     ConfirmReset {
-        event: String,
+        event: EventId,
         typed: String,
     },
     /// New event: id and capacity, Tab between them.
@@ -66,7 +66,7 @@ pub struct Attack {
 
 #[derive(Debug, Clone)]
 pub struct AttackRun {
-    pub event: String,
+    pub event: EventId,
     pub progress: Progress,
     pub phase: Phase,
 }
@@ -237,7 +237,7 @@ impl App {
             Overlay::Help => Action::None, // any key closes help
             Overlay::ConfirmReset { event, mut typed } => match key.code {
                 KeyCode::Esc => Action::None,
-                KeyCode::Enter if typed == event => Action::Reset { event },
+                KeyCode::Enter if typed == event.as_str() => Action::Reset { event },
                 KeyCode::Enter => {
                     self.notify("reset cancelled: the typed id did not match", true);
                     Action::None
@@ -273,12 +273,8 @@ impl App {
                         return Action::None;
                     }
                     KeyCode::Enter => {
-                        return match (flashgrid_wire::EventId::parse(&id), capacity.parse::<u32>())
-                        {
-                            (Ok(_), Ok(c)) if c > 0 => Action::Create {
-                                event: id,
-                                capacity: c,
-                            },
+                        return match (EventId::parse(&id), capacity.parse::<u32>()) {
+                            (Ok(event), Ok(c)) if c > 0 => Action::Create { event, capacity: c },
                             (Err(e), _) => {
                                 self.notify(e.to_string(), true);
                                 self.overlay = Overlay::Create {
@@ -352,7 +348,7 @@ impl App {
             KeyCode::Char('r') => match self.selected_event() {
                 Some(e) if self.has_token => {
                     self.overlay = Overlay::ConfirmReset {
-                        event: e.event_id.to_string(),
+                        event: e.event_id.clone(),
                         typed: String::new(),
                     }
                 }
@@ -387,7 +383,7 @@ impl App {
             self.notify("no event to attack: create one with e", true);
             return Action::None;
         };
-        let event = e.event_id.to_string();
+        let event = e.event_id.clone();
         self.attack.run = Some(AttackRun {
             event: event.clone(),
             progress: Progress {
@@ -414,7 +410,7 @@ impl App {
 mod tests {
     use super::*;
     use crossterm::event::KeyEventKind;
-    use flashgrid_wire::{EventId, GatewayStats, PerUserLimit, QueueStats, WorkerStats};
+    use flashgrid_wire::{GatewayStats, PerUserLimit, QueueStats, WorkerStats};
 
     pub fn key(c: KeyCode) -> KeyEvent {
         KeyEvent {
@@ -491,7 +487,7 @@ mod tests {
         assert_eq!(
             app.on_key(key(KeyCode::Enter)),
             Action::Reset {
-                event: "demo".into()
+                event: EventId::parse("demo").unwrap()
             }
         );
         // Esc backs out.
@@ -509,7 +505,7 @@ mod tests {
         assert_eq!(
             a,
             Action::Attack {
-                event: "demo".into(),
+                event: EventId::parse("demo").unwrap(),
                 requests: 5_000,
                 concurrency: 500
             }
@@ -559,7 +555,7 @@ mod tests {
         assert_eq!(
             app.on_key(key(KeyCode::Enter)),
             Action::Create {
-                event: "drop".into(),
+                event: EventId::parse("drop").unwrap(),
                 capacity: 5
             }
         );

@@ -1,10 +1,10 @@
 //! The attack launcher: the load generator's engine with the console as its
 //! view. Samples are folded into a progress record sent ten times a second,
-//! so the histogram and percentiles move live; then every 202 is followed
-//! and the sale judged, as `flashgrid-load` does.
+//! so the histogram and percentiles move live; then the attack ends in the
+//! load generator's own [`conclude`], as `flashgrid-load`'s does.
 
 use crate::event::{AttackEvent, Event, Progress};
-use flashgrid_load::{AttackSpec, Report, Tally, Target, spec, verify};
+use flashgrid_load::{AttackSpec, Check, Report, Tally, Target, conclude, spec};
 use flashgrid_wire::{EventId, Quantity};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 pub fn spawn(
     url: String,
-    event: String,
+    event: EventId,
     requests: u64,
     concurrency: usize,
     tx: mpsc::Sender<Event>,
@@ -29,13 +29,12 @@ pub fn spawn(
 
 async fn run(
     url: &str,
-    event: &str,
+    event: &EventId,
     requests: u64,
     concurrency: usize,
     tx: &mpsc::Sender<Event>,
 ) -> Result<Report, String> {
     let target = Target::resolve(url).await?;
-    let event = EventId::parse(event).map_err(|e| e.to_string())?;
     let spec = AttackSpec {
         target: target.clone(),
         event: event.clone(),
@@ -69,23 +68,24 @@ async fn run(
             &tally, requests, started,
         ))))
         .await;
-    if tally.responses() == 0 {
-        return Err(format!(
-            "no request got an answer from {}: is the gateway running?",
-            target.base
-        ));
+    if tally.responses() > 0 {
+        let _ = tx.send(Event::Attack(AttackEvent::Verifying)).await;
     }
-    let _ = tx.send(Event::Attack(AttackEvent::Verifying)).await;
-    let t = Instant::now();
-    let decisions = verify::follow(&target, &tally.accepted, 256, Duration::from_secs(60)).await;
-    let took = t.elapsed();
-    let view = verify::event(&target, &event).await?;
-    let verdict = verify::judge(&decisions, &view, false);
-    Ok(Report::new(
+    let check = Check {
+        target: target.clone(),
+        event: event.clone(),
+        // Others may be buying the same event meanwhile.
+        exclusive: false,
+        timeout: Duration::from_secs(60),
+        connections: 256,
+    };
+    conclude(
         &tally,
         live.connect_retries.load(Ordering::Relaxed),
-        Some((&decisions, &verdict, &view, took)),
-    ))
+        &target,
+        Some(&check),
+    )
+    .await
 }
 
 fn progress(t: &Tally, total: u64, started: Instant) -> Progress {

@@ -3,19 +3,31 @@
 //! dies because the gateway is down or restarts.
 
 use crate::event::{Event, FeedEvent};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use flashgrid_wire::AdminToken;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-pub fn spawn(url: String, token: Option<String>, tx: mpsc::Sender<Event>) {
+/// The console waits 250 ms, doubling up to 5 s, between two attempts to
+/// reach the gateway: quick to come back after a restart, quiet while it is down.
+fn reconnect_schedule() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build()
+}
+
+pub fn spawn(url: String, token: Option<AdminToken>, tx: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let ws_url = format!("{}/ws", url.trim_end_matches('/').replacen("http", "ws", 1));
-        let mut delay = Duration::from_millis(250);
+        let mut schedule = reconnect_schedule();
         loop {
-            let reason = match connect(&ws_url, token.as_deref()).await {
+            let reason = match connect(&ws_url, token.as_ref()).await {
                 Ok(mut ws) => {
-                    delay = Duration::from_millis(250);
+                    schedule = reconnect_schedule();
                     if tx.send(Event::Feed(FeedEvent::Connected)).await.is_err() {
                         return;
                     }
@@ -47,6 +59,7 @@ pub fn spawn(url: String, token: Option<String>, tx: mpsc::Sender<Event>) {
                 }
                 Err(e) => e,
             };
+            let delay = schedule.next().unwrap_or(Duration::from_secs(5));
             if tx
                 .send(Event::Feed(FeedEvent::Disconnected {
                     reason,
@@ -58,14 +71,13 @@ pub fn spawn(url: String, token: Option<String>, tx: mpsc::Sender<Event>) {
                 return;
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     });
 }
 
 async fn connect(
     url: &str,
-    token: Option<&str>,
+    token: Option<&AdminToken>,
 ) -> Result<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     String,
@@ -74,7 +86,7 @@ async fn connect(
         .into_client_request()
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     if let Some(t) = token
-        && let Ok(v) = format!("Bearer {t}").parse()
+        && let Ok(v) = format!("Bearer {}", t.expose()).parse()
     {
         req.headers_mut().insert("authorization", v);
     }

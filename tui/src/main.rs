@@ -22,7 +22,7 @@ struct Opts {
     url: String,
     /// Admin token: the feed, creating and resetting events.
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<flashgrid_load::admin::Token>,
+    token: Option<flashgrid_wire::AdminToken>,
 }
 
 /// Restores the terminal when dropped, whatever the exit path.
@@ -46,11 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let _guard = TerminalGuard;
 
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    feed::spawn(
-        opts.url.clone(),
-        opts.token.as_ref().map(|t| t.as_str().to_owned()),
-        tx.clone(),
-    );
+    feed::spawn(opts.url.clone(), opts.token.clone(), tx.clone());
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -93,18 +89,12 @@ async fn main() -> anyhow::Result<()> {
             } => attack::spawn(opts.url.clone(), event, requests, concurrency, tx.clone()),
             Action::Reset { event } => {
                 if let Some(t) = &opts.token {
-                    admin::reset(opts.url.clone(), t.as_str().to_owned(), event, tx.clone())
+                    admin::reset(opts.url.clone(), t.clone(), event, tx.clone())
                 }
             }
             Action::Create { event, capacity } => {
                 if let Some(t) = &opts.token {
-                    admin::create(
-                        opts.url.clone(),
-                        t.as_str().to_owned(),
-                        event,
-                        capacity,
-                        tx.clone(),
-                    )
+                    admin::create(opts.url.clone(), t.clone(), event, capacity, tx.clone())
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! an oversold event still renders — in red).
 
 use crate::app::{App, Connection, Overlay, Phase};
-use flashgrid_wire::EventView;
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -207,29 +206,12 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The invariant of one event: confirmed + remaining = capacity, confirmed ≤ capacity.
-pub fn invariant(e: &EventView) -> Result<(), String> {
-    if e.confirmed > e.capacity {
-        return Err(format!(
-            "OVERSOLD: confirmed {} > capacity {}",
-            e.confirmed, e.capacity
-        ));
-    }
-    if u64::from(e.confirmed) + u64::from(e.remaining) != u64::from(e.capacity) {
-        return Err(format!(
-            "BROKEN: confirmed {} + remaining {} ≠ capacity {}",
-            e.confirmed, e.remaining, e.capacity
-        ));
-    }
-    Ok(())
-}
-
 fn draw_events(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) {
     let items: Vec<ListItem> = app
         .events()
         .iter()
         .map(|e| {
-            let (mark, style) = match invariant(e) {
+            let (mark, style) = match e.invariant() {
                 Err(_) => ("!", p.bad()),
                 Ok(()) if e.sold_out => ("■", p.warn()),
                 Ok(()) => ("●", p.ok()),
@@ -329,7 +311,7 @@ fn draw_inventory(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palett
         .label(format!("remaining {} of {}", e.remaining, e.capacity))
         .gauge_style(p.fg(Color::Cyan));
     f.render_widget(remaining, rows[0]);
-    let broken = invariant(e);
+    let broken = e.invariant();
     let sold = Gauge::default()
         .ratio(ratio(u64::from(e.confirmed), cap))
         .label(if e.confirmed >= e.capacity {

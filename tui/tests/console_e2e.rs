@@ -2,7 +2,7 @@
 //! it connects, shows the event, launches an attack on `a`, and shows the
 //! verdict — read back from the screen as an operator would.
 
-use flashgrid::testkit::{Stack, TOKEN, eventually};
+use flashgrid_testkit::{Stack, TOKEN, eventually};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ async fn console_in_a_pty_attacks_and_shows_the_verdict() {
     // The event, through the admin API the console itself would use.
     let target = flashgrid_load::Target::resolve(&stack.url).await.unwrap();
     let id = flashgrid_wire::EventId::parse("pty").unwrap();
-    flashgrid_load::admin::create_or_reset(&target, TOKEN, &id, 20)
+    flashgrid_load::admin::create_or_reset(&target, &TOKEN.into(), &id, 20)
         .await
         .unwrap();
 

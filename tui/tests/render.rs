@@ -185,7 +185,7 @@ fn mid_attack_shows_progress_percentiles_and_a_histogram() {
         latency.record(Duration::from_millis(ms));
     }
     a.attack.run = Some(AttackRun {
-        event: "demo".into(),
+        event: EventId::parse("demo").unwrap(),
         progress: Progress {
             done: 4_000,
             total: 10_000,

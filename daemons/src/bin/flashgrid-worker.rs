@@ -9,9 +9,8 @@ async fn main() -> anyhow::Result<()> {
     flashgrid::telemetry::init("info");
     if cfg.replay_dead_letters {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let ns = flashgrid::names::Namespace::new(&cfg.services.namespace)
-            .map_err(anyhow::Error::msg)?;
-        let r = flashgrid::worker::replay(&cfg.services.amqp_url, &ns).await?;
+        let ns = &cfg.services.namespace;
+        let r = flashgrid::worker::replay(&cfg.services.amqp_url, ns).await?;
         println!(
             "moved {} messages ({} reservations) from {} back to {}; {} unreadable left in place",
             r.moved,

@@ -1,11 +1,9 @@
 //! The gateway's in-memory view of the events: what `/reserve` checks without
-//! a round trip (exists? window open? sold out?). Kept fresh by pub/sub
-//! notices and a periodic reload from PostgreSQL and Redis.
+//! a round trip (exists? window open? sold out?). Pure memory; [`super::refresh`]
+//! keeps it fresh from pub/sub notices and a periodic reload.
 
-use crate::db::{self, Event};
-use crate::inventory::Inventory;
 use flashgrid_wire::EventId;
-use sqlx::PgPool;
+use flashgrid_wire::sale::Event;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,6 +31,17 @@ impl Entry {
     pub fn sold_out(&self) -> bool {
         self.sold_out.load(Ordering::Relaxed)
     }
+}
+
+/// Seats left of one event as Redis last said, if it could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stock {
+    /// Redis answered with this many seats left.
+    Left(i64),
+    /// Redis answered but holds no stock (it is rebuilt on the next decision).
+    Missing,
+    /// Redis could not be read.
+    Unknown,
 }
 
 #[derive(Debug, Default)]
@@ -63,45 +72,26 @@ impl Catalog {
             .insert(entry.event.id.clone(), entry);
     }
 
-    /// Reloads every event from PostgreSQL and each stock from Redis. If Redis
-    /// cannot be read, the sold-out flags already known are kept.
-    pub async fn reload(&self, pool: &PgPool, inventory: &Inventory) -> Result<(), sqlx::Error> {
-        let events = db::list_events(pool).await?;
-        let ids: Vec<EventId> = events.iter().map(|e| e.id.clone()).collect();
-        let stocks = inventory.stocks(&ids).await.ok();
-        let mut map = HashMap::with_capacity(events.len());
-        for (i, event) in events.into_iter().enumerate() {
-            let sold_out = match stocks.as_ref().map(|s| s[i]) {
-                Some(Some(stock)) => stock <= 0,
-                Some(None) => event.remaining() == 0,
-                None => event.remaining() == 0 || self.is_sold_out(&event.id),
-            };
-            map.insert(event.id.clone(), Arc::new(Entry::new(event, sold_out)));
+    /// Whether an event is sold out, by Redis's stock when it answered, else
+    /// by PostgreSQL's counts; while Redis is away a sold-out flag already
+    /// known is kept.
+    pub fn sold_out_by(&self, event: &Event, stock: Stock) -> bool {
+        match stock {
+            Stock::Left(left) => left <= 0,
+            Stock::Missing => event.remaining() == 0,
+            Stock::Unknown => event.remaining() == 0 || self.is_sold_out(&event.id),
         }
-        *self.events.write().expect("catalog") = map;
-        Ok(())
     }
 
-    /// Reloads one event (after a create or reset notice).
-    pub async fn reload_one(
-        &self,
-        pool: &PgPool,
-        inventory: &Inventory,
-        id: &EventId,
-    ) -> Result<(), sqlx::Error> {
-        let Some(event) = db::get_event(pool, id).await? else {
-            return Ok(());
-        };
-        let stock = inventory
-            .stocks(std::slice::from_ref(id))
-            .await
-            .ok()
-            .and_then(|s| s.into_iter().next().flatten());
-        let sold_out = match stock {
-            Some(stock) => stock <= 0,
-            None => event.remaining() == 0,
-        };
-        self.upsert(event, sold_out);
-        Ok(())
+    /// Replaces every event at once (a full reload), each with its stock.
+    pub fn replace(&self, events: Vec<(Event, Stock)>) {
+        let map = events
+            .into_iter()
+            .map(|(event, stock)| {
+                let sold_out = self.sold_out_by(&event, stock);
+                (event.id.clone(), Arc::new(Entry::new(event, sold_out)))
+            })
+            .collect();
+        *self.events.write().expect("catalog") = map;
     }
 }

@@ -77,7 +77,7 @@ pub async fn run(
             _ => false,
         };
         let (depth, consumers) = match queued.ok().flatten() {
-            Some((d, c)) => (Some(u64::from(d)), Some(u64::from(c))),
+            Some(d) => (Some(u64::from(d.messages)), Some(u64::from(d.consumers))),
             None => (None, None),
         };
         stats.queue_depth.set(depth.map_or(-1, |d| d as i64));

@@ -1,11 +1,20 @@
 //! The gateway daemon: HTTP in, confirmed group publishes out.
 //!
 //! `/reserve` never waits on Redis or PostgreSQL: the event, its window and
-//! its sold-out flag come from the in-memory [`catalog`], which pub/sub
-//! notices and a periodic reload keep fresh. A `202` is sent only once
-//! RabbitMQ confirmed the persistent message that holds the reservation
-//! ([`publisher`]); while the broker is away the answer is `503` with
-//! `Retry-After`.
+//! its sold-out flag come from the in-memory [`catalog`], which [`refresh`]
+//! keeps fresh from pub/sub notices and a periodic reload. A `202` is sent
+//! only once RabbitMQ confirmed the persistent message that holds the
+//! reservation ([`publisher`]); while the broker is away the answer is `503`
+//! with `Retry-After`.
+//!
+//! - [`http`]: accept, per-connection limits, body reading, bounded drain.
+//! - [`routes`]: the route table and auth, one file per group of routes.
+//! - [`error`]: every error answer, in one place.
+//! - [`catalog`], [`refresh`]: the events as `/reserve` sees them.
+//! - [`publisher`]: group publish with confirms, and the broker link.
+//! - [`waiters`]: long-polls woken by decision notices.
+//! - [`limit`]: the optional per-client rate limit.
+//! - [`stats`], [`feed`]: counters, `/metrics` and the live feed.
 
 pub mod catalog;
 pub mod error;
@@ -13,18 +22,18 @@ pub mod feed;
 pub mod http;
 pub mod limit;
 pub mod publisher;
+pub mod refresh;
 pub mod routes;
 pub mod stats;
 pub mod waiters;
 
 use crate::config::GatewayConfig;
 use crate::inventory::Inventory;
-use crate::names::Namespace;
-use crate::notify::{self, Heard, Notice};
-use crate::services;
+use crate::services::{self, Connected};
 use anyhow::Context;
 use catalog::Catalog;
 use publisher::{Publisher, PublisherConfig};
+use refresh::Refresh;
 use routes::Gateway;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +41,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waiters::Waiters;
 
-/// How often the catalog is reloaded whatever the notices said.
-const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// PostgreSQL connections of one gateway: status lookups, `/events`, the
+/// feed and the reloads; the hot path uses none.
+const POOL_SIZE: u32 = 8;
 
-/// Binds `cfg.listen` and serves until `shutdown`.
+/// Binds `cfg.listen`, connects to the services and serves until `shutdown`.
 pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let listener = http::bind(cfg.listen).with_context(|| {
@@ -44,50 +54,46 @@ pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Res
             cfg.listen
         )
     })?;
-    serve(cfg, listener, shutdown).await
+    let connected = services::connect(&cfg.services, "flashgrid-gateway", POOL_SIZE).await?;
+    serve(&cfg, listener, connected, shutdown).await
 }
 
-/// Serves on an already bound listener (tests bind port 0).
+/// Serves on a bound listener (tests bind port 0) and connected services
+/// until `shutdown`, then drains: requests in flight finish, what is queued
+/// for the broker is published and confirmed, the background tasks stop.
 pub async fn serve(
-    cfg: GatewayConfig,
+    cfg: &GatewayConfig,
     listener: TcpListener,
+    connected: Connected,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    cfg.validate().map_err(anyhow::Error::msg)?;
-    let ns = Namespace::new(&cfg.services.namespace).map_err(anyhow::Error::msg)?;
-    let pool = services::postgres(&cfg.services, 8).await?;
-    let (client, redis) = services::redis(&cfg.services).await?;
-    let amqp = services::rabbitmq(&cfg.services, "flashgrid-gateway").await?;
+    let Connected {
+        ns,
+        pool,
+        redis_client,
+        redis,
+        amqp,
+    } = connected;
     let inventory = Inventory::new(redis, ns.clone());
-
-    let catalog = Arc::new(Catalog::default());
-    catalog
-        .reload(&pool, &inventory)
+    let refresh = Refresh {
+        pool: pool.clone(),
+        inventory: inventory.clone(),
+        catalog: Arc::new(Catalog::default()),
+        waiters: Arc::new(Waiters::default()),
+        stats: Arc::new(stats::Stats::default()),
+    };
+    refresh
+        .reload()
         .await
         .context("load the events from PostgreSQL")?;
-    let waiters = Arc::new(Waiters::default());
-    let stats = Arc::new(stats::Stats::default());
     let background = CancellationToken::new();
     let mut tasks = vec![
-        tokio::spawn(listen_notices(
-            client,
-            ns.clone(),
-            Listeners {
-                pool: pool.clone(),
-                inventory: inventory.clone(),
-                catalog: catalog.clone(),
-                waiters: waiters.clone(),
-                stats: stats.clone(),
-            },
-            background.clone(),
-        )),
-        tokio::spawn(housekeeping(
-            pool.clone(),
-            inventory.clone(),
-            catalog.clone(),
-            waiters.clone(),
-            background.clone(),
-        )),
+        tokio::spawn(
+            refresh
+                .clone()
+                .follow_notices(redis_client, background.clone()),
+        ),
+        tokio::spawn(refresh.clone().periodically(background.clone())),
     ];
 
     let (publisher, publisher_tasks) = Publisher::start(
@@ -103,10 +109,10 @@ pub async fn serve(
     );
     let (feed_tx, feed_rx) = tokio::sync::watch::channel(None);
     tasks.push(tokio::spawn(feed::run(
-        stats.clone(),
+        refresh.stats.clone(),
         pool.clone(),
         inventory.connection(),
-        catalog.clone(),
+        refresh.catalog.clone(),
         publisher.probe(),
         feed_tx,
         background.clone(),
@@ -119,17 +125,18 @@ pub async fn serve(
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
         inventory,
-        catalog,
+        catalog: refresh.catalog.clone(),
         publisher: publisher.clone(),
-        waiters,
+        waiters: refresh.waiters.clone(),
         admin_token: cfg.admin_token.clone(),
         limiter: limiter.clone(),
         max_body_bytes: cfg.max_body_bytes,
         body_timeout: cfg.body_timeout,
-        stats,
+        stats: refresh.stats.clone(),
         feed: feed_rx,
         shutdown: shutdown.clone(),
     });
+    drop(refresh);
     raise_fd_limit();
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -164,79 +171,6 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-/// What the notices update.
-struct Listeners {
-    pool: sqlx::PgPool,
-    inventory: Inventory,
-    catalog: Arc<Catalog>,
-    waiters: Arc<Waiters>,
-    stats: Arc<stats::Stats>,
-}
-
-async fn listen_notices(
-    client: redis::Client,
-    ns: Namespace,
-    to: Listeners,
-    stop: CancellationToken,
-) {
-    let Listeners {
-        pool,
-        inventory,
-        catalog,
-        waiters,
-        stats,
-    } = to;
-    // Reloads run in their own tasks so the subscription never stalls.
-    notify::listen(client, ns, stop, move |heard| match heard {
-        Heard::Notice(Notice::SoldOut(e)) => catalog.mark_sold_out(&e),
-        Heard::Notice(Notice::Decided(_, ids)) => waiters.wake(&ids),
-        Heard::Notice(Notice::Stats(r)) => {
-            stats.worker_confirmed.inc_by(r.confirmed);
-            stats.worker_rejected.inc_by(r.rejected);
-            stats.worker_written.inc_by(r.written);
-        }
-        Heard::Notice(Notice::EventChanged(e)) => {
-            let (pool, inv, cat) = (pool.clone(), inventory.clone(), catalog.clone());
-            tokio::spawn(async move {
-                if let Err(err) = cat.reload_one(&pool, &inv, &e).await {
-                    tracing::warn!(error = %err, event_id = %e, "could not reload an event");
-                }
-            });
-        }
-        Heard::Subscribed => {
-            waiters.wake_all();
-            let (pool, inv, cat) = (pool.clone(), inventory.clone(), catalog.clone());
-            tokio::spawn(async move {
-                let _ = cat.reload(&pool, &inv).await;
-            });
-        }
-    })
-    .await;
-}
-
-/// The safety net under the notices: reload the catalog every few seconds,
-/// and forget long-polls whose clients left.
-async fn housekeeping(
-    pool: sqlx::PgPool,
-    inventory: Inventory,
-    catalog: Arc<Catalog>,
-    waiters: Arc<Waiters>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(RELOAD_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = catalog.reload(&pool, &inventory).await {
-            tracing::warn!(error = %e, "could not reload the events from PostgreSQL; serving the last known ones");
-        }
-        waiters.sweep();
-    }
 }
 
 /// A flash crowd needs one descriptor per buyer: raise the soft limit to the

@@ -10,9 +10,12 @@
 //! while it is down `is_up()` is false so requests get `503` at once instead
 //! of a `202` that could be lost.
 
-use crate::inventory::{Inventory, Outcome};
+use crate::backoff::Backoff;
+use crate::inventory::Inventory;
 use crate::names::Namespace;
 use crate::queue::{self, Group, Queued};
+use flashgrid_wire::sale::Outcome;
+use flashgrid_wire::{EventId, ReservationId};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
@@ -36,15 +39,17 @@ pub enum Unavailable {
 /// How long a confirmed group waits for its pending markers before answering.
 const MARK_GRACE: Duration = Duration::from_millis(250);
 
-struct Pending {
+/// A reservation handed to the batcher, and how its buyer is answered.
+struct Submission {
     item: Queued,
+    /// `true` once the broker confirmed the message that holds it.
     done: oneshot::Sender<bool>,
 }
 
 /// Handle used by request handlers.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Submission>,
     up: Arc<AtomicBool>,
     probe: QueueProbe,
 }
@@ -59,7 +64,7 @@ pub struct QueueProbe {
 
 impl QueueProbe {
     /// The reservation queue's depth and consumers, `None` while the broker is away.
-    pub async fn depth(&self) -> Option<(u32, u32)> {
+    pub async fn depth(&self) -> Option<queue::Depth> {
         let ch = self.channel.borrow().clone()?;
         tokio::time::timeout(Duration::from_secs(1), queue::depth(&ch, &self.ns))
             .await
@@ -68,7 +73,7 @@ impl QueueProbe {
     }
 }
 
-impl std::fmt::Debug for Pending {
+impl std::fmt::Debug for Submission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.item.fmt(f)
     }
@@ -149,7 +154,7 @@ impl Publisher {
         }
         let (done, rx) = oneshot::channel();
         self.tx
-            .try_send(Pending { item, done })
+            .try_send(Submission { item, done })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Unavailable::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => Unavailable::BrokerDown,
@@ -174,7 +179,7 @@ impl PublisherTasks {
 
 async fn batcher(
     cfg: PublisherConfig,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Submission>,
     channel: watch::Receiver<Option<Channel>>,
     broken: Arc<Notify>,
     inventory: Inventory,
@@ -201,11 +206,7 @@ async fn batcher(
         let items: Vec<&Queued> = group.iter().map(|p| &p.item).collect();
         let body = Group::encode(&items);
         // Record "pending" for status lookups; best effort, off the critical path.
-        let marks: Vec<(
-            flashgrid_wire::EventId,
-            flashgrid_wire::ReservationId,
-            Outcome,
-        )> = group
+        let marks: Vec<(EventId, ReservationId, Outcome)> = group
             .iter()
             .map(|p| {
                 (
@@ -290,7 +291,7 @@ async fn batcher(
     let _ = slots.acquire_many(cfg.inflight as u32).await;
 }
 
-fn fail(group: Vec<Pending>) {
+fn fail(group: Vec<Submission>) {
     for p in group {
         let _ = p.done.send(false);
     }
@@ -305,7 +306,7 @@ async fn link(
     broken: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect(Duration::from_millis(100));
     loop {
         let c = match conn.take() {
             Some(c) => Ok(c),
@@ -315,14 +316,14 @@ async fn link(
             Ok(c) => open(&c, &cfg.ns).await.map(|ch| (c, ch)),
             Err(e) => Err(e),
         };
-        match ready {
+        let delay = match ready {
             Ok((c, ch)) => {
                 channel.send_replace(Some(ch.clone()));
                 up.store(true, Ordering::Relaxed);
-                if delay > Duration::from_millis(100) {
+                if backoff.has_waited() {
                     tracing::info!("RabbitMQ is back: accepting reservations again");
                 }
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 // Watch the connection; a failed publish also wakes us.
                 loop {
                     tokio::select! {
@@ -346,20 +347,22 @@ async fn link(
                 channel.send_replace(None);
                 tracing::warn!("lost RabbitMQ: answering 503 until it is back");
                 queue::close(&c, 320, "reconnecting").await;
+                backoff.next_delay()
             }
             Err(e) => {
                 up.store(false, Ordering::Relaxed);
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "cannot reach RabbitMQ; answering 503, retrying in {delay:?}"
                 );
+                delay
             }
-        }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(crate::services::RECONNECT_MAX_DELAY);
     }
 }
 

@@ -1,16 +1,19 @@
-//! One batch, start to finish: decide every reservation in Redis (one Lua call
-//! per event), commit the winners to PostgreSQL (one statement), announce the
-//! decisions. Each step is idempotent, so a batch can be retried, or
+//! One batch, start to finish, its steps defined in the order they run:
+//! decide every reservation in Redis (one Lua call per event), commit the
+//! winners to PostgreSQL (one statement), settle the confirmations in Redis,
+//! announce the decisions. Each step is idempotent, so a batch can be retried, or
 //! redelivered after a crash, without counting anything twice.
 
-use crate::db::{self, CommitError, Event, Winner};
-use crate::inventory::{Ask, Inventory, InventoryError, Outcome};
+use crate::db::{self, CommitError, GuardedCommit, Winner};
+use crate::inventory::{Ask, Inventory, InventoryError};
 use crate::notify::{self, Notice};
 use crate::queue::Queued;
+use flashgrid_wire::sale::{Event, Outcome};
 use flashgrid_wire::{EventId, Reason, ReservationId, Status};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -100,34 +103,24 @@ impl Decider {
     pub async fn services_answer(&self) -> bool {
         let limit = std::time::Duration::from_secs(1);
         let conn = self.inventory.connection();
-        crate::services::answering(&self.pool, &conn, limit).await == (true, true)
+        crate::services::answering(&self.pool, &conn, limit)
+            .await
+            .both()
     }
 
     /// Decide, commit, settle, announce.
     pub async fn process(&self, items: &[Queued]) -> Result<BatchReport, BatchError> {
-        let mut outcomes = self.decide(items).await?;
-        let report = self.commit(items, &mut outcomes).await?;
-        self.settle(items, &outcomes).await?;
-        self.announce(items).await;
-        Ok(report)
-    }
-
-    /// Step 3: tell Redis the confirmations are committed, so status lookups
-    /// answer "confirmed" (until then they say "pending").
-    pub async fn settle(&self, items: &[Queued], outcomes: &[Outcome]) -> Result<(), BatchError> {
-        let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
-        for (q, o) in items.iter().zip(outcomes) {
-            if o.status == Status::Confirmed && !o.committed {
-                by_event.entry(&q.event).or_default().push(q.id);
-            }
+        let span = tracing::debug_span!("batch", reservations = items.len());
+        async {
+            let mut outcomes = self.decide(items).await?;
+            let report = self.commit(items, &mut outcomes).await?;
+            self.settle(items, &outcomes).await?;
+            self.announce(items).await;
+            log_decisions(items, &outcomes);
+            Ok(report)
         }
-        let calls = by_event
-            .into_iter()
-            .map(|(event, ids)| async move { self.inventory.settle(event, &ids).await });
-        for r in futures::future::join_all(calls).await {
-            r?;
-        }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     /// Step 1: one atomic Lua call per event (all in flight at once on the
@@ -138,9 +131,13 @@ impl Decider {
         for (i, q) in items.iter().enumerate() {
             by_event.entry(&q.event).or_default().push(i);
         }
-        let calls = by_event.into_iter().map(|(event, idx)| async move {
-            let outs = self.decide_event(event, items, &idx).await?;
-            Ok::<_, BatchError>((idx, outs))
+        let calls = by_event.into_iter().map(|(event, idx)| {
+            let span = tracing::debug_span!("decide", event_id = %event, reservations = idx.len());
+            async move {
+                let outs = self.decide_event(event, items, &idx).await?;
+                Ok::<_, BatchError>((idx, outs))
+            }
+            .instrument(span)
         });
         let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
         for r in futures::future::join_all(calls).await {
@@ -269,13 +266,13 @@ impl Decider {
         let mut refused = HashSet::new();
         for (event, ws) in by_event {
             let before = ws.len();
-            let (overflow, capacity, confirmed) =
+            let GuardedCommit { overflow, seats } =
                 db::commit_event_guarded(&self.pool, event, &ws).await?;
             if overflow.is_empty() {
                 continue; // this event fitted: its Redis state is right
             }
             tracing::error!(
-                event_id = %event, capacity, confirmed, refused = overflow.len(), of = before,
+                event_id = %event, capacity = seats.capacity, confirmed = seats.confirmed, refused = overflow.len(), of = before,
                 "PostgreSQL's capacity guard refused confirmations Redis had made; they are rejected sold_out and the stock is rebuilt"
             );
             let list: Vec<_> = overflow
@@ -287,6 +284,24 @@ impl Decider {
             refused.extend(overflow.iter().map(|w| w.id));
         }
         Ok(refused)
+    }
+
+    /// Step 3: tell Redis the confirmations are committed, so status lookups
+    /// answer "confirmed" (until then they say "pending").
+    pub async fn settle(&self, items: &[Queued], outcomes: &[Outcome]) -> Result<(), BatchError> {
+        let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
+        for (q, o) in items.iter().zip(outcomes) {
+            if o.awaits_commit() {
+                by_event.entry(&q.event).or_default().push(q.id);
+            }
+        }
+        let calls = by_event
+            .into_iter()
+            .map(|(event, ids)| async move { self.inventory.settle(event, &ids).await });
+        for r in futures::future::join_all(calls).await {
+            r?;
+        }
+        Ok(())
     }
 
     /// Step 4: wake long-polls on every gateway, one message per event.
@@ -304,6 +319,20 @@ impl Decider {
             )
             .await;
         }
+    }
+}
+
+/// One line per reservation at debug level, so that the log of one
+/// purchase can be followed from the gateway to its commit.
+fn log_decisions(items: &[Queued], outcomes: &[Outcome]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for (q, o) in items.iter().zip(outcomes) {
+        tracing::debug!(
+            event_id = %q.event, reservation_id = %q.id, status = ?o.status, reason = ?o.reason,
+            "settled"
+        );
     }
 }
 

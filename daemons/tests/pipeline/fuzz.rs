@@ -432,7 +432,7 @@ fn assemble(
 
 /// What the gateway did with one request.
 #[derive(Debug)]
-enum Answer {
+enum RawReply {
     /// It answered these statuses (several if the bytes held several
     /// requests), the last error code if any, then closed.
     Statuses(Vec<u16>, Option<String>),
@@ -442,7 +442,7 @@ enum Answer {
 
 /// Writes `req`, half-closes so the gateway sees the end, and reads until the
 /// gateway closes; `Err` if it has not within [`DEADLINE`].
-fn exchange(addr: SocketAddr, req: &[u8]) -> Result<Answer, String> {
+fn exchange(addr: SocketAddr, req: &[u8]) -> Result<RawReply, String> {
     let start = Instant::now();
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
@@ -474,9 +474,9 @@ fn exchange(addr: SocketAddr, req: &[u8]) -> Result<Answer, String> {
     }
     let statuses = statuses(&got);
     Ok(if statuses.is_empty() {
-        Answer::Closed
+        RawReply::Closed
     } else {
-        Answer::Statuses(statuses, error_code(&got))
+        RawReply::Statuses(statuses, error_code(&got))
     })
 }
 
@@ -538,14 +538,14 @@ async fn odd_requests_never_get_5xx_a_panic_or_a_hang() {
             let answer = exchange(addr, &bytes).map_err(TestCaseError::fail)?;
             let key = match &answer {
                 // The final answer (after any `100 Continue`).
-                Answer::Statuses(s, code) => match code {
+                RawReply::Statuses(s, code) => match code {
                     Some(code) => format!("{} {code}", s[s.len() - 1]),
                     None => s[s.len() - 1].to_string(),
                 },
-                Answer::Closed => "closed".into(),
+                RawReply::Closed => "closed".into(),
             };
             *tally.lock().unwrap().entry(key).or_default() += 1;
-            if let Answer::Statuses(s, _) = &answer {
+            if let RawReply::Statuses(s, _) = &answer {
                 prop_assert!(s.iter().all(|&c| c < 500), "answered {s:?}");
             }
             Ok(())
@@ -607,7 +607,7 @@ async fn a_client_that_half_closes_after_its_request_still_gets_its_answer() {
         .await
         .unwrap()
         .unwrap();
-    let Answer::Statuses(s, _) = answer else {
+    let RawReply::Statuses(s, _) = answer else {
         panic!("the gateway closed without answering")
     };
     assert_eq!(s, [202]);

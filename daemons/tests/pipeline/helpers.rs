@@ -4,12 +4,12 @@
 
 #![allow(dead_code)]
 
-use flashgrid::testkit::{Stack, Which};
+use flashgrid_testkit::{Role, Stack};
 use flashgrid_wire::{Accepted, EventView, ReservationView, Status};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
-pub use flashgrid::testkit::{AMQP, Proxy, TOKEN, eventually};
+pub use flashgrid_testkit::{AMQP, Proxy, TOKEN, eventually};
 
 pub struct TestStack {
     stack: Stack,
@@ -23,10 +23,10 @@ impl std::ops::Deref for TestStack {
     }
 }
 
-fn which(bin: &str) -> Which {
+fn role(bin: &str) -> Role {
     match bin {
-        "gateway" => Which::Gateway,
-        "worker" => Which::Worker,
+        "gateway" => Role::Gateway,
+        "worker" => Role::Worker,
         _ => unreachable!("no daemon {bin}"),
     }
 }
@@ -56,17 +56,17 @@ impl TestStack {
             "gateway" => env!("CARGO_BIN_EXE_flashgrid-gateway"),
             _ => env!("CARGO_BIN_EXE_flashgrid-worker"),
         };
-        self.stack.start_process(which(bin), path);
+        self.stack.start_process(role(bin), path);
     }
 
     /// Stops a daemon: in-process ones gracefully, processes with SIGKILL.
     pub async fn stop(&self, bin: &str) {
-        self.stack.stop(which(bin)).await;
+        self.stack.stop(role(bin)).await;
     }
 
     /// Sends SIGTERM to a daemon process and waits for it to exit by itself.
     pub async fn terminate_process(&self, bin: &str) -> std::process::ExitStatus {
-        let Some(mut child) = self.stack.take_process(which(bin)) else {
+        let Some(mut child) = self.stack.take_process(role(bin)) else {
             panic!("{bin} is not a process")
         };
         nix::sys::signal::kill(
@@ -240,7 +240,7 @@ impl TestStack {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(flashgrid::testkit::REDIS)
+        redis::Client::open(flashgrid_testkit::REDIS)
             .unwrap()
             .get_multiplexed_async_connection()
             .await

@@ -153,7 +153,7 @@ async fn a_retry_after_sell_out_of_a_purchase_that_never_reached_the_queue_is_st
     let event = EventId::parse("lostpub").unwrap();
     let user = UserId::parse("late").unwrap();
     let id = ReservationId::idempotent(&event, &user, "k-1");
-    let pending = flashgrid::inventory::Outcome::pending(Quantity::ONE, user.clone());
+    let pending = flashgrid_wire::sale::Outcome::pending(Quantity::ONE, user.clone());
     inv.mark_pending(std::iter::once((&event, id, &pending)))
         .await
         .unwrap();

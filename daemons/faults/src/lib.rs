@@ -16,9 +16,9 @@ pub use report::Report;
 pub use scenario::Scenario;
 pub use verdict::Verdicts;
 
-use crate::testkit::{Proxy, Stack, TOKEN, Which};
 use anyhow::{Context, bail};
 use buyers::{Answer, Plan};
+use flashgrid_testkit::{Proxy, Role, Stack, TOKEN};
 use flashgrid_wire::{EventId, EventView, ReservationId, Status};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -114,15 +114,15 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
                 .join(format!("{}-{}-{d}.log", scenario.name(), stack.ns))
         })
         .collect();
-    let start = |which: Which| {
+    let start = |which: Role| {
         let (bin, log): (&Path, &Path) = match which {
-            Which::Gateway => (&opts.binaries.gateway, &logs[0]),
-            Which::Worker => (&opts.binaries.worker, &logs[1]),
+            Role::Gateway => (&opts.binaries.gateway, &logs[0]),
+            Role::Worker => (&opts.binaries.worker, &logs[1]),
         };
         stack.start_process_with(which, bin, &env, Some(log));
     };
-    start(Which::Worker);
-    start(Which::Gateway);
+    start(Role::Worker);
+    start(Role::Gateway);
     stack.wait_ready().await;
 
     let http = buyers::client();
@@ -138,7 +138,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         decide_deadline: burst_start + DECIDE_WINDOW,
     });
     let crowd = buyers::crowd(&http, plan, opts.buyers, opts.spread);
-    let target = scenario::Target {
+    let reach = scenario::Reach {
         stack: &stack,
         postgres: &postgres,
         redis: &redis,
@@ -149,7 +149,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         // Mid-sale: once a third of the seats are committed.
         let landed = wait_for_sales(&stack, &event, opts.capacity / 3).await?;
         let at = burst_start.elapsed();
-        let detail = scenario::inject(scenario, &target).await?;
+        let detail = scenario::inject(scenario, &reach).await?;
         let ended = Instant::now();
         let ready = ready_within(&http, &stack.url, Duration::from_secs(30)).await;
         Ok::<_, anyhow::Error>((landed, at, detail, ready.then(|| ended.elapsed())))
@@ -187,7 +187,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     if ready_after.is_none() {
         dead.push("the gateway was not ready 30 s after the fault".to_owned());
     }
-    for (which, name) in [(Which::Gateway, "gateway"), (Which::Worker, "worker")] {
+    for (which, name) in [(Role::Gateway, "gateway"), (Role::Worker, "worker")] {
         if stack.process_alive(which) != Some(true) {
             dead.push(format!("the {name} process exited"));
         }
@@ -204,7 +204,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         dead: &dead,
     };
     let (verdicts, problems) = verdict::judge(&facts);
-    let mut tally = buyers::Tally::default();
+    let mut tally = buyers::Attempts::default();
     for j in &journeys {
         tally.add(&j.tally);
     }

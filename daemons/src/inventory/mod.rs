@@ -1,102 +1,15 @@
 //! Redis state of each event's sale and the Lua scripts that change it
-//! atomically: decide, rebuild, revoke and reset (see `lua/`).
+//! atomically: decide, rebuild, revoke and reset (see `lua/`). Outcomes are
+//! stored in the [`record`] format the scripts share.
+
+pub mod record;
 
 use crate::db::EventSnapshot;
 use crate::names::{EventKeys, Namespace};
-use flashgrid_wire::{EventId, PerUserLimit, Quantity, Reason, ReservationId, Status, UserId};
+use flashgrid_wire::sale::Outcome;
+use flashgrid_wire::{EventId, PerUserLimit, Quantity, ReservationId, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-
-/// A reservation's state as Redis records it (`<s>|<reason>|<qty>|<user>`).
-///
-/// `s` is `p` (pending marker), `C` (confirmed in Redis, not yet committed
-/// to PostgreSQL), `c` (confirmed and committed) or `r` (rejected). Buyers
-/// see `C` as pending: "confirmed" is only ever said of a committed seat.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: Status,
-    pub reason: Option<Reason>,
-    pub quantity: Quantity,
-    pub user: UserId,
-    /// For a confirmation: whether PostgreSQL has committed it.
-    pub committed: bool,
-}
-
-impl Outcome {
-    pub fn pending(quantity: Quantity, user: UserId) -> Self {
-        Self {
-            status: Status::Pending,
-            reason: None,
-            quantity,
-            user,
-            committed: false,
-        }
-    }
-
-    pub fn rejected(reason: Reason, quantity: Quantity, user: UserId) -> Self {
-        Self {
-            status: Status::Rejected,
-            reason: Some(reason),
-            quantity,
-            user,
-            committed: false,
-        }
-    }
-
-    /// A seat PostgreSQL holds.
-    pub fn committed(quantity: Quantity, user: UserId) -> Self {
-        Self {
-            status: Status::Confirmed,
-            reason: None,
-            quantity,
-            user,
-            committed: true,
-        }
-    }
-
-    /// What a buyer is told: a confirmation not yet committed is still pending.
-    pub fn public_status(&self) -> Status {
-        match self.status {
-            Status::Confirmed if !self.committed => Status::Pending,
-            s => s,
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        let s = match self.status {
-            Status::Pending => 'p',
-            Status::Confirmed if self.committed => 'c',
-            Status::Confirmed => 'C',
-            Status::Rejected => 'r',
-        };
-        let reason = self.reason.map(Reason::as_str).unwrap_or("");
-        format!("{s}|{reason}|{}|{}", self.quantity, self.user)
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        let mut parts = raw.splitn(4, '|');
-        let (status, committed) = match parts.next()? {
-            "p" => (Status::Pending, false),
-            "C" => (Status::Confirmed, false),
-            "c" => (Status::Confirmed, true),
-            "r" => (Status::Rejected, false),
-            _ => return None,
-        };
-        let reason = match parts.next()? {
-            "" => None,
-            r => Some(Reason::parse(r)?),
-        };
-        let quantity = Quantity::new(parts.next()?.parse().ok()?).ok()?;
-        let user = UserId::parse(parts.next()?).ok()?;
-        Some(Self {
-            status,
-            reason,
-            quantity,
-            user,
-            committed,
-        })
-    }
-}
 
 /// One reservation handed to `decide`.
 #[derive(Debug, Clone)]
@@ -147,11 +60,11 @@ impl Inventory {
             conn,
             ns,
             scripts: std::sync::Arc::new(Scripts {
-                decide: Script::new(include_str!("lua/decide.lua")),
-                settle: Script::new(include_str!("lua/settle.lua")),
-                restock: Script::new(include_str!("lua/restock.lua")),
-                revoke: Script::new(include_str!("lua/revoke.lua")),
-                reset: Script::new(include_str!("lua/reset.lua")),
+                decide: Script::new(include_str!("../lua/decide.lua")),
+                settle: Script::new(include_str!("../lua/settle.lua")),
+                restock: Script::new(include_str!("../lua/restock.lua")),
+                revoke: Script::new(include_str!("../lua/revoke.lua")),
+                reset: Script::new(include_str!("../lua/reset.lua")),
             }),
         }
     }
@@ -196,7 +109,7 @@ impl Inventory {
             Err(e) => return Err(e.into()),
         };
         raw.into_iter()
-            .map(|s| Outcome::parse(&s).ok_or(InventoryError::Corrupt(s)))
+            .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
             .collect()
     }
 
@@ -235,8 +148,8 @@ impl Inventory {
             .key(&k.users)
             .key(&k.outcomes)
             .arg(snap.capacity);
-        for (id, user, qty) in &snap.confirmed {
-            inv.arg(id.to_string()).arg(user).arg(*qty);
+        for row in &snap.confirmed {
+            inv.arg(row.id.to_string()).arg(&row.user).arg(row.quantity);
         }
         let mut conn = self.conn.clone();
         let stock: i64 = inv.invoke_async(&mut conn).await?;
@@ -288,7 +201,7 @@ impl Inventory {
             pipe.hset_nx(
                 self.keys(event).outcomes,
                 id.0.to_string(),
-                outcome.encode(),
+                record::encode(outcome),
             )
             .ignore();
         }
@@ -307,7 +220,8 @@ impl Inventory {
         let key = self.keys(event).outcomes;
         let mut pipe = redis::pipe();
         for (id, o) in ids.iter().zip(outcomes) {
-            pipe.hset(&key, id.0.to_string(), o.encode()).ignore();
+            pipe.hset(&key, id.0.to_string(), record::encode(o))
+                .ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
@@ -324,7 +238,7 @@ impl Inventory {
         let raw: Option<String> = conn
             .hget(self.keys(event).outcomes, id.0.to_string())
             .await?;
-        raw.map(|s| Outcome::parse(&s).ok_or(InventoryError::Corrupt(s)))
+        raw.map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
             .transpose()
     }
 
@@ -341,40 +255,5 @@ impl Inventory {
         }
         let mut conn = self.conn.clone();
         Ok(pipe.query_async(&mut conn).await?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcomes_round_trip() {
-        let user = UserId::parse("a|b c").unwrap();
-        for o in [
-            Outcome::pending(Quantity::ONE, user.clone()),
-            Outcome::committed(Quantity::new(3).unwrap(), user.clone()),
-            Outcome {
-                committed: false,
-                ..Outcome::committed(Quantity::new(2).unwrap(), user.clone())
-            },
-            Outcome::rejected(Reason::UserLimit, Quantity::new(10).unwrap(), user.clone()),
-        ] {
-            assert_eq!(Outcome::parse(&o.encode()), Some(o));
-        }
-        let uncommitted = Outcome::parse("C||1|u").unwrap();
-        assert_eq!(uncommitted.status, Status::Confirmed);
-        assert_eq!(
-            uncommitted.public_status(),
-            Status::Pending,
-            "not committed yet"
-        );
-        assert_eq!(
-            Outcome::parse("c||1|u").unwrap().public_status(),
-            Status::Confirmed
-        );
-        assert_eq!(Outcome::parse("x||1|u"), None);
-        assert_eq!(Outcome::parse("c||0|u"), None);
-        assert_eq!(Outcome::parse("r|bogus|1|u"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! What a scenario run found, as one line for the terminal, a full account
 //! when it failed, and the soak's table for `docs/RELIABILITY.md`.
 
-use super::buyers::Tally;
+use super::buyers::Attempts;
 use super::scenario::Scenario;
 use super::verdict::Verdicts;
 use std::fmt::Write;
@@ -23,7 +23,7 @@ pub struct Report {
     pub accepted: usize,
     pub sold_out: usize,
     pub gave_up: usize,
-    pub tally: Tally,
+    pub tally: Attempts,
     /// What the fault did.
     pub detail: String,
     /// Seats committed when the fault was injected.
@@ -182,11 +182,11 @@ mod tests {
             accepted: 600,
             sold_out: 2400,
             gave_up: 0,
-            tally: Tally {
+            tally: Attempts {
                 attempts: 3100,
                 unavailable: 90,
                 transport: 10,
-                ..Tally::default()
+                ..Attempts::default()
             },
             landed_at_sold: 100,
             detail: "2 keys deleted".into(),

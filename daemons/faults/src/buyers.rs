@@ -3,6 +3,7 @@
 //! `Retry-After`), then the status URL followed until the sale is decided.
 
 use bytes::Bytes;
+use flashgrid::backoff::Backoff;
 use flashgrid_wire::{
     Accepted, EventId, IDEMPOTENCY_KEY_HEADER, ReservationId, ReservationView, Status, UserId,
 };
@@ -62,7 +63,7 @@ pub enum Answer {
 
 /// What the buyer met on the way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
+pub struct Attempts {
     pub attempts: u64,
     pub unavailable: u64,
     pub rate_limited: u64,
@@ -71,8 +72,8 @@ pub struct Tally {
     pub server_errors: u64,
 }
 
-impl Tally {
-    pub fn add(&mut self, o: &Tally) {
+impl Attempts {
+    pub fn add(&mut self, o: &Attempts) {
         self.attempts += o.attempts;
         self.unavailable += o.unavailable;
         self.rate_limited += o.rate_limited;
@@ -91,7 +92,7 @@ pub struct Journey {
     pub ids: BTreeSet<ReservationId>,
     /// The decision the status URL gave, if one came before the deadline.
     pub decided: Option<ReservationView>,
-    pub tally: Tally,
+    pub tally: Attempts,
 }
 
 impl Journey {
@@ -136,7 +137,7 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
         .expect("a JSON body"),
     );
     let loops = (0..plan.copies.max(1)).map(|_| purchase(http, plan, &key, body.clone()));
-    let mut tally = Tally::default();
+    let mut tally = Attempts::default();
     let mut answer = Answer::GaveUp;
     let mut accepted = Vec::new();
     for (a, acc, t) in futures::future::join_all(loops).await {
@@ -174,9 +175,9 @@ async fn purchase(
     plan: &Plan,
     key: &str,
     body: Bytes,
-) -> (Answer, Option<Accepted>, Tally) {
-    let mut tally = Tally::default();
-    let mut backoff = Backoff::default();
+) -> (Answer, Option<Accepted>, Attempts) {
+    let mut tally = Attempts::default();
+    let mut backoff = buyer_backoff();
     let uri = format!("{}/reserve", plan.base);
     while Instant::now() < plan.purchase_deadline {
         tally.attempts += 1;
@@ -190,7 +191,7 @@ async fn purchase(
                 Ok(a) => return (Answer::Accepted, Some(a), tally),
                 Err(_) => {
                     tally.server_errors += 1;
-                    backoff.next()
+                    backoff.next_delay()
                 }
             },
             Ok((StatusCode::CONFLICT, _, bytes)) => {
@@ -212,16 +213,16 @@ async fn purchase(
                 } else {
                     tally.unavailable += 1;
                 }
-                retry_after.unwrap_or_else(|| backoff.next())
+                retry_after.unwrap_or_else(|| backoff.next_delay())
             }
             Ok((s, _, _)) if s.is_server_error() => {
                 tally.server_errors += 1;
-                backoff.next()
+                backoff.next_delay()
             }
             Ok((s, _, _)) => return (Answer::Refused(s.as_u16()), None, tally),
             Err(()) => {
                 tally.transport += 1;
-                backoff.next()
+                backoff.next_delay()
             }
         };
         tokio::time::sleep(jitter(wait)).await;
@@ -234,10 +235,10 @@ async fn follow(
     http: &Http,
     plan: &Plan,
     status_url: &str,
-    tally: &mut Tally,
+    tally: &mut Attempts,
 ) -> Option<ReservationView> {
     let uri = format!("{}{}?wait_ms=2000", plan.base, status_url);
-    let mut backoff = Backoff::default();
+    let mut backoff = buyer_backoff();
     while Instant::now() < plan.decide_deadline {
         let req = Request::get(&uri)
             .body(Full::default())
@@ -249,7 +250,7 @@ async fn follow(
                 {
                     return Some(v);
                 }
-                backoff = Backoff::default();
+                backoff.reset();
                 continue; // still pending: the long-poll already waited
             }
             Ok((s, _, _)) if s.is_server_error() && s != StatusCode::SERVICE_UNAVAILABLE => {
@@ -259,7 +260,7 @@ async fn follow(
             Ok(_) => {}
             Err(()) => tally.transport += 1,
         }
-        tokio::time::sleep(jitter(backoff.next().min(Duration::from_millis(500)))).await;
+        tokio::time::sleep(jitter(backoff.next_delay().min(Duration::from_millis(500)))).await;
     }
     None
 }
@@ -287,22 +288,10 @@ async fn send(
         .unwrap_or(Err(()))
 }
 
-/// Exponential backoff from 50 ms to 1 s.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self(Duration::from_millis(50))
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(1));
-        d
-    }
+/// A buyer's app waits 50 ms, doubling up to 1 s, between retries (the
+/// daemons' own backoff; [`jitter`] spreads a crowd's retries).
+fn buyer_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// Up to a quarter more, so that retries of a crowd spread out.
@@ -316,8 +305,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_a_second() {
-        let mut b = Backoff::default();
-        let seq: Vec<u64> = (0..7).map(|_| b.next().as_millis() as u64).collect();
+        let mut b = buyer_backoff();
+        let seq: Vec<u64> = (0..7).map(|_| b.next_delay().as_millis() as u64).collect();
         assert_eq!(seq, [50, 100, 200, 400, 800, 1000, 1000]);
     }
 

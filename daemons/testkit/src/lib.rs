@@ -4,10 +4,12 @@
 //! a service from the test's own space. Dropping the [`Stack`] stops the
 //! daemons and removes the database, the Redis keys and the queues.
 //!
-//! Behind the `testkit` feature: the daemons' own tests and the console's
-//! end-to-end test share it.
+//! A crate of its own, so the daemons carry no test harness: the daemons'
+//! integration tests, the fault matrix and the console's end-to-end test
+//! share it.
 
-use crate::config::{GatewayConfig, ServicesConfig, WorkerConfig};
+use flashgrid::config::{GatewayConfig, ServicesConfig, WorkerConfig};
+use flashgrid::names::Namespace;
 use sqlx::PgPool;
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
@@ -69,8 +71,9 @@ where
     }
 }
 
+/// A daemon the stack started, and how to stop it.
 #[derive(Debug)]
-enum Daemon {
+enum Running {
     InProcess {
         stop: CancellationToken,
         task: JoinHandle<anyhow::Result<()>>,
@@ -78,10 +81,10 @@ enum Daemon {
     Process(Child),
 }
 
-impl Daemon {
+impl Running {
     async fn stop(self) {
         match self {
-            Daemon::InProcess { stop, task } => {
+            Running::InProcess { stop, task } => {
                 stop.cancel();
                 let res = tokio::time::timeout(Duration::from_secs(20), task)
                     .await
@@ -89,7 +92,7 @@ impl Daemon {
                 res.expect("daemon task")
                     .expect("the daemon returned an error");
             }
-            Daemon::Process(mut child) => {
+            Running::Process(mut child) => {
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -105,16 +108,37 @@ pub struct Stack {
     pub db_url: String,
     pub pool: PgPool,
     pub url: String,
-    gateway: Mutex<Option<Daemon>>,
-    worker: Mutex<Option<Daemon>>,
+    gateway: Mutex<Option<Running>>,
+    worker: Mutex<Option<Running>>,
     gateway_port: u16,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Which daemon.
+/// A free port for a stack's gateway, below the kernel's ephemeral range.
+/// A port from that range (what binding port 0 gives) can be taken, between
+/// this check and the gateway's own bind, by any outgoing connection of a
+/// test running beside it — seen here as a gateway that could not listen.
+fn gateway_port() -> u16 {
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+        .max(LOWEST + 1_000);
+    for _ in 0..1_000 {
+        let span = u128::from(ephemeral_low - LOWEST);
+        let port = LOWEST + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOWEST}..{ephemeral_low} for a test gateway");
+}
+
+/// Role of the two daemons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+pub enum Role {
     Gateway,
     Worker,
 }
@@ -135,14 +159,11 @@ impl Stack {
         );
         let db_name = format!("fg_{}", ns.replace('-', "_"));
         let db_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
-        let pool = crate::db::connect(&db_url, 4)
+        let pool = flashgrid::db::connect(&db_url, 4)
             .await
             .expect("create the test database");
         // One port for the stack's life, so a restarted gateway is found again.
-        let gateway_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let gateway_port = gateway_port();
         Self {
             ns,
             db_name,
@@ -163,8 +184,8 @@ impl Stack {
         s
     }
 
-    pub fn namespace(&self) -> crate::names::Namespace {
-        crate::names::Namespace::new(&self.ns).expect("a valid namespace")
+    pub fn namespace(&self) -> Namespace {
+        Namespace::new(&self.ns).expect("a valid namespace")
     }
 
     pub fn services(&self) -> ServicesConfig {
@@ -172,7 +193,7 @@ impl Stack {
             database_url: self.db_url.clone(),
             redis_url: REDIS.into(),
             amqp_url: AMQP.into(),
-            namespace: self.ns.clone(),
+            namespace: self.namespace(),
             startup_timeout: Duration::from_secs(10),
         }
     }
@@ -192,7 +213,7 @@ impl Stack {
             drain_timeout: Duration::from_secs(10),
             rate_limit: 0.0,
             rate_burst: None,
-            rate_key: crate::config::RateKey::User,
+            rate_key: flashgrid::config::RateKey::User,
         }
     }
 
@@ -210,11 +231,16 @@ impl Stack {
     }
 
     pub async fn start_gateway_with(&self, cfg: GatewayConfig) {
-        let listener = crate::gateway::http::bind(([127, 0, 0, 1], self.gateway_port).into())
+        let listener = flashgrid::gateway::http::bind(([127, 0, 0, 1], self.gateway_port).into())
             .expect("bind the test gateway");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::gateway::serve(cfg, listener, stop.clone()));
-        *self.slot(Which::Gateway).lock().expect("slot") = Some(Daemon::InProcess { stop, task });
+        let shutdown = stop.clone();
+        let task = tokio::spawn(async move {
+            let connected =
+                flashgrid::services::connect(&cfg.services, "flashgrid-gateway", 8).await?;
+            flashgrid::gateway::serve(&cfg, listener, connected, shutdown).await
+        });
+        *self.slot(Role::Gateway).lock().expect("slot") = Some(Running::InProcess { stop, task });
         self.wait_ready().await;
     }
 
@@ -224,12 +250,12 @@ impl Stack {
 
     pub async fn start_worker_with(&self, cfg: WorkerConfig) {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::worker::run(cfg, stop.clone()));
-        *self.slot(Which::Worker).lock().expect("slot") = Some(Daemon::InProcess { stop, task });
+        let task = tokio::spawn(flashgrid::worker::run(cfg, stop.clone()));
+        *self.slot(Role::Worker).lock().expect("slot") = Some(Running::InProcess { stop, task });
     }
 
     /// Starts a daemon's real binary (its path: `env!("CARGO_BIN_EXE_…")`).
-    pub fn start_process(&self, which: Which, binary: &str) {
+    pub fn start_process(&self, which: Role, binary: &str) {
         self.start_process_with(which, binary.as_ref(), &[], None);
     }
 
@@ -238,7 +264,7 @@ impl Stack {
     /// log appended to `log` instead of the test's stderr.
     pub fn start_process_with(
         &self,
-        which: Which,
+        which: Role,
         binary: &std::path::Path,
         env: &[(&str, String)],
         log: Option<&std::path::Path>,
@@ -273,30 +299,30 @@ impl Stack {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        *self.slot(which).lock().expect("slot") = Some(Daemon::Process(child));
+        *self.slot(which).lock().expect("slot") = Some(Running::Process(child));
     }
 
-    fn slot(&self, which: Which) -> &Mutex<Option<Daemon>> {
+    fn slot(&self, which: Role) -> &Mutex<Option<Running>> {
         match which {
-            Which::Gateway => &self.gateway,
-            Which::Worker => &self.worker,
+            Role::Gateway => &self.gateway,
+            Role::Worker => &self.worker,
         }
     }
 
     /// Whether a daemon process is still running (`None` if it is not a
     /// process, or was stopped).
-    pub fn process_alive(&self, which: Which) -> Option<bool> {
+    pub fn process_alive(&self, which: Role) -> Option<bool> {
         match &mut *self.slot(which).lock().expect("slot") {
-            Some(Daemon::Process(c)) => Some(matches!(c.try_wait(), Ok(None))),
+            Some(Running::Process(c)) => Some(matches!(c.try_wait(), Ok(None))),
             _ => None,
         }
     }
 
     /// Hands over a daemon process (to signal it); `None` if it is not one.
-    pub fn take_process(&self, which: Which) -> Option<Child> {
+    pub fn take_process(&self, which: Role) -> Option<Child> {
         let mut slot = self.slot(which).lock().expect("slot");
         match slot.take() {
-            Some(Daemon::Process(c)) => Some(c),
+            Some(Running::Process(c)) => Some(c),
             other => {
                 *slot = other;
                 None
@@ -306,7 +332,7 @@ impl Stack {
 
     /// Stops a daemon: in-process ones gracefully (failing if that takes
     /// more than 20 s), processes with SIGKILL.
-    pub async fn stop(&self, which: Which) {
+    pub async fn stop(&self, which: Role) {
         let d = self.slot(which).lock().expect("slot").take();
         if let Some(d) = d {
             d.stop().await;
@@ -335,7 +361,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let daemons: Vec<Daemon> = [
+        let daemons: Vec<Running> = [
             self.gateway.lock().unwrap().take(),
             self.worker.lock().unwrap().take(),
         ]
@@ -344,7 +370,7 @@ impl Drop for Stack {
         .collect();
         // Stop in-process daemons first, so none re-declares what is removed below.
         for d in &daemons {
-            if let Daemon::InProcess { stop, .. } = d {
+            if let Running::InProcess { stop, .. } = d {
                 stop.cancel();
             }
         }
@@ -362,11 +388,11 @@ impl Drop for Stack {
             rt.block_on(async move {
                 for d in daemons {
                     match d {
-                        Daemon::Process(mut c) => {
+                        Running::Process(mut c) => {
                             let _ = c.kill();
                             let _ = c.wait();
                         }
-                        Daemon::InProcess { task, .. } => {
+                        Running::InProcess { task, .. } => {
                             let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
                         }
                     }
@@ -392,7 +418,7 @@ impl Drop for Stack {
                             redis::cmd("DEL").arg(keys).query_async(&mut c).await;
                     }
                 }
-                if let Ok(conn) = crate::queue::connect(AMQP, "test-cleanup").await
+                if let Ok(conn) = flashgrid::queue::connect(AMQP, "test-cleanup").await
                     && let Ok(ch) = conn.create_channel().await
                 {
                     for q in [ns.queue(), ns.dead_letter_queue()] {

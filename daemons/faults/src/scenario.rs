@@ -2,11 +2,11 @@
 //! test's own space: a proxy it controls, a daemon it spawned, keys of its own
 //! namespace. The shared servers are never stopped, flushed or reconfigured.
 
-use crate::inventory::Inventory;
-use crate::queue::Group;
-use crate::testkit::{Proxy, Stack};
-use crate::worker::Decider;
 use anyhow::Context;
+use flashgrid::inventory::Inventory;
+use flashgrid::queue::Group;
+use flashgrid::worker::Decider;
+use flashgrid_testkit::{Proxy, Stack};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use std::time::Duration;
@@ -84,18 +84,18 @@ impl Scenario {
 }
 
 /// What a fault needs to reach.
-pub struct Target<'a> {
+pub struct Reach<'a> {
     pub stack: &'a Stack,
     pub postgres: &'a Proxy,
     pub redis: &'a Proxy,
     pub rabbitmq: &'a Proxy,
     /// Restarts a daemon process the way the run started it.
-    pub restart: &'a (dyn Fn(crate::testkit::Which) + Sync),
+    pub restart: &'a (dyn Fn(flashgrid_testkit::Role) + Sync),
 }
 
-impl std::fmt::Debug for Target<'_> {
+impl std::fmt::Debug for Reach<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
+        f.debug_struct("Reach")
             .field("stack", &self.stack.ns)
             .finish_non_exhaustive()
     }
@@ -103,14 +103,14 @@ impl std::fmt::Debug for Target<'_> {
 
 /// Injects the fault; returns when it is over (the service back, the daemon
 /// restarted), with a word on what it did.
-pub async fn inject(scenario: Scenario, t: &Target<'_>) -> anyhow::Result<String> {
-    use crate::testkit::Which;
+pub async fn inject(scenario: Scenario, t: &Reach<'_>) -> anyhow::Result<String> {
+    use flashgrid_testkit::Role;
     Ok(match scenario {
         Scenario::WorkerKill | Scenario::GatewayKill => {
             let which = if scenario == Scenario::WorkerKill {
-                Which::Worker
+                Role::Worker
             } else {
-                Which::Gateway
+                Role::Gateway
             };
             anyhow::ensure!(
                 t.stack.process_alive(which) == Some(true),
@@ -118,7 +118,7 @@ pub async fn inject(scenario: Scenario, t: &Target<'_>) -> anyhow::Result<String
             );
             // Kill the worker with a batch in its hands, not between two:
             // its PostgreSQL stalled, the batch it decided cannot commit.
-            let mid_commit = which == Which::Worker;
+            let mid_commit = which == Role::Worker;
             if mid_commit {
                 t.postgres.stall();
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -168,7 +168,7 @@ async fn cut(proxy: &Proxy, for_: Duration) -> String {
 /// Deletes every key of the stack's namespace, as a Redis restarted without
 /// persistence would have lost them.
 async fn wipe(stack: &Stack) -> anyhow::Result<String> {
-    let mut c = redis::Client::open(crate::testkit::REDIS)?
+    let mut c = redis::Client::open(flashgrid_testkit::REDIS)?
         .get_multiplexed_async_connection()
         .await?;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -185,10 +185,10 @@ async fn wipe(stack: &Stack) -> anyhow::Result<String> {
 /// as a worker would, re-publishes a copy of each, and dies before acking: the
 /// broker hands every one of them to the worker again, twice.
 async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
-    let (_, redis) = crate::services::redis(&stack.services()).await?;
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await?;
     let decider = Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()));
-    let conn = crate::queue::connect(crate::testkit::AMQP, "doomed-worker").await?;
-    let ch = crate::queue::confirm_channel(&conn, &stack.namespace()).await?;
+    let conn = flashgrid::queue::connect(flashgrid_testkit::AMQP, "doomed-worker").await?;
+    let ch = flashgrid::queue::confirm_channel(&conn, &stack.namespace()).await?;
     ch.basic_qos(8, BasicQosOptions::default()).await?;
     let queue = stack.namespace().queue();
     let mut consumer = ch
@@ -210,7 +210,7 @@ async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
             .process(&items)
             .await
             .context("decide and commit as the doomed worker")?;
-        crate::queue::publish_kept(&ch, &queue, &d.data, Duration::from_secs(10)).await?;
+        flashgrid::queue::publish_kept(&ch, &queue, &d.data, Duration::from_secs(10)).await?;
         taken += 1;
     }
     anyhow::ensure!(taken > 0, "the doomed consumer got no message to duplicate");

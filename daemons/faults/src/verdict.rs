@@ -3,6 +3,7 @@
 //! rule has a unit test.
 
 use super::buyers::{Answer, Journey};
+use flashgrid_wire::sale::SeatCounts;
 use flashgrid_wire::{EventId, EventView, ReservationId, Status};
 use std::collections::{HashMap, HashSet};
 
@@ -81,9 +82,13 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     let sold: i64 = f.rows.iter().map(|r| i64::from(r.2)).sum();
     let capacity = i64::from(f.capacity);
 
-    let most = sold.max(f.counter);
-    if most > capacity {
-        v.oversold = (most - capacity) as u64;
+    // Invariant 1, by the rows and by the counter, whichever says more.
+    let seats = SeatCounts {
+        capacity: f.capacity,
+        confirmed: u32::try_from(sold.max(f.counter).max(0)).unwrap_or(u32::MAX),
+    };
+    if seats.oversold() > 0 {
+        v.oversold = u64::from(seats.oversold());
         why.push(format!(
             "oversold: {sold} seats in rows, counter {}, capacity {capacity}",
             f.counter
@@ -232,7 +237,7 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::buyers::Tally;
+    use super::super::buyers::Attempts;
     use super::*;
     use flashgrid_wire::{PerUserLimit, Quantity, ReservationView, UserId};
 
@@ -268,7 +273,7 @@ mod tests {
                 key,
                 answer: Answer::Accepted,
                 ids: [id].into(),
-                tally: Tally::default(),
+                tally: Attempts::default(),
             });
         }
         (journeys, rows)

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use flashgrid::faults::{self, Binaries, Options, Report, Scenario};
+use flashgrid_faults::{self as faults, Binaries, Options, Report, Scenario};
 use std::path::PathBuf;
 use std::time::Duration;
 

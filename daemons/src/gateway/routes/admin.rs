@@ -1,0 +1,85 @@
+//! `POST /admin/events` and `POST /admin/events/{id}/reset` (bearer token,
+//! checked by the route table): PostgreSQL first, then the stock in Redis,
+//! then a notice so every gateway reloads the event.
+
+use super::Gateway;
+use crate::db;
+use crate::gateway::error::{ApiError, Body, json};
+use crate::gateway::http::{read_body, require_json};
+use crate::notify::{self, Notice};
+use flashgrid_wire::sale::Event;
+use flashgrid_wire::{CreateEvent, EventId, ResetEvent, validate_capacity};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+impl Gateway {
+    pub(super) async fn create_event(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        require_json(&req)?;
+        let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
+        let c: CreateEvent = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid event: {e}")))?;
+        c.validate().map_err(ApiError::invalid)?;
+        let id = match &c.event_id {
+            Some(id) => id.clone(),
+            None => {
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                EventId::from_name(&c.name, &suffix[..6])
+            }
+        };
+        let event = db::insert_event(&self.pool, &id, &c)
+            .await
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
+            .ok_or_else(|| ApiError::exists(format!("event {id:?} already exists")))?;
+        // Best effort: if Redis is away the worker rebuilds the stock from
+        // PostgreSQL on the first decision.
+        if let Err(e) = self.inventory.reset(&id, event.capacity()).await {
+            tracing::warn!(error = %e, event_id = %id, "could not set the stock in Redis; it will be rebuilt");
+        }
+        self.changed(&event).await;
+        tracing::info!(event_id = %id, capacity = event.capacity(), "event created");
+        Ok(json(StatusCode::CREATED, &event.view(false)))
+    }
+
+    pub(super) async fn reset_event(
+        &self,
+        id: &EventId,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        require_json(&req)?;
+        let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
+        let r: ResetEvent = if body.iter().all(u8::is_ascii_whitespace) {
+            ResetEvent::default()
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
+        };
+        if let Some(c) = r.capacity {
+            validate_capacity(c).map_err(ApiError::invalid)?;
+        }
+        let event = db::reset_event(&self.pool, id, r.capacity)
+            .await
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
+            .ok_or_else(|| ApiError::unknown_event(id.as_str()))?;
+        self.inventory
+            .reset(id, event.capacity())
+            .await
+            .map_err(|e| ApiError::dependency("Redis (the reset is incomplete: retry it)", &e))?;
+        self.changed(&event).await;
+        tracing::info!(event_id = %id, capacity = event.capacity(), "event reset");
+        Ok(json(StatusCode::OK, &event.view(false)))
+    }
+
+    /// This gateway knows the event at once; the others reload it on the notice.
+    async fn changed(&self, event: &Event) {
+        self.catalog.upsert(event.clone(), false);
+        notify::publish(
+            &self.inventory.connection(),
+            self.inventory.namespace(),
+            &Notice::EventChanged(event.id.clone()),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,60 @@
+//! What operators and their tools call: the live feed (`/ws`), Prometheus
+//! `/metrics`, `/healthz` (alive) and `/readyz` (every service reachable).
+
+use super::Gateway;
+use crate::gateway::error::{ApiError, Body, json};
+use crate::gateway::feed;
+use crate::services;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::time::Duration;
+
+impl Gateway {
+    pub(super) fn feed(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        feed::upgrade(req, self.feed.clone(), self.shutdown.clone())
+    }
+
+    pub(super) fn metrics(&self) -> Response<Body> {
+        let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            self.stats.render(),
+        )));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        resp
+    }
+
+    pub(super) async fn ready(&self) -> Response<Body> {
+        let reach = services::answering(
+            &self.pool,
+            &self.inventory.connection(),
+            Duration::from_secs(1),
+        )
+        .await;
+        let checks = serde_json::json!({
+            "postgres": reach.postgres,
+            "redis": reach.redis,
+            "rabbitmq": self.publisher.is_up(),
+        });
+        let ready = reach.both() && self.publisher.is_up();
+        let body = serde_json::json!({"ready": ready, "checks": checks});
+        let mut resp = json(
+            if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            &body,
+        );
+        if !ready {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        resp
+    }
+}
+
+pub(super) fn alive() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+}

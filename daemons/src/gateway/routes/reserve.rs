@@ -1,0 +1,199 @@
+//! `POST /reserve`, the hot path. It reads top to bottom: parse the request,
+//! answer from memory when the sale is decided (unknown event, window
+//! closed, sold out), else publish the reservation and answer `202` once the
+//! broker confirmed it. Nothing here waits on PostgreSQL.
+
+use super::Gateway;
+use crate::config::RateKey;
+use crate::gateway::catalog::Entry;
+use crate::gateway::error::{ApiError, Body, json, json_bytes};
+use crate::gateway::http::{read_body, require_json};
+use crate::gateway::limit;
+use crate::gateway::publisher::Unavailable;
+use crate::queue::Queued;
+use chrono::{DateTime, Utc};
+use flashgrid_wire::{
+    Accepted, EventId, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, ReservationId, ReserveRequest,
+    Status, status_path,
+};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// A well-formed purchase, its reservation id derived.
+struct Purchase {
+    request: ReserveRequest,
+    id: ReservationId,
+    /// Sent with an `Idempotency-Key`: a retry is the same reservation.
+    idempotent: bool,
+    at: DateTime<Utc>,
+}
+
+impl Gateway {
+    pub(super) async fn reserve(
+        &self,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
+        let purchase = self.parse_purchase(req, peer).await?;
+        let span = tracing::debug_span!(
+            "reserve",
+            event_id = %purchase.request.event_id,
+            reservation_id = %purchase.id,
+        );
+        async move {
+            let entry = self.open_event(&purchase)?;
+            if let Some(answer) = self.fast_path(&entry, &purchase).await {
+                return Ok(answer);
+            }
+            self.publish(purchase).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Parse: JSON body, idempotency key, the client's rate.
+    async fn parse_purchase(
+        &self,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Purchase, ApiError> {
+        require_json(&req)?;
+        let key = idempotency_key(&req)?;
+        let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
+        let request: ReserveRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid reservation: {e}")))?;
+        // Before anything can reach the queue: one client cannot starve it.
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .check(&request.user_id, peer)
+                .map_err(|wait| rate_limited(limiter.key(), wait))?;
+        }
+        let id = match &key {
+            Some(k) => ReservationId::idempotent(&request.event_id, &request.user_id, k),
+            None => ReservationId::random(),
+        };
+        Ok(Purchase {
+            request,
+            id,
+            idempotent: key.is_some(),
+            at: Utc::now(),
+        })
+    }
+
+    /// The event, if it exists and its window is open.
+    fn open_event(&self, p: &Purchase) -> Result<Arc<Entry>, ApiError> {
+        let event = &p.request.event_id;
+        let entry = self
+            .catalog
+            .get(event)
+            .ok_or_else(|| ApiError::unknown_event(event.as_str()))?;
+        if !entry.event.is_open_at(p.at) {
+            return Err(ApiError::sale_closed(entry.event.closed_message(p.at)));
+        }
+        Ok(entry)
+    }
+
+    /// Fast path: a sold-out event is answered without touching the queue.
+    /// A retry of a purchase the worker already decided gets its
+    /// reservation back rather than a misleading sold_out. One that is only
+    /// marked pending may never have reached the queue (its publish failed):
+    /// it goes through the queue again, where the worker decides it once
+    /// whichever copy arrives.
+    async fn fast_path(&self, entry: &Entry, p: &Purchase) -> Option<Response<Body>> {
+        if !entry.sold_out() {
+            return None;
+        }
+        let event = &p.request.event_id;
+        let known = if p.idempotent {
+            self.inventory.outcome(event, &p.id).await.ok().flatten()
+        } else {
+            None
+        };
+        match known {
+            Some(o) if o.status != Status::Pending => {
+                Some(accepted(event, p.id, o.public_status()))
+            }
+            Some(_) => None,
+            None => Some(json_bytes(
+                StatusCode::CONFLICT,
+                entry.sold_out_body.clone(),
+            )),
+        }
+    }
+
+    /// Publish, then answer: `202` once the broker confirmed the message
+    /// that holds the reservation, `503` when it could not.
+    async fn publish(&self, p: Purchase) -> Result<Response<Body>, ApiError> {
+        let Purchase {
+            request, id, at, ..
+        } = p;
+        let item = Queued {
+            id,
+            event: request.event_id,
+            user: request.user_id,
+            qty: request.quantity,
+            at,
+        };
+        let event = item.event.clone();
+        match self.publisher.submit(item).await {
+            Ok(()) => {
+                tracing::debug!("queued");
+                Ok(accepted(&event, id, Status::Pending))
+            }
+            Err(e @ Unavailable::Overloaded) => Err(ApiError::unavailable(format!(
+                "{e}: retry shortly with the same Idempotency-Key"
+            ))),
+            Err(e @ Unavailable::NotConfirmed) => Err(ApiError::unavailable(format!(
+                "{e} in time: it may still be decided. Retry shortly with the same Idempotency-Key \
+                 (without one, a retry may be a second purchase)"
+            ))),
+            Err(e) => Err(ApiError::unavailable(format!(
+                "{e}: the reservation was not taken; retry shortly with the same Idempotency-Key"
+            ))),
+        }
+    }
+}
+
+fn accepted(event: &EventId, id: ReservationId, status: Status) -> Response<Body> {
+    json(
+        StatusCode::ACCEPTED,
+        &Accepted {
+            reservation_id: id,
+            status,
+            status_url: status_path(event, &id),
+        },
+    )
+}
+
+fn rate_limited(key: RateKey, wait: Duration) -> ApiError {
+    let secs = limit::retry_after_secs(wait);
+    let who = match key {
+        RateKey::User => "this user_id",
+        RateKey::Addr => "this address",
+    };
+    ApiError::rate_limited(
+        format!("too many reservations from {who}: retry in {secs} s"),
+        secs,
+    )
+}
+
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    let key = v.to_str().unwrap_or("");
+    let ok = !key.is_empty()
+        && key.len() <= IDEMPOTENCY_KEY_MAX
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ApiError::invalid(format!(
+            "Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        )))
+    }
+}

@@ -1,0 +1,76 @@
+//! How an [`Outcome`] is written in Redis: `<s>|<reason>|<qty>|<user>`, the
+//! format the Lua scripts read and write too.
+//!
+//! `s` is `p` (pending marker), `C` (confirmed in Redis, not yet committed
+//! to PostgreSQL), `c` (confirmed and committed) or `r` (rejected).
+
+use flashgrid_wire::sale::Outcome;
+use flashgrid_wire::{Quantity, Reason, Status, UserId};
+
+pub fn encode(o: &Outcome) -> String {
+    let s = match o.status {
+        Status::Pending => 'p',
+        Status::Confirmed if o.committed => 'c',
+        Status::Confirmed => 'C',
+        Status::Rejected => 'r',
+    };
+    let reason = o.reason.map(Reason::as_str).unwrap_or("");
+    format!("{s}|{reason}|{}|{}", o.quantity, o.user)
+}
+
+/// `None` for anything FlashGrid did not write.
+pub fn decode(raw: &str) -> Option<Outcome> {
+    let mut parts = raw.splitn(4, '|');
+    let (status, committed) = match parts.next()? {
+        "p" => (Status::Pending, false),
+        "C" => (Status::Confirmed, false),
+        "c" => (Status::Confirmed, true),
+        "r" => (Status::Rejected, false),
+        _ => return None,
+    };
+    let reason = match parts.next()? {
+        "" => None,
+        r => Some(Reason::parse(r)?),
+    };
+    let quantity = Quantity::new(parts.next()?.parse().ok()?).ok()?;
+    let user = UserId::parse(parts.next()?).ok()?;
+    Some(Outcome {
+        status,
+        reason,
+        quantity,
+        user,
+        committed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_round_trip() {
+        let user = UserId::parse("a|b c").unwrap();
+        for o in [
+            Outcome::pending(Quantity::ONE, user.clone()),
+            Outcome::committed(Quantity::new(3).unwrap(), user.clone()),
+            Outcome {
+                committed: false,
+                ..Outcome::committed(Quantity::new(2).unwrap(), user.clone())
+            },
+            Outcome::rejected(Reason::UserLimit, Quantity::new(10).unwrap(), user.clone()),
+        ] {
+            assert_eq!(decode(&encode(&o)), Some(o));
+        }
+        let uncommitted = decode("C||1|u").unwrap();
+        assert_eq!(uncommitted.status, Status::Confirmed);
+        assert_eq!(
+            uncommitted.public_status(),
+            Status::Pending,
+            "not committed yet"
+        );
+        assert_eq!(decode("c||1|u").unwrap().public_status(), Status::Confirmed);
+        assert_eq!(decode("x||1|u"), None);
+        assert_eq!(decode("c||0|u"), None);
+        assert_eq!(decode("r|bogus|1|u"), None);
+    }
+}

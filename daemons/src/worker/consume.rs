@@ -1,0 +1,193 @@
+//! Consume: take a batch (the first delivery, then whatever else the broker
+//! already handed over, up to `batch_max`), decode each message into its
+//! reservations, dead-letter the unreadable ones, have the batch decided and
+//! committed, and ack — with `multiple`, up to the last readable delivery,
+//! only after PostgreSQL committed.
+
+use super::isolate::Isolate;
+use super::report::Unreported;
+use super::retry::{Processed, until_done};
+use crate::config::WorkerConfig;
+use crate::names::Namespace;
+use crate::queue::{self, Group, Queued};
+use crate::worker::Decider;
+use anyhow::{Context, anyhow};
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use std::ops::Range;
+use tokio_util::sync::CancellationToken;
+
+/// What a consumer works with.
+#[derive(Debug)]
+pub(super) struct Consume<'a> {
+    pub cfg: &'a WorkerConfig,
+    pub ns: &'a Namespace,
+    pub decider: &'a Decider,
+    pub unreported: &'a Unreported,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// One readable message of a batch: its delivery tag and its reservations.
+#[derive(Debug, Clone)]
+pub(super) struct Message {
+    pub tag: u64,
+    pub items: Range<usize>,
+}
+
+/// A batch, decoded.
+#[derive(Debug, Default)]
+struct Batch {
+    items: Vec<Queued>,
+    messages: Vec<Message>,
+}
+
+impl Batch {
+    /// Acked with `multiple` up to the last readable delivery; unreadable
+    /// ones were rejected one by one (an ack must never name a tag that was
+    /// already rejected: the broker would close the channel).
+    fn last_good(&self) -> Option<u64> {
+        self.messages.last().map(|m| m.tag)
+    }
+}
+
+impl Consume<'_> {
+    /// Consumes until shutdown (Ok) or until the connection fails (Err).
+    pub(super) async fn run(&self, conn: &lapin::Connection) -> anyhow::Result<()> {
+        let channel = conn.create_channel().await.context("open a channel")?;
+        queue::declare(&channel, self.ns)
+            .await
+            .context("declare the queue")?;
+        channel
+            .basic_qos(self.cfg.prefetch, BasicQosOptions::default())
+            .await
+            .context("set the prefetch")?;
+        let mut consumer = channel
+            .basic_consume(
+                self.ns.queue().as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .context("start consuming")?;
+        tracing::info!(prefetch = self.cfg.prefetch, "consuming");
+        loop {
+            let first = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                d = consumer.next() => d,
+            };
+            let first = match first {
+                Some(d) => d.context("consumer")?,
+                None => anyhow::bail!("the consumer was cancelled by the broker"),
+            };
+            let (deliveries, ended) = take_ready(first, &mut consumer, self.cfg.batch_max);
+            if let Some(e) = &ended {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the consumer failed while a batch was taken; settling the batch first"
+                );
+            }
+            let batch = self.decode(&channel, deliveries).await?;
+            if !self.settle(&channel, &batch).await? {
+                return Ok(());
+            }
+            if let Some(e) = ended {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Decodes each delivery; an unreadable one goes to the dead-letter
+    /// queue instead of looping.
+    async fn decode(
+        &self,
+        channel: &lapin::Channel,
+        deliveries: Vec<Delivery>,
+    ) -> anyhow::Result<Batch> {
+        let mut batch = Batch::default();
+        for d in deliveries {
+            match Group::decode(&d.data) {
+                Ok(g) => {
+                    let start = batch.items.len();
+                    batch.items.extend(g.items);
+                    batch.messages.push(Message {
+                        tag: d.delivery_tag,
+                        items: start..batch.items.len(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, bytes = d.data.len(), "unreadable message sent to the dead-letter queue {}", self.ns.dead_letter_queue());
+                    channel
+                        .basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
+                        .await
+                        .context("dead-letter a message")?;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Decides and commits the batch, then acks it; `false` if shutdown
+    /// came first (nothing acked: the broker redelivers it to the next
+    /// worker).
+    async fn settle(&self, channel: &lapin::Channel, batch: &Batch) -> anyhow::Result<bool> {
+        if !batch.items.is_empty() {
+            match until_done(self.decider, &batch.items, self.shutdown).await {
+                Processed::Done(report) => self.unreported.add(&report),
+                Processed::Shutdown => return Ok(false),
+                Processed::Stuck(e) => {
+                    tracing::error!(
+                        error = %e, reservations = batch.items.len(), messages = batch.messages.len(),
+                        "a batch keeps failing while PostgreSQL and Redis answer: taking it apart to set aside what fails"
+                    );
+                    let isolate = Isolate {
+                        amqp_url: &self.cfg.services.amqp_url,
+                        channel,
+                        ns: self.ns,
+                        decider: self.decider,
+                        unreported: self.unreported,
+                        shutdown: self.shutdown,
+                    };
+                    // Each message of the batch is acked on its own there.
+                    return isolate.run(&batch.items, &batch.messages).await;
+                }
+            }
+        }
+        if let Some(tag) = batch.last_good() {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .context("ack")?;
+        }
+        Ok(true)
+    }
+}
+
+/// The first delivery and whatever else the broker already handed over, up
+/// to `max`. A delivery error or the consumer's end stops the gathering; it
+/// is returned beside the deliveries in hand, which are settled first.
+fn take_ready(
+    first: Delivery,
+    consumer: &mut lapin::Consumer,
+    max: usize,
+) -> (Vec<Delivery>, Option<anyhow::Error>) {
+    let mut deliveries = vec![first];
+    while deliveries.len() < max {
+        match consumer.next().now_or_never() {
+            None => break, // nothing more ready now
+            Some(Some(Ok(d))) => deliveries.push(d),
+            Some(Some(Err(e))) => {
+                return (deliveries, Some(anyhow::Error::new(e).context("consumer")));
+            }
+            Some(None) => {
+                return (
+                    deliveries,
+                    Some(anyhow!("the consumer was cancelled by the broker")),
+                );
+            }
+        }
+    }
+    (deliveries, None)
+}
