@@ -6,7 +6,9 @@ use crate::redact::redact;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use flashgrid_wire::sale::{Event, SeatCounts};
-use flashgrid_wire::{CreateEvent, EventId, PerUserLimit, Quantity, ReservationId, UserId};
+use flashgrid_wire::{
+    Capacity, CreateEvent, EventId, PerUserLimit, Quantity, ReservationId, UserId,
+};
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::time::Duration;
@@ -108,7 +110,7 @@ pub async fn insert_event(
     ))
     .bind(id.as_str())
     .bind(&req.name)
-    .bind(req.capacity as i32)
+    .bind(req.capacity.get() as i32)
     .bind(i16::from(req.per_user_limit.get()))
     .bind(req.opens_at)
     .bind(req.closes_at)
@@ -122,7 +124,7 @@ pub async fn insert_event(
 pub async fn reset_event(
     pool: &PgPool,
     id: &EventId,
-    capacity: Option<u32>,
+    capacity: Option<Capacity>,
 ) -> Result<Option<Event>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let event = sqlx::query(concat!(
@@ -132,7 +134,7 @@ pub async fn reset_event(
         ""
     ))
     .bind(id.as_str())
-    .bind(capacity.map(|c| c as i32))
+    .bind(capacity.map(|c| c.get() as i32))
     .try_map(|r: PgRow| event_from_row(&r))
     .fetch_optional(&mut *tx)
     .await?;

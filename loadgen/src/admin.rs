@@ -3,7 +3,7 @@
 
 use crate::client::{self, Connection};
 use crate::spec::Target;
-use flashgrid_wire::{AdminToken, EventId, EventView};
+use flashgrid_wire::{AdminToken, Capacity, EventId, EventView};
 use http::Method;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ pub async fn create(
     target: &Target,
     token: &AdminToken,
     event: &EventId,
-    capacity: u32,
+    capacity: Capacity,
 ) -> Result<Option<EventView>, String> {
     let body = serde_json::json!({"event_id": event, "name": event.as_str(), "capacity": capacity});
     let (status, bytes) = post(target, token, "/admin/events", body.to_string()).await?;
@@ -31,7 +31,7 @@ pub async fn reset(
     target: &Target,
     token: &AdminToken,
     event: &EventId,
-    capacity: Option<u32>,
+    capacity: Option<Capacity>,
 ) -> Result<EventView, String> {
     let body = match capacity {
         Some(c) => serde_json::json!({"capacity": c}),
@@ -50,7 +50,7 @@ pub async fn create_or_reset(
     target: &Target,
     token: &AdminToken,
     event: &EventId,
-    capacity: u32,
+    capacity: Capacity,
 ) -> Result<EventView, String> {
     match create(target, token, event, capacity).await? {
         Some(e) => Ok(e),

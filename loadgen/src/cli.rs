@@ -4,7 +4,7 @@
 
 use crate::{AttackSpec, Check, Report, Tally, Target, admin, conclude, spec, verify};
 use clap::Parser;
-use flashgrid_wire::{AdminToken, EventId, Quantity};
+use flashgrid_wire::{AdminToken, Capacity, EventId, Quantity};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -25,7 +25,7 @@ pub struct Opts {
     pub event: String,
     /// Create the event with this many seats, or reset it to them, before the attack (needs the token).
     #[arg(long)]
-    pub capacity: Option<u32>,
+    pub capacity: Option<Capacity>,
     /// Admin token (for --capacity).
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<AdminToken>,

@@ -3,33 +3,30 @@
 
 use crate::event::Event;
 use flashgrid_load::{Target, admin};
-use flashgrid_wire::{AdminToken, EventId};
+use flashgrid_wire::{AdminToken, Capacity, EventId};
 use tokio::sync::mpsc;
 
-pub fn create(
-    url: String,
-    token: AdminToken,
-    event: EventId,
-    capacity: u32,
-    tx: mpsc::Sender<Event>,
-) {
-    tokio::spawn(async move {
-        let r = async {
-            let target = Target::resolve(&url).await?;
-            admin::create(&target, &token, &event, capacity)
-                .await?
-                .ok_or_else(|| format!("event {event} already exists"))
-        }
-        .await;
-        let _ = tx.send(Event::Admin(r)).await;
-    });
+/// One admin route to call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Create { event: EventId, capacity: Capacity },
+    Reset { event: EventId },
 }
 
-pub fn reset(url: String, token: AdminToken, event: EventId, tx: mpsc::Sender<Event>) {
+/// Calls the gateway's admin route in a task; the event or the error comes
+/// back as [`Event::Admin`].
+pub fn spawn(url: String, token: AdminToken, call: Call, tx: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         let r = async {
             let target = Target::resolve(&url).await?;
-            admin::reset(&target, &token, &event, None).await
+            match call {
+                Call::Create { event, capacity } => {
+                    admin::create(&target, &token, &event, capacity)
+                        .await?
+                        .ok_or_else(|| format!("event {event} already exists"))
+                }
+                Call::Reset { event } => admin::reset(&target, &token, &event, None).await,
+            }
         }
         .await;
         let _ = tx.send(Event::Admin(r)).await;

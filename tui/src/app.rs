@@ -5,7 +5,7 @@
 use crate::event::{AttackEvent, Event, FeedEvent, Progress};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use flashgrid_load::Report;
-use flashgrid_wire::{EventId, EventView, Snapshot};
+use flashgrid_wire::{Capacity, EventId, EventView, Snapshot};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub enum Action {
     },
     Create {
         event: EventId,
-        capacity: u32,
+        capacity: Capacity,
     },
 }
 
@@ -54,6 +54,35 @@ pub enum Overlay {
         capacity: String,
         on_capacity: bool,
     },
+}
+
+/// What a key pressed in an overlay leads to.
+#[derive(Debug)]
+struct Step {
+    action: Action,
+    /// Close the overlay.
+    close: bool,
+    /// An error for the operator.
+    notice: Option<String>,
+}
+
+impl Step {
+    fn close(action: Action) -> Self {
+        Self {
+            action,
+            close: true,
+            notice: None,
+        }
+    }
+
+    /// The overlay stays open (the key may have edited it).
+    fn stay() -> Self {
+        Self {
+            action: Action::None,
+            close: false,
+            notice: None,
+        }
+    }
 }
 
 /// The attack launcher's settings and its current or last run.
@@ -232,90 +261,74 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return Action::Quit;
         }
-        match std::mem::replace(&mut self.overlay, Overlay::None) {
-            Overlay::None => self.on_main_key(key),
-            Overlay::Help => Action::None, // any key closes help
-            Overlay::ConfirmReset { event, mut typed } => match key.code {
-                KeyCode::Esc => Action::None,
-                KeyCode::Enter if typed == event.as_str() => Action::Reset { event },
-                KeyCode::Enter => {
-                    self.notify("reset cancelled: the typed id did not match", true);
-                    Action::None
-                }
+        // The overlay is edited in place; what the key means for the rest of
+        // the state comes back as a step.
+        let step = match &mut self.overlay {
+            Overlay::None => return self.on_main_key(key),
+            Overlay::Help => Step::close(Action::None), // any key closes help
+            Overlay::ConfirmReset { event, typed } => match key.code {
+                KeyCode::Esc => Step::close(Action::None),
+                KeyCode::Enter if typed == event.as_str() => Step::close(Action::Reset {
+                    event: event.clone(),
+                }),
+                KeyCode::Enter => Step {
+                    notice: Some("reset cancelled: the typed id did not match".into()),
+                    ..Step::close(Action::None)
+                },
                 KeyCode::Backspace => {
                     typed.pop();
-                    self.overlay = Overlay::ConfirmReset { event, typed };
-                    Action::None
+                    Step::stay()
                 }
                 KeyCode::Char(c) => {
                     typed.push(c);
-                    self.overlay = Overlay::ConfirmReset { event, typed };
-                    Action::None
+                    Step::stay()
                 }
-                _ => {
-                    self.overlay = Overlay::ConfirmReset { event, typed };
-                    Action::None
-                }
+                _ => Step::stay(),
             },
             Overlay::Create {
-                mut id,
-                mut capacity,
+                id,
+                capacity,
                 on_capacity,
-            } => {
-                match key.code {
-                    KeyCode::Esc => return Action::None,
-                    KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
-                        self.overlay = Overlay::Create {
-                            id,
-                            capacity,
-                            on_capacity: !on_capacity,
-                        };
-                        return Action::None;
-                    }
-                    KeyCode::Enter => {
-                        return match (EventId::parse(&id), capacity.parse::<u32>()) {
-                            (Ok(event), Ok(c)) if c > 0 => Action::Create { event, capacity: c },
-                            (Err(e), _) => {
-                                self.notify(e.to_string(), true);
-                                self.overlay = Overlay::Create {
-                                    id,
-                                    capacity,
-                                    on_capacity,
-                                };
-                                Action::None
-                            }
-                            _ => {
-                                self.notify("capacity must be a positive number", true);
-                                self.overlay = Overlay::Create {
-                                    id,
-                                    capacity,
-                                    on_capacity,
-                                };
-                                Action::None
-                            }
-                        };
-                    }
-                    KeyCode::Backspace => {
-                        if on_capacity {
-                            capacity.pop();
-                        } else {
-                            id.pop();
-                        }
-                    }
-                    KeyCode::Char(c) if on_capacity && c.is_ascii_digit() => capacity.push(c),
-                    KeyCode::Char(c) if !on_capacity && id.len() < 64 => id.push(c),
-                    _ => {}
+            } => match key.code {
+                KeyCode::Esc => Step::close(Action::None),
+                KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                    *on_capacity = !*on_capacity;
+                    Step::stay()
                 }
-                self.overlay = Overlay::Create {
-                    id,
-                    capacity,
-                    on_capacity,
-                };
-                Action::None
-            }
+                KeyCode::Enter => match (EventId::parse(id), capacity.parse::<Capacity>()) {
+                    (Ok(event), Ok(capacity)) => Step::close(Action::Create { event, capacity }),
+                    (Err(e), _) | (_, Err(e)) => Step {
+                        notice: Some(e.to_string()),
+                        ..Step::stay()
+                    },
+                },
+                KeyCode::Backspace => {
+                    if *on_capacity {
+                        capacity.pop();
+                    } else {
+                        id.pop();
+                    }
+                    Step::stay()
+                }
+                KeyCode::Char(c) if *on_capacity && c.is_ascii_digit() => {
+                    capacity.push(c);
+                    Step::stay()
+                }
+                KeyCode::Char(c) if !*on_capacity && id.len() < 64 => {
+                    id.push(c);
+                    Step::stay()
+                }
+                _ => Step::stay(),
+            },
+        };
+        if step.close {
+            self.overlay = Overlay::None;
         }
+        if let Some(n) = step.notice {
+            self.notify(n, true);
+        }
+        step.action
     }
-
     fn on_main_key(&mut self, key: KeyEvent) -> Action {
         let n = self.events().len();
         match key.code {
@@ -556,7 +569,7 @@ mod tests {
             app.on_key(key(KeyCode::Enter)),
             Action::Create {
                 event: EventId::parse("drop").unwrap(),
-                capacity: 5
+                capacity: Capacity::new(5).unwrap()
             }
         );
     }

@@ -89,12 +89,14 @@ async fn main() -> anyhow::Result<()> {
             } => attack::spawn(opts.url.clone(), event, requests, concurrency, tx.clone()),
             Action::Reset { event } => {
                 if let Some(t) = &opts.token {
-                    admin::reset(opts.url.clone(), t.clone(), event, tx.clone())
+                    let call = admin::Call::Reset { event };
+                    admin::spawn(opts.url.clone(), t.clone(), call, tx.clone())
                 }
             }
             Action::Create { event, capacity } => {
                 if let Some(t) = &opts.token {
-                    admin::create(opts.url.clone(), t.clone(), event, capacity, tx.clone())
+                    let call = admin::Call::Create { event, capacity };
+                    admin::spawn(opts.url.clone(), t.clone(), call, tx.clone())
                 }
             }
         }

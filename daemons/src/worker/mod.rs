@@ -53,19 +53,14 @@ pub async fn serve(
     connected: Connected,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Connected {
-        ns,
-        pool,
-        redis,
-        amqp,
-        ..
-    } = connected;
-    let decider = Decider::new(pool, Inventory::new(redis.clone(), ns.clone()));
+    let ns = connected.ns;
+    let inventory = Inventory::new(connected.redis, ns.clone());
+    let decider = Decider::new(connected.pool, inventory.clone());
     let unreported = Arc::new(Unreported::default());
     let reporting = CancellationToken::new();
     let reporter = tokio::spawn(report::report(
         unreported.clone(),
-        redis,
+        inventory.connection(),
         ns.clone(),
         reporting.clone(),
     ));
@@ -81,49 +76,42 @@ pub async fn serve(
         unreported: &unreported,
         shutdown: &shutdown,
     };
-    let mut conn = Some(amqp);
+    let mut conn = Some(connected.amqp);
     let mut backoff = Backoff::reconnect(Duration::from_millis(100));
-    while !shutdown.is_cancelled() {
-        let c = match conn.take() {
-            Some(c) => c,
-            None => match queue::connect(&cfg.services.amqp_url, "flashgrid-worker").await {
-                Ok(c) => c,
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "cannot reach RabbitMQ; retrying in {delay:?}"
-                    );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
-                }
-            },
+    loop {
+        let attempt = match conn.take() {
+            Some(c) => Ok(c),
+            None => queue::connect(&cfg.services.amqp_url, "flashgrid-worker").await,
         };
-        let consuming = Instant::now();
-        match consume.run(&c).await {
-            Ok(()) => {
-                queue::close(&c, 200, "worker shutting down").await;
-                break;
-            }
-            Err(e) => {
-                // A consumer that ran a while lost its connection: come back
-                // at once. One that keeps failing at once must not spin.
-                if consuming.elapsed() > Duration::from_secs(10) {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "lost RabbitMQ; unacked messages will be redelivered, reconnecting in {delay:?}"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+        let (error, what) = match attempt {
+            Err(e) => (e, "cannot reach RabbitMQ"),
+            Ok(c) => {
+                let consuming = Instant::now();
+                match consume.run(&c).await {
+                    Ok(()) => {
+                        queue::close(&c, 200, "worker shutting down").await;
+                        break;
+                    }
+                    Err(e) => {
+                        // A consumer that ran a while lost its connection:
+                        // come back at once. One that keeps failing at once
+                        // must not spin.
+                        if consuming.elapsed() > Duration::from_secs(10) {
+                            backoff.reset();
+                        }
+                        (e, "lost RabbitMQ; unacked messages will be redelivered")
+                    }
                 }
             }
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "{what}; reconnecting in {delay:?}"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
     reporting.cancel();

@@ -112,12 +112,18 @@ impl TestStack {
         r.json().await.unwrap()
     }
 
-    pub async fn event(&self, id: &str) -> EventView {
+    /// `GET` a path of the gateway; panics on a transport error.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
-            .get(format!("{}/events/{id}", self.url))
+            .get(format!("{}{path}", self.url))
             .send()
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn event(&self, id: &str) -> EventView {
+        self.get(&format!("/events/{id}"))
+            .await
             .json()
             .await
             .unwrap()
@@ -229,14 +235,7 @@ impl TestStack {
 
     /// The gateway's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.get("/metrics").await.text().await.unwrap()
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {

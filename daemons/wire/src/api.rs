@@ -1,6 +1,6 @@
 //! Request and response bodies of the gateway's HTTP API (see DESIGN.md).
 
-use crate::ids::{EventId, PerUserLimit, Quantity, ReservationId, UserId};
+use crate::ids::{Capacity, EventId, PerUserLimit, Quantity, ReservationId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +100,6 @@ pub struct EventView {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
-/// Largest capacity of one event.
-pub const MAX_CAPACITY: u32 = 100_000_000;
 /// Longest event name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
@@ -112,7 +110,7 @@ pub struct CreateEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<EventId>,
     pub name: String,
-    pub capacity: u32,
+    pub capacity: Capacity,
     #[serde(default)]
     pub per_user_limit: PerUserLimit,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +128,6 @@ impl CreateEvent {
                 "name must be 1-{MAX_NAME_CHARS} printable characters"
             ));
         }
-        validate_capacity(self.capacity)?;
         if let (Some(o), Some(c)) = (self.opens_at, self.closes_at)
             && o >= c
         {
@@ -145,17 +142,7 @@ impl CreateEvent {
 #[serde(deny_unknown_fields)]
 pub struct ResetEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<u32>,
-}
-
-pub fn validate_capacity(capacity: u32) -> Result<(), String> {
-    if capacity == 0 || capacity > MAX_CAPACITY {
-        Err(format!(
-            "capacity must be 1..={MAX_CAPACITY}, got {capacity}"
-        ))
-    } else {
-        Ok(())
-    }
+    pub capacity: Option<Capacity>,
 }
 
 /// Every error body: a stable machine code and a human message.
@@ -194,9 +181,9 @@ mod tests {
         let mut c: CreateEvent = serde_json::from_str(r#"{"name":"n","capacity":3}"#).unwrap();
         assert!(c.validate().is_ok());
         assert_eq!(c.per_user_limit.get(), 4);
-        c.capacity = 0;
-        assert!(c.validate().is_err());
-        c.capacity = 1;
+        // A capacity out of bounds cannot even be parsed.
+        let zero = serde_json::from_str::<CreateEvent>(r#"{"name":"n","capacity":0}"#);
+        assert!(zero.unwrap_err().to_string().contains("capacity must be"));
         c.opens_at = Some(Utc::now());
         c.closes_at = c.opens_at;
         assert!(c.validate().is_err());

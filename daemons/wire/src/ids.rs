@@ -140,6 +140,62 @@ impl Default for PerUserLimit {
     }
 }
 
+/// How many seats an event offers: 1..=100,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Capacity(u32);
+
+impl Capacity {
+    pub const MAX: u32 = 100_000_000;
+
+    pub fn new(raw: i64) -> Result<Self, InvalidValue> {
+        if (1..=i64::from(Self::MAX)).contains(&raw) {
+            Ok(Self(raw as u32))
+        } else {
+            Err(InvalidValue(format!(
+                "capacity must be 1..={}, got {raw}",
+                Self::MAX
+            )))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Capacity {
+    type Error = InvalidValue;
+    fn try_from(raw: i64) -> Result<Self, Self::Error> {
+        Self::new(raw)
+    }
+}
+
+impl FromStr for Capacity {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let raw: i64 = s.trim().parse().map_err(|_| {
+            InvalidValue(format!(
+                "capacity must be a whole number of seats, got {:?}",
+                truncate(s)
+            ))
+        })?;
+        Self::new(raw)
+    }
+}
+
+impl From<Capacity> for u32 {
+    fn from(c: Capacity) -> u32 {
+        c.0
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The id of one reservation; also derived deterministically from an
 /// `Idempotency-Key` so that a retried purchase is the same reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -287,6 +343,11 @@ mod tests {
         assert_eq!(PerUserLimit::default().get(), 4);
         let q: Result<Quantity, _> = serde_json::from_str("11");
         assert!(q.is_err());
+        assert!(Capacity::new(0).is_err());
+        assert!(Capacity::new(100_000_001).is_err());
+        assert_eq!(Capacity::new(100_000_000).unwrap().get(), 100_000_000);
+        let c: Result<Capacity, _> = serde_json::from_str("-1");
+        assert!(c.unwrap_err().to_string().contains("capacity must be"));
     }
 
     #[test]

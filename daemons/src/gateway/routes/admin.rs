@@ -8,7 +8,7 @@ use crate::gateway::error::{ApiError, Body, json};
 use crate::gateway::http::{read_body, require_json};
 use crate::notify::{self, Notice};
 use flashgrid_wire::sale::Event;
-use flashgrid_wire::{CreateEvent, EventId, ResetEvent, validate_capacity};
+use flashgrid_wire::{CreateEvent, EventId, ResetEvent};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -56,9 +56,6 @@ impl Gateway {
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
         };
-        if let Some(c) = r.capacity {
-            validate_capacity(c).map_err(ApiError::invalid)?;
-        }
         let event = db::reset_event(&self.pool, id, r.capacity)
             .await
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?

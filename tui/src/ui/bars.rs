@@ -1,0 +1,95 @@
+//! The status line at the top (gateway, connection, services) and the key
+//! line at the bottom.
+
+use super::Palette;
+use crate::app::{App, Connection, Overlay};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use std::time::Instant;
+
+pub(super) fn status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) {
+    let (state, style) = match &app.connection {
+        Connection::Connecting => ("connecting…".to_string(), p.warn()),
+        Connection::Connected => ("● connected".to_string(), p.ok()),
+        Connection::Reconnecting { reason, retry_at } => (
+            format!(
+                "○ reconnecting in {:.0}s: {reason}",
+                retry_at.saturating_duration_since(now).as_secs_f64().ceil()
+            ),
+            p.bad(),
+        ),
+    };
+    let updated = match app.age(now) {
+        Some(a) => format!("{:.1}s ago", a.as_secs_f64()),
+        None => "no data yet".into(),
+    };
+    let wide = area.width >= 100;
+    let url = if wide {
+        app.url.as_str()
+    } else {
+        app.url.trim_start_matches("http://")
+    };
+    let mut spans = vec![
+        Span::styled(if wide { "FlashGrid " } else { "" }, p.title()),
+        Span::raw(format!("{url}  ")),
+        Span::styled(format!("{updated}  "), p.dim()),
+        Span::styled(state, style),
+    ];
+    if let Some((s, _)) = app.shown() {
+        // What the gateway could not reach, and a queue nobody consumes:
+        // the first thing to know while a sale is failing.
+        let down: Vec<&str> = s.services.iter().flat_map(|h| h.down()).collect();
+        if !down.is_empty() {
+            spans.push(Span::styled(
+                format!("  ✗ {} unreachable", down.join(", ")),
+                p.bad(),
+            ));
+        }
+        if s.queue.consumers == Some(0) {
+            spans.push(Span::styled("  ✗ no worker", p.bad()));
+        }
+    }
+    if app.frozen.is_some() {
+        spans.push(Span::styled("  FROZEN (f)", p.warn()));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+pub(super) fn keys(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
+    let keys: &[(&str, &str)] = match app.overlay {
+        Overlay::None => &[
+            ("q", "quit"),
+            ("?", "help"),
+            ("j/k", "event"),
+            ("a", "attack"),
+            ("+-", "reqs"),
+            ("<>", "conns"),
+            ("e", "new"),
+            ("r", "reset"),
+            ("f", "freeze"),
+        ],
+        Overlay::Help => &[("any key", "close")],
+        Overlay::ConfirmReset { .. } => {
+            &[("type the id", ""), ("Enter", "reset"), ("Esc", "cancel")]
+        }
+        Overlay::Create { .. } => &[("Tab", "field"), ("Enter", "create"), ("Esc", "cancel")],
+    };
+    let mut spans = Vec::new();
+    for (k, v) in keys {
+        spans.push(Span::styled(
+            k.to_string(),
+            p.title().add_modifier(Modifier::REVERSED),
+        ));
+        spans.push(Span::raw(format!(" {v} ")));
+    }
+    if let Some((text, error, _)) = &app.notice {
+        spans.push(Span::styled(
+            format!(" {text}"),
+            if *error { p.bad() } else { p.ok() },
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}

@@ -1,0 +1,68 @@
+//! The throughput panel: incoming, accepted, rejected and confirmed per
+//! second, each with its sparkline.
+
+use super::{Palette, block};
+use crate::app::App;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Color;
+use ratatui::widgets::{Paragraph, Sparkline};
+use std::time::Instant;
+
+pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) {
+    let b = block("Throughput (per second)", app, now, p);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    let h = &app.history;
+    let g = app
+        .shown()
+        .map(|(s, _)| (s.gateway.clone(), s.workers.clone()));
+    let rows: [(&str, &std::collections::VecDeque<u64>, f64, Color); 4] = [
+        (
+            "incoming ",
+            &h.incoming,
+            g.as_ref().map_or(0.0, |g| g.0.requests_per_s),
+            Color::Cyan,
+        ),
+        (
+            "accepted ",
+            &h.accepted,
+            g.as_ref().map_or(0.0, |g| g.0.accepted_per_s),
+            Color::Green,
+        ),
+        (
+            "rejected ",
+            &h.rejected,
+            g.as_ref().map_or(0.0, |g| g.0.rejected_per_s),
+            Color::Yellow,
+        ),
+        (
+            "confirmed",
+            &h.confirmed,
+            g.as_ref().map_or(0.0, |g| g.1.confirmed_per_s),
+            Color::Magenta,
+        ),
+    ];
+    let each = (inner.height / 4).max(1);
+    for (i, (label, data, now_rate, color)) in rows.into_iter().enumerate() {
+        let y = inner.y + i as u16 * each;
+        if y >= inner.y + inner.height {
+            break;
+        }
+        let row = Rect {
+            x: inner.x,
+            y,
+            width: inner.width,
+            height: each.min(inner.y + inner.height - y),
+        };
+        let [l, s] = Layout::horizontal([Constraint::Length(19), Constraint::Min(0)]).areas(row);
+        f.render_widget(Paragraph::new(format!("{label} {now_rate:>8.0}")), l);
+        let width = s.width as usize;
+        let tail: Vec<u64> = data
+            .iter()
+            .skip(data.len().saturating_sub(width))
+            .copied()
+            .collect();
+        f.render_widget(Sparkline::default().data(&tail).style(p.fg(color)), s);
+    }
+}
