@@ -83,28 +83,16 @@ async fn a_small_attack_reports_what_the_database_holds() {
     assert_eq!(again.confirmed, 5);
 }
 
+/// What `flashgrid-load` with these arguments says is wrong.
+async fn usage_error(args: &[&str]) -> String {
+    let argv = std::iter::once("flashgrid-load").chain(args.iter().copied());
+    run(Opts::parse_from(argv)).await.unwrap_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacking_without_a_gateway_is_a_usage_error() {
-    let err = run(Opts::parse_from([
-        "flashgrid-load",
-        "--url",
-        "http://127.0.0.1:9",
-        "--event",
-        "x",
-        "-n",
-        "5",
-    ]))
-    .await
-    .unwrap_err();
+    let err = usage_error(&["--url", "http://127.0.0.1:9", "--event", "x", "-n", "5"]).await;
     assert!(err.contains("cannot reach the gateway"), "{err}");
-    let err = run(Opts::parse_from([
-        "flashgrid-load",
-        "--event",
-        "Bad Id",
-        "-n",
-        "5",
-    ]))
-    .await
-    .unwrap_err();
+    let err = usage_error(&["--event", "Bad Id", "-n", "5"]).await;
     assert!(err.contains("--event"), "{err}");
 }

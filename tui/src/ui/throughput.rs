@@ -14,37 +14,21 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palet
     let inner = b.inner(area);
     f.render_widget(b, area);
     let h = &app.history;
-    let g = app
-        .shown()
-        .map(|(s, _)| (s.gateway.clone(), s.workers.clone()));
-    let rows: [(&str, &std::collections::VecDeque<u64>, f64, Color); 4] = [
-        (
-            "incoming ",
-            &h.incoming,
-            g.as_ref().map_or(0.0, |g| g.0.requests_per_s),
-            Color::Cyan,
-        ),
-        (
-            "accepted ",
-            &h.accepted,
-            g.as_ref().map_or(0.0, |g| g.0.accepted_per_s),
-            Color::Green,
-        ),
-        (
-            "rejected ",
-            &h.rejected,
-            g.as_ref().map_or(0.0, |g| g.0.rejected_per_s),
-            Color::Yellow,
-        ),
-        (
-            "confirmed",
-            &h.confirmed,
-            g.as_ref().map_or(0.0, |g| g.1.confirmed_per_s),
-            Color::Magenta,
-        ),
-    ];
+    // The rates of the snapshot on screen, in the order of the rows.
+    let rates = app.shown().map_or([0.0; 4], |(s, _)| {
+        [
+            s.gateway.requests_per_s,
+            s.gateway.accepted_per_s,
+            s.gateway.rejected_per_s,
+            s.workers.confirmed_per_s,
+        ]
+    });
+    let labels = ["incoming ", "accepted ", "rejected ", "confirmed"];
+    let histories = [&h.incoming, &h.accepted, &h.rejected, &h.confirmed];
+    let colors = [Color::Cyan, Color::Green, Color::Yellow, Color::Magenta];
+    let rows = (0..4).map(|i| (labels[i], histories[i], rates[i], colors[i]));
     let each = (inner.height / 4).max(1);
-    for (i, (label, data, now_rate, color)) in rows.into_iter().enumerate() {
+    for (i, (label, data, now_rate, color)) in rows.enumerate() {
         let y = inner.y + i as u16 * each;
         if y >= inner.y + inner.height {
             break;
