@@ -5,25 +5,20 @@ use crate::helpers::{TOKEN, TestStack};
 use clap::Parser;
 use flashgrid_load::cli::{Opts, run};
 
+/// `flashgrid-load` on the stack's event `attacked`, with the admin token.
+fn attack_opts(stack: &TestStack, args: &[&str]) -> Opts {
+    let base = ["flashgrid-load", "--url", &stack.url, "--event", "attacked"];
+    let token = ["--token", TOKEN];
+    Opts::parse_from(base.into_iter().chain(token).chain(args.iter().copied()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_attack_reports_what_the_database_holds() {
     let stack = TestStack::spawn().await;
-    let opts = Opts::parse_from([
-        "flashgrid-load",
-        "--url",
-        &stack.url,
-        "--event",
-        "attacked",
-        "--capacity",
-        "25",
-        "--token",
-        TOKEN,
-        "-n",
-        "400",
-        "-c",
-        "100",
-        "--json",
-    ]);
+    let opts = attack_opts(
+        &stack,
+        &["--capacity", "25", "-n", "400", "-c", "100", "--json"],
+    );
     let report = run(opts).await.expect("the attack runs");
     assert_eq!(report.verdict, "pass", "{}", report.text());
     assert_eq!(report.requests, 400);
@@ -60,25 +55,11 @@ async fn a_small_attack_reports_what_the_database_holds() {
 
     // A second attack on the same event (reset again) also passes: runs do
     // not collide on buyers or keys.
-    let again = run(Opts::parse_from([
-        "flashgrid-load",
-        "--url",
-        &stack.url,
-        "--event",
-        "attacked",
-        "--capacity",
-        "5",
-        "--token",
-        TOKEN,
-        "-n",
-        "50",
-        "-c",
-        "10",
-        "--users",
-        "3",
-    ]))
-    .await
-    .unwrap();
+    let again = attack_opts(
+        &stack,
+        &["--capacity", "5", "-n", "50", "-c", "10", "--users", "3"],
+    );
+    let again = run(again).await.unwrap();
     assert_eq!(again.verdict, "pass", "{}", again.text());
     assert_eq!(again.confirmed, 5);
 }
