@@ -208,6 +208,20 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
             decisions.confirmed_quantity
         ));
     }
+    // The event's own `remaining` and `sold_out`, judged against the buyers
+    // rather than against its `confirmed` (from which the gateway computes
+    // them): with the attack its only traffic, every seat a buyer does not
+    // hold is left, and the sale is sold out exactly when none is.
+    if exclusive {
+        let left = cap.saturating_sub(decisions.confirmed_quantity);
+        if u64::from(event.remaining) != left || event.sold_out != (left == 0) {
+            agree = false;
+            problems.push(format!(
+                "the event says remaining {} (sold_out {}) but the buyers leave {left}",
+                event.remaining, event.sold_out
+            ));
+        }
+    }
     Verdict {
         oversold,
         lost: decisions.pending,
@@ -280,5 +294,28 @@ mod tests {
         let mut e = event(20, 10);
         e.remaining = 5;
         assert!(!judge(&decided(10, 0), &e, true).counts_agree);
+    }
+
+    #[test]
+    fn remaining_and_sold_out_are_judged_against_the_buyers() {
+        // The counts add up, but a seat the buyers do not hold is not left.
+        let mut e = event(20, 19);
+        e.remaining = 1;
+        e.confirmed = 19;
+        assert!(judge(&decided(19, 0), &e, true).pass);
+        let mut shut = e.clone();
+        shut.sold_out = true;
+        assert!(
+            !judge(&decided(19, 0), &shut, true).counts_agree,
+            "sold out with a seat left"
+        );
+        let mut open = event(20, 20);
+        open.sold_out = false;
+        assert!(
+            !judge(&decided(20, 0), &open, true).counts_agree,
+            "open with none left"
+        );
+        // Not exclusive: others may still be deciding.
+        assert!(judge(&decided(19, 0), &shut, false).pass);
     }
 }

@@ -70,6 +70,12 @@ pub struct Attempts {
     pub transport: u64,
     /// 5xx other than 503: never allowed.
     pub server_errors: u64,
+    /// Reads of a status URL answered `404` (after a `202`, the reservation
+    /// must be known: counted, and a purchase still unknown at the end is lost).
+    pub status_not_found: u64,
+    /// Reads of a status URL answered a 4xx other than 404, or a `200`
+    /// whose body is no reservation: never allowed.
+    pub status_refused: u64,
 }
 
 impl Attempts {
@@ -79,6 +85,8 @@ impl Attempts {
         self.rate_limited += o.rate_limited;
         self.transport += o.transport;
         self.server_errors += o.server_errors;
+        self.status_not_found += o.status_not_found;
+        self.status_refused += o.status_refused;
     }
 }
 
@@ -87,7 +95,11 @@ impl Attempts {
 pub struct Journey {
     pub user: UserId,
     pub key: String,
+    /// The most informative of `answers`: a 202 over a 409 over giving up.
     pub answer: Answer,
+    /// The last answer of each copy sent (three in a retry storm): copies of
+    /// one purchase must all be told the same.
+    pub answers: Vec<Answer>,
     /// Every reservation id a `202` gave for this key (more than one is a bug).
     pub ids: BTreeSet<ReservationId>,
     /// The decision the status URL gave, if one came before the deadline.
@@ -139,9 +151,11 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
     let loops = (0..plan.copies.max(1)).map(|_| purchase(http, plan, &key, body.clone()));
     let mut tally = Attempts::default();
     let mut answer = Answer::GaveUp;
+    let mut answers = Vec::with_capacity(plan.copies);
     let mut accepted = Vec::new();
     for (a, acc, t) in futures::future::join_all(loops).await {
         tally.add(&t);
+        answers.push(a);
         // The most informative answer wins: a 202 over a 409 over giving up.
         answer = match (answer, a) {
             (Answer::Accepted, _) | (_, Answer::Accepted) => Answer::Accepted,
@@ -163,6 +177,7 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
         user,
         key,
         answer,
+        answers,
         ids,
         decided,
         tally,
@@ -245,18 +260,22 @@ async fn follow(
             .expect("a well-formed request");
         match send(http, req).await {
             Ok((StatusCode::OK, _, bytes)) => {
-                if let Ok(v) = serde_json::from_slice::<ReservationView>(&bytes)
-                    && v.status != Status::Pending
-                {
-                    return Some(v);
+                match serde_json::from_slice::<ReservationView>(&bytes) {
+                    Ok(v) if v.status != Status::Pending => return Some(v),
+                    Ok(_) => {
+                        backoff.reset();
+                        continue; // still pending: the long-poll already waited
+                    }
+                    // Counted, and waited on like an error: never a busy loop.
+                    Err(_) => tally.status_refused += 1,
                 }
-                backoff.reset();
-                continue; // still pending: the long-poll already waited
             }
+            Ok((StatusCode::NOT_FOUND, _, _)) => tally.status_not_found += 1,
+            Ok((s, _, _)) if s.is_client_error() => tally.status_refused += 1,
             Ok((s, _, _)) if s.is_server_error() && s != StatusCode::SERVICE_UNAVAILABLE => {
                 tally.server_errors += 1;
             }
-            // 404 (not recorded yet), 503, transport: try again shortly.
+            // 503: try again shortly.
             Ok(_) => {}
             Err(()) => tally.transport += 1,
         }

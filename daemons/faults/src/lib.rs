@@ -8,6 +8,7 @@
 //! [`Proxy`]s the run controls.
 
 pub mod buyers;
+pub mod endstate;
 pub mod report;
 pub mod scenario;
 pub mod verdict;
@@ -82,6 +83,8 @@ impl Options {
 const PURCHASE_WINDOW: Duration = Duration::from_secs(30);
 /// A `202` still undecided this long after the burst began is lost.
 const DECIDE_WINDOW: Duration = Duration::from_secs(60);
+/// How long the queue may take to drain once the buyers are done.
+const DRAIN_WINDOW: Duration = Duration::from_secs(30);
 
 /// Runs one scenario on a stack of its own and judges it.
 pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
@@ -157,6 +160,21 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let (journeys, fault) = tokio::join!(crowd, fault);
     let (landed, fault_at, detail, ready_after) = fault?;
 
+    // The end state is judged once nothing is on its way: a duplicate still
+    // in the queue would be counted after the snapshot.
+    let ns = stack.namespace();
+    let queue = endstate::drain(&ns, DRAIN_WINDOW).await?;
+    let mut dead = Vec::new();
+    if !queue.drained() {
+        dead.push(format!(
+            "the queue did not drain within {DRAIN_WINDOW:?}: {} ready, {} unacked",
+            queue.ready, queue.unacked
+        ));
+    }
+    if queue.consumers == 0 {
+        dead.push("no worker consumes the queue at the end".to_owned());
+    }
+
     // The end state, as PostgreSQL and the API tell it; the rows and the
     // counter from one snapshot of the database.
     let mut tx = stack.pool.begin().await?;
@@ -183,7 +201,13 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         .flat_map(|j| j.ids.iter().map(|id| (*id, j.user.as_str().to_owned())))
         .collect();
     let statuses = final_statuses(&http, &stack.url, &event, &accepted).await;
-    let mut dead = Vec::new();
+    let cache = match endstate::cache(flashgrid_testkit::REDIS, &ns, &event).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read Redis at the end");
+            None
+        }
+    };
     if ready_after.is_none() {
         dead.push("the gateway was not ready 30 s after the fault".to_owned());
     }
@@ -202,6 +226,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         view: view.as_ref(),
         statuses: &statuses,
         dead: &dead,
+        cache: cache.as_ref(),
     };
     let (verdicts, problems) = verdict::judge(&facts);
     let mut tally = buyers::Attempts::default();

@@ -67,6 +67,7 @@ impl Report {
             ("503", t.unavailable),
             ("429", t.rate_limited),
             ("transport", t.transport),
+            ("status 404", t.status_not_found),
         ]
         .iter()
         .filter(|(_, n)| *n > 0)
@@ -118,8 +119,8 @@ impl Report {
 /// The soak's counts per scenario, as a Markdown table.
 pub fn soak_table(reports: &[Report]) -> String {
     let mut s = String::from(
-        "| scenario | runs | passed | oversold | leaked | lost | double | drift | dead | errors | 202s (min–max) | retries (min–max) | ready after (max) | wall (max) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | runs | passed | oversold | leaked | lost | double | drift | cache | dead | errors | 202s (min–max) | retries (min–max) | ready after (max) | wall (max) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for scenario in Scenario::ALL {
         let runs: Vec<&Report> = reports.iter().filter(|r| r.scenario == scenario).collect();
@@ -147,7 +148,7 @@ pub fn soak_table(reports: &[Report]) -> String {
         let wall = runs.iter().map(|r| r.wall).max().unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
             scenario.name(),
             runs.len(),
             passed,
@@ -156,6 +157,7 @@ pub fn soak_table(reports: &[Report]) -> String {
             v.lost,
             v.double,
             v.drift,
+            v.cache,
             v.dead,
             v.errors,
             span(&|r| r.accepted as u64),

@@ -1,6 +1,7 @@
 //! The verdicts of one scenario, judged from what the buyers saw, what the
-//! API answers at the end and what PostgreSQL holds. Pure logic, so every
-//! rule has a unit test.
+//! API answers at the end, what PostgreSQL holds and what Redis caches of
+//! it — all read once the queue drained. Pure logic, so every rule has a
+//! unit test.
 
 use super::buyers::{Answer, Journey};
 use flashgrid_wire::sale::SeatCounts;
@@ -24,6 +25,22 @@ pub struct Facts<'a> {
     pub statuses: &'a HashMap<ReservationId, Option<Status>>,
     /// Daemons the fault killed or broke that were not serving at the end.
     pub dead: &'a [String],
+    /// Redis's state of the event at the end (`None`: it could not be read,
+    /// which is itself a verdict).
+    pub cache: Option<&'a Cache>,
+}
+
+/// What Redis holds of one event, read at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cache {
+    /// Seats left; `None` when the key is missing (it is rebuilt on the next
+    /// decision, so a missing stock is no disagreement).
+    pub stock: Option<i64>,
+    /// Each reservation's recorded status, and whether its confirmation is
+    /// known committed (`None`: the record is unreadable).
+    pub outcomes: HashMap<ReservationId, Option<(Status, bool)>>,
+    /// Each user's confirmed quantity.
+    pub users: HashMap<String, i64>,
 }
 
 /// Counts per verdict: 0 everywhere is a pass.
@@ -39,6 +56,8 @@ pub struct Verdicts {
     pub double: u64,
     /// Places where the API and the database disagree.
     pub drift: u64,
+    /// Places where Redis disagrees with PostgreSQL once the sale is over.
+    pub cache: u64,
     /// Daemons that did not recover by themselves.
     pub dead: u64,
     /// 5xx answers other than 503, and purchases refused with a 4xx other
@@ -52,13 +71,14 @@ impl Verdicts {
     }
 
     /// `("oversold", n)` pairs, in the order the issue lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 7] {
+    pub fn pairs(&self) -> [(&'static str, u64); 8] {
         [
             ("oversold", self.oversold),
             ("leaked", self.leaked),
             ("lost", self.lost),
             ("double", self.double),
             ("drift", self.drift),
+            ("cache", self.cache),
             ("dead", self.dead),
             ("errors", self.errors),
         ]
@@ -70,6 +90,7 @@ impl Verdicts {
         self.lost += o.lost;
         self.double += o.double;
         self.drift += o.drift;
+        self.cache += o.cache;
         self.dead += o.dead;
         self.errors += o.errors;
     }
@@ -105,15 +126,43 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     }
 
     for j in f.journeys {
-        if !j.ids.is_empty() && j.decided.is_none() {
+        // A decision counts only if it is this purchase's: its id, its
+        // buyer, its one seat.
+        let decided = j.decided.as_ref().filter(|d| {
+            j.ids.contains(&d.reservation_id)
+                && d.event_id == *f.event
+                && d.user_id == j.user
+                && d.quantity.get() == 1
+        });
+        if !j.ids.is_empty() && decided.is_none() {
             v.lost += 1;
             if v.lost <= 3 {
-                why.push(format!("lost: {} ({:?}) never decided", j.user, j.ids));
+                match &j.decided {
+                    None => why.push(format!("lost: {} ({:?}) never decided", j.user, j.ids)),
+                    Some(d) => why.push(format!(
+                        "lost: {} ({:?}) was answered with another reservation's decision: {d:?}",
+                        j.user, j.ids
+                    )),
+                }
             }
         }
         if j.ids.len() > 1 {
             v.double += 1;
             why.push(format!("double: key {} got ids {:?}", j.key, j.ids));
+        }
+        // Copies of one purchase (same key) must be told the same: a 202 to
+        // one and a 409 to another is a broken idempotency.
+        let accepted = j.answers.contains(&Answer::Accepted);
+        if accepted
+            && j.answers
+                .iter()
+                .any(|a| matches!(a, Answer::SoldOut | Answer::Closed))
+        {
+            v.double += 1;
+            why.push(format!(
+                "double: the copies of key {} were told {:?}",
+                j.key, j.answers
+            ));
         }
     }
 
@@ -123,10 +172,26 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         .map(|j| (j.expected_id(f.event), j))
         .collect();
     let mut users = HashSet::new();
-    for (id, user, _) in f.rows {
-        if !expected.contains_key(id) {
+    for (id, user, quantity) in f.rows {
+        match expected.get(id) {
+            None => {
+                v.double += 1;
+                why.push(format!("double: row {id} is no purchase's id"));
+            }
+            Some(j) if j.user.as_str() != user => {
+                v.double += 1;
+                why.push(format!(
+                    "double: row {id} is {}'s purchase but held by {user}",
+                    j.user
+                ));
+            }
+            Some(_) => {}
+        }
+        if *quantity != 1 {
             v.double += 1;
-            why.push(format!("double: row {id} is no purchase's id"));
+            why.push(format!(
+                "double: row {id} holds {quantity} seats of a one-seat purchase"
+            ));
         }
         if !users.insert(user.as_str()) {
             v.double += 1;
@@ -145,12 +210,13 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     match f.view {
         Some(view)
             if i64::from(view.confirmed) == sold
-                && i64::from(view.remaining) == capacity - sold.min(capacity) => {}
+                && i64::from(view.remaining) == capacity - sold.min(capacity)
+                && view.sold_out == (view.remaining == 0) => {}
         Some(view) => {
             v.drift += 1;
             why.push(format!(
-                "drift: /events says confirmed {} remaining {}, the database {sold}",
-                view.confirmed, view.remaining
+                "drift: /events says confirmed {} remaining {} sold_out {}, the database {sold}",
+                view.confirmed, view.remaining, view.sold_out
             ));
         }
         None => {
@@ -209,6 +275,8 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         }
     }
 
+    judge_cache(f, sold, &mut v, &mut why);
+
     v.dead = f.dead.len() as u64;
     for d in f.dead {
         why.push(format!("dead: {d}"));
@@ -216,6 +284,13 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     v.errors = f.journeys.iter().map(|j| j.tally.server_errors).sum();
     if v.errors > 0 {
         why.push(format!("5xx: {} answers other than 503", v.errors));
+    }
+    let refused_reads: u64 = f.journeys.iter().map(|j| j.tally.status_refused).sum();
+    if refused_reads > 0 {
+        v.errors += refused_reads;
+        why.push(format!(
+            "4xx: {refused_reads} status reads answered a 4xx other than 404, or an unreadable 200"
+        ));
     }
     // A well-formed purchase of an open sale has no business being refused.
     let refused: Vec<Answer> = f
@@ -233,6 +308,55 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         ));
     }
     (v, why)
+}
+
+/// Redis is a cache of PostgreSQL: once the sale is over its stock, its
+/// outcomes of the seats sold and its per-user counts must say what the rows
+/// say.
+fn judge_cache(f: &Facts<'_>, sold: i64, v: &mut Verdicts, why: &mut Vec<String>) {
+    let Some(cache) = f.cache else {
+        v.cache += 1;
+        why.push("cache: Redis could not be read at the end".into());
+        return;
+    };
+    let left = (i64::from(f.capacity) - sold).max(0);
+    if let Some(stock) = cache.stock
+        && stock != left
+    {
+        v.cache += 1;
+        why.push(format!(
+            "cache: Redis says {stock} seats left, PostgreSQL {left}"
+        ));
+    }
+    let mut held: HashMap<&str, i64> = HashMap::new();
+    for (id, user, quantity) in f.rows {
+        *held.entry(user.as_str()).or_default() += i64::from(*quantity);
+        match cache.outcomes.get(id) {
+            Some(Some((Status::Confirmed, true))) => {}
+            other => {
+                v.cache += 1;
+                if v.cache <= 5 {
+                    why.push(format!(
+                        "cache: seat {id} is in PostgreSQL but Redis records {other:?}"
+                    ));
+                }
+            }
+        }
+    }
+    let mut users: HashSet<&str> = held.keys().copied().collect();
+    users.extend(cache.users.keys().map(String::as_str));
+    for user in users {
+        let rows = held.get(user).copied().unwrap_or(0);
+        let counted = cache.users.get(user).copied().unwrap_or(0);
+        if rows != counted {
+            v.cache += 1;
+            if v.cache <= 5 {
+                why.push(format!(
+                    "cache: Redis counts {counted} seats for {user}, PostgreSQL {rows}"
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +396,7 @@ mod tests {
                 user,
                 key,
                 answer: Answer::Accepted,
+                answers: vec![Answer::Accepted],
                 ids: [id].into(),
                 tally: Attempts::default(),
             });
@@ -293,11 +418,34 @@ mod tests {
         }
     }
 
+    /// What a Redis that agrees with PostgreSQL holds after the sale.
+    fn cache_of(rows: &[(ReservationId, String, i32)], capacity: u32) -> Cache {
+        let sold: i64 = rows.iter().map(|r| i64::from(r.2)).sum();
+        Cache {
+            stock: Some(i64::from(capacity) - sold),
+            outcomes: rows
+                .iter()
+                .map(|r| (r.0, Some((Status::Confirmed, true))))
+                .collect(),
+            users: rows.iter().map(|r| (r.1.clone(), i64::from(r.2))).collect(),
+        }
+    }
+
     fn judge_sale(
         journeys: &[Journey],
         rows: &[(ReservationId, String, i32)],
         counter: i64,
         view: &EventView,
+    ) -> Verdicts {
+        judge_with_cache(journeys, rows, counter, view, Some(&cache_of(rows, 3)))
+    }
+
+    fn judge_with_cache(
+        journeys: &[Journey],
+        rows: &[(ReservationId, String, i32)],
+        counter: i64,
+        view: &EventView,
+        cache: Option<&Cache>,
     ) -> Verdicts {
         let statuses = journeys
             .iter()
@@ -312,6 +460,7 @@ mod tests {
             view: Some(view),
             statuses: &statuses,
             dead: &[],
+            cache,
         })
         .0
     }
@@ -383,6 +532,7 @@ mod tests {
             view: Some(&view(3, 3)),
             statuses: &statuses,
             dead: &[],
+            cache: Some(&cache_of(&rows, 3)),
         };
         assert_eq!(judge(&facts).0.drift, 1);
 
@@ -426,8 +576,129 @@ mod tests {
             view: Some(&view(3, 3)),
             statuses: &statuses,
             dead: &dead,
+            cache: Some(&cache_of(&rows, 3)),
         });
         assert_eq!((v.dead, v.errors), (1, 2));
         assert!(why.iter().any(|w| w.contains("worker exited")));
+    }
+
+    #[test]
+    fn copies_of_one_purchase_told_differently_are_double() {
+        let (mut j, rows) = sale(10, 3);
+        j[0].answers = vec![Answer::Accepted, Answer::SoldOut, Answer::Accepted];
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+        j[0].answers = vec![Answer::Accepted, Answer::GaveUp];
+        assert_eq!(
+            judge_sale(&j, &rows, 3, &view(3, 3)).double,
+            0,
+            "no answer is no contradiction"
+        );
+    }
+
+    #[test]
+    fn a_decision_of_another_reservation_or_buyer_is_lost() {
+        let (mut j, rows) = sale(10, 3);
+        j[4].decided.as_mut().unwrap().reservation_id = ReservationId::random();
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+        let (mut j, rows) = sale(10, 3);
+        j[5].decided.as_mut().unwrap().user_id = UserId::parse("someone-else").unwrap();
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+        let (mut j, rows) = sale(10, 3);
+        j[6].decided.as_mut().unwrap().quantity = Quantity::new(2).unwrap();
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_size_or_owner_is_double() {
+        let (j, mut rows) = sale(10, 3);
+        rows[0].2 = 2;
+        let v = judge_sale(&j, &rows, 4, &view(4, 3));
+        assert!(v.double >= 1, "{v:?}");
+        let (j, mut rows) = sale(10, 3);
+        rows[1].1 = "b9".into();
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+    }
+
+    #[test]
+    fn a_sold_out_flag_that_disagrees_with_the_seats_is_drift() {
+        let (j, rows) = sale(10, 3);
+        let mut open = view(3, 3);
+        open.sold_out = false;
+        assert_eq!(judge_sale(&j, &rows, 3, &open).drift, 1);
+        let (j, rows) = sale(2, 2);
+        let mut closed = view(2, 3);
+        closed.sold_out = true;
+        assert_eq!(judge_sale(&j, &rows, 2, &closed).drift, 1);
+    }
+
+    #[test]
+    fn redis_that_disagrees_with_postgresql_is_cache() {
+        let (j, rows) = sale(10, 3);
+        let good = cache_of(&rows, 3);
+        let cache = |f: &dyn Fn(&mut Cache)| {
+            let mut c = good.clone();
+            f(&mut c);
+            judge_with_cache(&j, &rows, 3, &view(3, 3), Some(&c)).cache
+        };
+        assert_eq!(cache(&|_| {}), 0);
+        assert_eq!(cache(&|c| c.stock = None), 0, "a missing stock is rebuilt");
+        assert_eq!(
+            cache(&|c| c.stock = Some(1)),
+            1,
+            "a seat left after sell-out"
+        );
+        let first = rows[0].0;
+        assert_eq!(
+            cache(&|c| {
+                c.outcomes.remove(&first);
+            }),
+            1
+        );
+        assert_eq!(
+            cache(&|c| {
+                c.outcomes.insert(first, Some((Status::Confirmed, false)));
+            }),
+            1,
+            "never settled"
+        );
+        assert_eq!(
+            cache(&|c| {
+                c.outcomes.insert(first, Some((Status::Rejected, false)));
+            }),
+            1
+        );
+        assert_eq!(
+            cache(&|c| {
+                c.users.insert("b0".into(), 2);
+            }),
+            1,
+            "over-counted"
+        );
+        assert_eq!(
+            cache(&|c| {
+                c.users.insert("b7".into(), 1);
+            }),
+            1,
+            "a seat nobody holds"
+        );
+        assert_eq!(
+            cache(&|c| {
+                c.users.remove("b1");
+            }),
+            1,
+            "a limit lifted"
+        );
+        assert_eq!(judge_with_cache(&j, &rows, 3, &view(3, 3), None).cache, 1);
+    }
+
+    #[test]
+    fn a_status_url_refusing_a_buyer_is_an_error() {
+        let (mut j, rows) = sale(10, 3);
+        j[3].tally.status_refused = 2;
+        assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).errors, 2);
+        // A 404 alone is counted, not judged: the end says whether it was lost.
+        let (mut j, rows) = sale(10, 3);
+        j[3].tally.status_not_found = 5;
+        assert!(judge_sale(&j, &rows, 3, &view(3, 3)).passed());
     }
 }

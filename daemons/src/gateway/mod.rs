@@ -13,10 +13,12 @@
 //! - [`catalog`], [`refresh`]: the events as `/reserve` sees them.
 //! - [`publisher`]: group publish with confirms, and the broker link.
 //! - [`waiters`]: long-polls woken by decision notices.
+//! - [`copies`]: the copies of one keyed purchase all get the same answer.
 //! - [`limit`]: the optional per-client rate limit.
 //! - [`stats`], [`feed`]: counters, `/metrics` and the live feed.
 
 pub mod catalog;
+pub mod copies;
 pub mod error;
 pub mod feed;
 pub mod http;
@@ -128,6 +130,7 @@ pub async fn serve(
         catalog: refresh.catalog.clone(),
         publisher: publisher.clone(),
         waiters: refresh.waiters.clone(),
+        copies: copies::CopyRoutes::default(),
         admin_token: cfg.admin_token.clone(),
         limiter: limiter.clone(),
         max_body_bytes: cfg.max_body_bytes,

@@ -11,6 +11,7 @@ mod reserve;
 mod status;
 
 use super::catalog::Catalog;
+use super::copies::CopyRoutes;
 use super::error::{ApiError, Body};
 use super::limit::Limiter;
 use super::publisher::Publisher;
@@ -33,6 +34,8 @@ pub struct Gateway {
     pub catalog: Arc<Catalog>,
     pub publisher: Publisher,
     pub waiters: Arc<Waiters>,
+    /// The route each keyed purchase took, so that its copies agree.
+    pub copies: CopyRoutes,
     pub admin_token: Option<AdminToken>,
     /// Per-client rate limit of `/reserve`; `None` when off.
     pub limiter: Option<Arc<Limiter>>,

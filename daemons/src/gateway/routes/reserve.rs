@@ -1,11 +1,13 @@
 //! `POST /reserve`, the hot path. It reads top to bottom: parse the request,
 //! answer from memory when the sale is decided (unknown event, window
 //! closed, sold out), else publish the reservation and answer `202` once the
-//! broker confirmed it. Nothing here waits on PostgreSQL.
+//! broker confirmed it. Nothing here waits on PostgreSQL; copies of a keyed
+//! purchase are all answered alike (`copies`).
 
 use super::Gateway;
 use crate::config::RateKey;
 use crate::gateway::catalog::Entry;
+use crate::gateway::copies::Route;
 use crate::gateway::error::{ApiError, Body, json, json_bytes};
 use crate::gateway::http::{read_body, require_json};
 use crate::gateway::limit;
@@ -48,6 +50,12 @@ impl Gateway {
             let entry = self.open_event(&purchase)?;
             if let Some(answer) = self.fast_path(&entry, &purchase).await {
                 return Ok(answer);
+            }
+            // A keyed purchase is queued only if its copies agree.
+            if purchase.idempotent
+                && let Some(refused) = self.route_of_copies(&purchase, Route::Queue, &entry)
+            {
+                return Ok(refused);
             }
             self.publish(purchase).await
         }
@@ -101,8 +109,9 @@ impl Gateway {
     /// A retry of a purchase the worker already decided gets its
     /// reservation back rather than a misleading sold_out. One that is only
     /// marked pending may never have reached the queue (its publish failed):
-    /// it goes through the queue again, where the worker decides it once
-    /// whichever copy arrives.
+    /// it goes through the queue, where the worker decides the reservation
+    /// once whichever copy arrives. Whatever a keyed copy is told, its other
+    /// copies are told the same (see `copies`).
     async fn fast_path(&self, entry: &Entry, p: &Purchase) -> Option<Response<Body>> {
         if !entry.sold_out() {
             return None;
@@ -117,8 +126,26 @@ impl Gateway {
             Some(o) if o.status != Status::Pending => {
                 Some(accepted(event, p.id, o.public_status()))
             }
-            Some(_) => None,
+            Some(_) => self.route_of_copies(p, Route::Queue, entry),
+            None if p.idempotent => self.route_of_copies(p, Route::SoldOut, entry),
             None => Some(json_bytes(
+                StatusCode::CONFLICT,
+                entry.sold_out_body.clone(),
+            )),
+        }
+    }
+
+    /// The answer the copies of a keyed purchase agree on: `None` to queue
+    /// it, else the `409`.
+    fn route_of_copies(
+        &self,
+        p: &Purchase,
+        chosen: Route,
+        entry: &Entry,
+    ) -> Option<Response<Body>> {
+        match self.copies.settle(p.id, chosen) {
+            Route::Queue => None,
+            Route::SoldOut => Some(json_bytes(
                 StatusCode::CONFLICT,
                 entry.sold_out_body.clone(),
             )),

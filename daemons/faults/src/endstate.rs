@@ -1,0 +1,111 @@
+//! The end of a run: wait until the queue has drained (nothing ready,
+//! nothing unacked) so that nothing is still on its way, then read what
+//! Redis holds of the event for the verdicts to compare with PostgreSQL.
+
+use crate::verdict::Cache;
+use flashgrid::names::Namespace;
+use flashgrid_wire::{EventId, ReservationId, UserId};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The reservation queue as the broker tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueState {
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u64,
+}
+
+impl QueueState {
+    pub fn drained(&self) -> bool {
+        self.ready == 0 && self.unacked == 0
+    }
+}
+
+/// Asks the broker (`rabbitmqctl`: the unacked count is not in AMQP's
+/// answers) how the namespace's reservation queue stands.
+pub async fn queue_state(ns: &Namespace) -> anyhow::Result<QueueState> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "consumers",
+        ])
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("run rabbitmqctl (it reads the unacked count): {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl list_queues failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queue = ns.queue();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let mut cols = line.split_whitespace();
+        if cols.next() != Some(queue.as_str()) {
+            continue;
+        }
+        let mut n = || cols.next().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        return Ok(QueueState {
+            ready: n(),
+            unacked: n(),
+            consumers: n(),
+        });
+    }
+    anyhow::bail!("the queue {queue} is missing")
+}
+
+/// Waits until the queue drained, at most `limit`; the last state read.
+pub async fn drain(ns: &Namespace, limit: Duration) -> anyhow::Result<QueueState> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = queue_state(ns).await?;
+        if state.drained() || Instant::now() > deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What Redis holds of the event: its stock, outcomes and per-user counts.
+pub async fn cache(redis_url: &str, ns: &Namespace, event: &EventId) -> anyhow::Result<Cache> {
+    let mut c = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys = ns.event_keys(event);
+    let stock: Option<i64> = redis::cmd("GET")
+        .arg(&keys.stock)
+        .query_async(&mut c)
+        .await?;
+    let outcomes: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&keys.outcomes)
+        .query_async(&mut c)
+        .await?;
+    let users: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(&keys.users)
+        .query_async(&mut c)
+        .await?;
+    let outcomes = outcomes
+        .into_iter()
+        // Fields that are no reservation id are the rebuild's sentinels.
+        .filter_map(|(id, raw)| {
+            let id: ReservationId = id.parse().ok()?;
+            let o = flashgrid::inventory::record::decode(&raw);
+            Some((id, o.map(|o| (o.status, o.committed))))
+        })
+        .collect();
+    let users = users
+        .into_iter()
+        .filter(|(user, _)| UserId::parse(user).is_ok())
+        .collect();
+    Ok(Cache {
+        stock,
+        outcomes,
+        users,
+    })
+}
