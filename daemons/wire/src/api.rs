@@ -307,6 +307,26 @@ mod tests {
                 check(body.as_bytes());
             }
 
+            /// The other half: every body within the bounds is accepted, as
+            /// written (a parser that refused valid purchases would pass
+            /// the tests above).
+            #[test]
+            fn valid_bodies_are_accepted(
+                event in "[a-z0-9][a-z0-9-]{0,63}",
+                user in "\\PC{1,128}",
+                quantity in prop::option::of(1i64..=10),
+            ) {
+                let mut body = json!({"event_id": event, "user_id": user});
+                if let Some(q) = quantity {
+                    body["quantity"] = json!(q);
+                }
+                let r: ReserveRequest = serde_json::from_value(body.clone())
+                    .unwrap_or_else(|e| panic!("{body} refused: {e}"));
+                prop_assert_eq!(r.event_id.as_str(), event.as_str());
+                prop_assert_eq!(r.user_id.as_str(), user.as_str());
+                prop_assert_eq!(i64::from(r.quantity.get()), quantity.unwrap_or(1));
+            }
+
             #[test]
             fn truncated_bodies_never_panic(body in body(), cut in any::<prop::sample::Index>()) {
                 let bytes = body.as_bytes();

@@ -361,6 +361,10 @@ mod tests {
             a,
             ReservationId::idempotent(&e, &UserId::parse("u2").unwrap(), "k")
         );
+        assert_ne!(
+            a,
+            ReservationId::idempotent(&EventId::parse("e2").unwrap(), &u, "k")
+        );
         // Concatenation ambiguity: ("ab","c") vs ("a","bc") must differ.
         let x = ReservationId::idempotent(&e, &UserId::parse("ab").unwrap(), "c");
         let y = ReservationId::idempotent(&e, &UserId::parse("a").unwrap(), "bc");
