@@ -1,0 +1,342 @@
+//! One test per verdict rule: each feeds the rule a broken end state.
+
+use super::*;
+use crate::buyers::Attempts;
+use flashgrid_wire::{PerUserLimit, Quantity, ReservationView, UserId};
+
+fn event() -> EventId {
+    EventId::parse("fx").unwrap()
+}
+
+/// `n` buyers; the first `confirmed` got a confirmed seat, the rest were
+/// rejected sold out.
+fn sale(n: usize, confirmed: usize) -> (Vec<Journey>, Vec<(ReservationId, String, i32)>) {
+    let mut journeys = Vec::new();
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let user = UserId::parse(&format!("b{i}")).unwrap();
+        let key = format!("k{i}");
+        let id = ReservationId::idempotent(&event(), &user, &key);
+        let status = if i < confirmed {
+            rows.push((id, user.as_str().to_owned(), 1));
+            Status::Confirmed
+        } else {
+            Status::Rejected
+        };
+        journeys.push(Journey {
+            decided: Some(ReservationView {
+                reservation_id: id,
+                event_id: event(),
+                user_id: user.clone(),
+                quantity: Quantity::new(1).unwrap(),
+                status,
+                reason: None,
+            }),
+            user,
+            key,
+            answer: Answer::Accepted,
+            answers: vec![Answer::Accepted],
+            ids: [id].into(),
+            tally: Attempts::default(),
+        });
+    }
+    (journeys, rows)
+}
+
+fn view(confirmed: u32, capacity: u32) -> EventView {
+    EventView {
+        event_id: event(),
+        name: "fx".into(),
+        capacity,
+        remaining: capacity - confirmed.min(capacity),
+        confirmed,
+        per_user_limit: PerUserLimit::new(4).unwrap(),
+        sold_out: confirmed >= capacity,
+        opens_at: None,
+        closes_at: None,
+    }
+}
+
+/// What a Redis that agrees with PostgreSQL holds after the sale.
+fn cache_of(rows: &[(ReservationId, String, i32)], capacity: u32) -> Cache {
+    let sold: i64 = rows.iter().map(|r| i64::from(r.2)).sum();
+    Cache {
+        stock: Some(i64::from(capacity) - sold),
+        outcomes: rows
+            .iter()
+            .map(|r| (r.0, Some((Status::Confirmed, true))))
+            .collect(),
+        users: rows.iter().map(|r| (r.1.clone(), i64::from(r.2))).collect(),
+    }
+}
+
+fn judge_sale(
+    journeys: &[Journey],
+    rows: &[(ReservationId, String, i32)],
+    counter: i64,
+    view: &EventView,
+) -> Verdicts {
+    judge_with_cache(journeys, rows, counter, view, Some(&cache_of(rows, 3)))
+}
+
+fn judge_with_cache(
+    journeys: &[Journey],
+    rows: &[(ReservationId, String, i32)],
+    counter: i64,
+    view: &EventView,
+    cache: Option<&Cache>,
+) -> Verdicts {
+    let statuses = journeys
+        .iter()
+        .filter_map(|j| Some((*j.ids.first()?, j.decided.as_ref().map(|d| d.status))))
+        .collect();
+    judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        journeys,
+        rows,
+        counter,
+        view: Some(view),
+        statuses: &statuses,
+        dead: &[],
+        cache,
+    })
+    .0
+}
+
+#[test]
+fn an_exact_sale_passes() {
+    let (j, rows) = sale(10, 3);
+    let v = judge_sale(&j, &rows, 3, &view(3, 3));
+    assert!(v.passed(), "{v:?}");
+}
+
+#[test]
+fn each_fault_is_its_own_verdict() {
+    // Oversold: a fourth seat.
+    let (j, rows) = sale(10, 4);
+    let v = judge_sale(&j, &rows, 4, &view(4, 3));
+    assert_eq!(v.oversold, 1);
+
+    // Leaked: two seats never sold to ten buyers.
+    let (j, rows) = sale(10, 1);
+    assert_eq!(judge_sale(&j, &rows, 1, &view(1, 3)).leaked, 2);
+
+    // Lost: a 202 never decided.
+    let (mut j, rows) = sale(10, 3);
+    j[7].decided = None;
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+
+    // Double: one key, two ids.
+    let (mut j, rows) = sale(10, 3);
+    j[8].ids.insert(ReservationId::random());
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+
+    // Double: a row under an id no purchase was given.
+    let (j, mut rows) = sale(10, 2);
+    rows.push((ReservationId::random(), "b0".into(), 1));
+    let v = judge_sale(&j, &rows, 3, &view(3, 3));
+    assert_eq!(v.double, 2, "a stranger id, and b0 holding two rows");
+
+    // Drift: the counter disagrees with the rows.
+    let (j, rows) = sale(10, 3);
+    assert_eq!(judge_sale(&j, &rows, 2, &view(3, 3)).drift, 1);
+
+    // Drift: /events disagrees.
+    assert_eq!(judge_sale(&j, &rows, 3, &view(2, 3)).drift, 1);
+
+    // Drift: a buyer told rejected holds a seat.
+    let (mut j, rows) = sale(10, 3);
+    j[0].decided.as_mut().unwrap().status = Status::Rejected;
+    assert!(judge_sale(&j, &rows, 3, &view(3, 3)).drift >= 1);
+
+    // Drift: a decision the buyer heard is forgotten at the end.
+    let (j, rows) = sale(10, 3);
+    let mut statuses: HashMap<ReservationId, Option<Status>> = j
+        .iter()
+        .map(|j| {
+            (
+                *j.ids.first().unwrap(),
+                j.decided.as_ref().map(|d| d.status),
+            )
+        })
+        .collect();
+    statuses.insert(*j[5].ids.first().unwrap(), None);
+    let facts = Facts {
+        event: &event(),
+        capacity: 3,
+        journeys: &j,
+        rows: &rows,
+        counter: 3,
+        view: Some(&view(3, 3)),
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    };
+    assert_eq!(judge(&facts).0.drift, 1);
+
+    // Drift: told sold out (never a 202) but holding a seat.
+    let (mut j, rows) = sale(10, 3);
+    j[1].ids.clear();
+    j[1].decided = None;
+    j[1].answer = Answer::SoldOut;
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 1);
+}
+
+#[test]
+fn a_refused_purchase_and_a_seat_nobody_was_told_of_fail() {
+    let (mut j, rows) = sale(10, 3);
+    j[9].ids.clear();
+    j[9].decided = None;
+    j[9].answer = Answer::Refused(400);
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).errors, 1);
+
+    // It gave up without an answer, yet its first attempt won a seat.
+    let (mut j, rows) = sale(10, 3);
+    j[2].ids.clear();
+    j[2].decided = None;
+    j[2].answer = Answer::GaveUp;
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 1);
+}
+
+#[test]
+fn dead_daemons_and_500s_fail() {
+    let (j, rows) = sale(10, 3);
+    let statuses = HashMap::new();
+    let dead = vec!["worker exited".to_owned()];
+    let mut j2 = j.clone();
+    j2[0].tally.server_errors = 2;
+    let (v, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        journeys: &j2,
+        rows: &rows,
+        counter: 3,
+        view: Some(&view(3, 3)),
+        statuses: &statuses,
+        dead: &dead,
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert_eq!((v.dead, v.errors), (1, 2));
+    assert!(why.iter().any(|w| w.contains("worker exited")));
+}
+
+#[test]
+fn copies_of_one_purchase_told_differently_are_double() {
+    let (mut j, rows) = sale(10, 3);
+    j[0].answers = vec![Answer::Accepted, Answer::SoldOut, Answer::Accepted];
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+    j[0].answers = vec![Answer::Accepted, Answer::GaveUp];
+    assert_eq!(
+        judge_sale(&j, &rows, 3, &view(3, 3)).double,
+        0,
+        "no answer is no contradiction"
+    );
+}
+
+#[test]
+fn a_decision_of_another_reservation_or_buyer_is_lost() {
+    let (mut j, rows) = sale(10, 3);
+    j[4].decided.as_mut().unwrap().reservation_id = ReservationId::random();
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+    let (mut j, rows) = sale(10, 3);
+    j[5].decided.as_mut().unwrap().user_id = UserId::parse("someone-else").unwrap();
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+    let (mut j, rows) = sale(10, 3);
+    j[6].decided.as_mut().unwrap().quantity = Quantity::new(2).unwrap();
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
+}
+
+#[test]
+fn a_row_of_the_wrong_size_or_owner_is_double() {
+    let (j, mut rows) = sale(10, 3);
+    rows[0].2 = 2;
+    let v = judge_sale(&j, &rows, 4, &view(4, 3));
+    assert!(v.double >= 1, "{v:?}");
+    let (j, mut rows) = sale(10, 3);
+    rows[1].1 = "b9".into();
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).double, 1);
+}
+
+#[test]
+fn a_sold_out_flag_that_disagrees_with_the_seats_is_drift() {
+    let (j, rows) = sale(10, 3);
+    let mut open = view(3, 3);
+    open.sold_out = false;
+    assert_eq!(judge_sale(&j, &rows, 3, &open).drift, 1);
+    let (j, rows) = sale(2, 2);
+    let mut closed = view(2, 3);
+    closed.sold_out = true;
+    assert_eq!(judge_sale(&j, &rows, 2, &closed).drift, 1);
+}
+
+#[test]
+fn redis_that_disagrees_with_postgresql_is_cache() {
+    let (j, rows) = sale(10, 3);
+    let good = cache_of(&rows, 3);
+    let cache = |f: &dyn Fn(&mut Cache)| {
+        let mut c = good.clone();
+        f(&mut c);
+        judge_with_cache(&j, &rows, 3, &view(3, 3), Some(&c)).cache
+    };
+    assert_eq!(cache(&|_| {}), 0);
+    assert_eq!(cache(&|c| c.stock = None), 0, "a missing stock is rebuilt");
+    assert_eq!(
+        cache(&|c| c.stock = Some(1)),
+        1,
+        "a seat left after sell-out"
+    );
+    let first = rows[0].0;
+    assert_eq!(
+        cache(&|c| {
+            c.outcomes.remove(&first);
+        }),
+        1
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.outcomes.insert(first, Some((Status::Confirmed, false)));
+        }),
+        1,
+        "never settled"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.outcomes.insert(first, Some((Status::Rejected, false)));
+        }),
+        1
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.users.insert("b0".into(), 2);
+        }),
+        1,
+        "over-counted"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.users.insert("b7".into(), 1);
+        }),
+        1,
+        "a seat nobody holds"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.users.remove("b1");
+        }),
+        1,
+        "a limit lifted"
+    );
+    assert_eq!(judge_with_cache(&j, &rows, 3, &view(3, 3), None).cache, 1);
+}
+
+#[test]
+fn a_status_url_refusing_a_buyer_is_an_error() {
+    let (mut j, rows) = sale(10, 3);
+    j[3].tally.status_refused = 2;
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).errors, 2);
+    // A 404 alone is counted, not judged: the end says whether it was lost.
+    let (mut j, rows) = sale(10, 3);
+    j[3].tally.status_not_found = 5;
+    assert!(judge_sale(&j, &rows, 3, &view(3, 3)).passed());
+}
