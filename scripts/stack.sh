@@ -83,7 +83,8 @@ FlashGrid is up.
   demo event   "demo", 20 seats
 
 Try:
-  curl -s -X POST $URL/reserve -H 'Content-Type: application/json' -d '{"event_id":"demo","user_id":"alice"}'
+  curl -s -X POST $URL/reserve -H 'Content-Type: application/json' -H 'Idempotency-Key: order-1' -d '{"event_id":"demo","user_id":"alice","quantity":1}'
+  curl -s '$URL/events/demo/reservations/<reservation_id>?wait_ms=2000'
   curl -s $URL/events/demo
 Use the token:  export FLASHGRID_ADMIN_TOKEN=$token
 Stop with:      just down
