@@ -27,6 +27,12 @@ async fn a_small_attack_reports_what_the_database_holds() {
         400,
         "every request answered"
     );
+    // Answered means a decision (202 or 409), not any status at all.
+    let answers: Vec<&str> = report.statuses.keys().map(String::as_str).collect();
+    assert!(
+        answers.iter().all(|s| *s == "202" || *s == "409"),
+        "a healthy stack answers every purchase 202 or 409, got {answers:?}"
+    );
     assert_eq!(report.confirmed, 25);
     assert_eq!(report.confirmed + report.rejected, report.accepted);
     assert_eq!(
