@@ -32,12 +32,14 @@ impl Gateway {
             Duration::from_secs(1),
         )
         .await;
+        // Read once: the body and the status must tell the same story.
+        let rabbitmq = self.publisher.is_up();
         let checks = serde_json::json!({
             "postgres": reach.postgres,
             "redis": reach.redis,
-            "rabbitmq": self.publisher.is_up(),
+            "rabbitmq": rabbitmq,
         });
-        let ready = reach.both() && self.publisher.is_up();
+        let ready = reach.both() && rabbitmq;
         let body = serde_json::json!({"ready": ready, "checks": checks});
         let mut resp = json(
             if ready {
