@@ -128,7 +128,7 @@ pub async fn reset_event(
 ) -> Result<Option<Event>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let event = sqlx::query(concat!(
-        "UPDATE events SET confirmed = 0, capacity = COALESCE($2, capacity)
+        "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity)
          WHERE event_id = $1 RETURNING ",
         event_columns!(),
         ""
@@ -273,9 +273,10 @@ pub async fn commit_event_guarded(
         .await?;
         confirmed += q;
     }
-    sqlx::query("UPDATE events SET confirmed = $2 WHERE event_id = $1")
+    sqlx::query("UPDATE events SET confirmed = $2, revoked = revoked + $3 WHERE event_id = $1")
         .bind(event.as_str())
         .bind(confirmed as i32)
+        .bind(i32::try_from(overflow.len()).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

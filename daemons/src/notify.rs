@@ -30,6 +30,8 @@ pub struct WorkerReport {
     pub confirmed: u64,
     pub rejected: u64,
     pub written: u64,
+    /// Confirmations PostgreSQL's capacity guard refused (Redis was wrong).
+    pub revoked: u64,
 }
 
 impl Notice {
@@ -37,7 +39,10 @@ impl Notice {
         match self {
             Notice::SoldOut(e) => format!("soldout {e}"),
             Notice::EventChanged(e) => format!("event {e}"),
-            Notice::Stats(r) => format!("stats {} {} {}", r.confirmed, r.rejected, r.written),
+            Notice::Stats(r) => format!(
+                "stats {} {} {} {}",
+                r.confirmed, r.rejected, r.written, r.revoked
+            ),
             Notice::Decided(e, ids) => {
                 let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
                 s.push_str("decided ");
@@ -60,6 +65,8 @@ impl Notice {
                 confirmed: n()?,
                 rejected: n()?,
                 written: n()?,
+                // Absent from an older worker's report: none counted.
+                revoked: words.next().map_or(Some(0), |w| w.parse().ok())?,
             }));
         }
         let event = EventId::parse(words.next()?).ok()?;
@@ -175,6 +182,7 @@ mod tests {
                 confirmed: 3,
                 rejected: 40,
                 written: 3,
+                revoked: 2,
             }),
         ] {
             assert_eq!(Notice::parse(&n.encode()), Some(n));
@@ -183,5 +191,16 @@ mod tests {
         assert_eq!(Notice::parse("decided e x"), None);
         assert_eq!(Notice::parse("what e"), None);
         assert_eq!(Notice::parse("stats 1 2"), None);
+        assert_eq!(Notice::parse("stats 1 2 3 x"), None);
+        // An older worker's report, without the revoked count.
+        assert_eq!(
+            Notice::parse("stats 1 2 3"),
+            Some(Notice::Stats(WorkerReport {
+                confirmed: 1,
+                rejected: 2,
+                written: 3,
+                revoked: 0,
+            }))
+        );
     }
 }

@@ -66,12 +66,52 @@ async fn console_in_a_pty_attacks_and_shows_the_verdict() {
     wait_for("Attack: 2500 requests over 250 connections").await;
     writer.write_all(b"a").unwrap();
     writer.flush().unwrap();
-    wait_for("VERDICT PASS: confirmed 20").await;
+    wait_for("VERDICT PASS: confirmed 20,").await;
     wait_for("pty 20/20").await;
+    let shown = contents();
     assert!(
-        contents().contains("✓ confirmed 20 + remaining 0 = capacity 20"),
-        "{}",
-        contents()
+        shown.contains("✓ confirmed 20 + remaining 0 = capacity 20"),
+        "{shown}"
+    );
+    // The whole story on screen agrees with itself: every request answered
+    // 202 or 409, none an error, and every 202 decided.
+    assert!(shown.contains("pty done: 2500/2500"), "{shown}");
+    let line = |start: &str| {
+        let l = shown
+            .lines()
+            .find_map(|l| l.split_once(start).map(|(_, rest)| rest.to_owned()))
+            .unwrap_or_else(|| panic!("no {start:?} on\n{shown}"));
+        l.split('│').next().unwrap().trim().to_owned()
+    };
+    let number = |text: &str, after: &str| -> u64 {
+        let (_, rest) = text
+            .split_once(after)
+            .unwrap_or_else(|| panic!("no {after:?} in {text:?}"));
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after {after:?} in {text:?}"))
+    };
+    let verdict = line("VERDICT PASS: ");
+    let (confirmed, rejected, pending) = (
+        number(&verdict, "confirmed "),
+        number(&verdict, "rejected "),
+        number(&verdict, "pending "),
+    );
+    assert_eq!((confirmed, pending), (20, 0), "{verdict}");
+    let answers = line("answers ");
+    let accepted = number(&answers, "202:");
+    let sold_out = if answers.contains("409:") {
+        number(&answers, "409:")
+    } else {
+        0
+    };
+    assert_eq!(number(&answers, "errors "), 0, "{answers}");
+    assert_eq!(accepted + sold_out, 2500, "only 202s and 409s: {answers}");
+    assert_eq!(
+        accepted,
+        confirmed + rejected,
+        "every 202 decided: {verdict} / {answers}"
     );
 
     // q quits and the process exits by itself.

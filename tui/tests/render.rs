@@ -68,6 +68,26 @@ fn app(events: Vec<EventView>) -> App {
     app
 }
 
+/// The foreground colour of every cell of the first on-screen occurrence of
+/// `text`.
+fn colours_of(app: &App, w: u16, h: u16, text: &str) -> Vec<ratatui::style::Color> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app, Instant::now())).unwrap();
+    let buf = t.backend().buffer().clone();
+    for y in 0..h {
+        let row: Vec<&str> = (0..w).map(|x| buf[(x, y)].symbol()).collect();
+        let line: String = row.concat();
+        if let Some(byte) = line.find(text) {
+            // Cells are one char each here (no wide glyphs in these texts).
+            let x = line[..byte].chars().count() as u16;
+            return (x..x + text.chars().count() as u16)
+                .map(|x| buf[(x, y)].fg)
+                .collect();
+        }
+    }
+    panic!("{text:?} is not on screen");
+}
+
 fn render(app: &App, w: u16, h: u16, now: Instant) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| ui::draw(f, app, now)).unwrap();
@@ -150,6 +170,11 @@ fn an_oversold_event_renders_red_without_panicking() {
         "{screen}"
     );
     assert!(screen.contains("! bad 23/20"), "{screen}");
+    let red = ratatui::style::Color::Red;
+    let colours = colours_of(&a, 80, 24, "OVERSOLD: confirmed 23 > capacity 20");
+    assert!(colours.iter().all(|&c| c == red), "{colours:?}");
+    // In the list, its marker is red.
+    assert_eq!(colours_of(&a, 80, 24, "! bad 23/20")[0], red);
     let mut b = a.clone();
     b.selected = 1;
     let screen = render(&b, 80, 24, Instant::now());
@@ -157,6 +182,12 @@ fn an_oversold_event_renders_red_without_panicking() {
         screen.contains("BROKEN: confirmed 5 + remaining 5 ≠ capacity 20"),
         "{screen}"
     );
+    let colours = colours_of(&b, 80, 24, "BROKEN: confirmed 5");
+    assert!(colours.iter().all(|&c| c == red), "{colours:?}");
+    // A healthy sale is not red.
+    let good = app(vec![event("demo", 20, 5, 15)]);
+    let colours = colours_of(&good, 80, 24, "✓ confirmed 5 + remaining 15");
+    assert!(colours.iter().all(|&c| c != red), "{colours:?}");
     let _ = render(&app(vec![event("zero", 0, 0, 0)]), 80, 24, Instant::now());
 }
 
@@ -197,11 +228,12 @@ fn mid_attack_shows_progress_percentiles_and_a_histogram() {
         phase: Phase::Running,
     });
     let screen = render(&a, 80, 24, Instant::now());
+    // Whole lines, each ending inside the panel: a cut line or a value ten
+    // times off fails.
     for needle in [
-        "demo running: 4000/10000",
-        "202:40 409:3960",
-        "p50 2.0",
-        "max 90",
+        "│demo running: 4000/10000 (4000/s) ",
+        "│answers 202:40 409:3960  errors 0 ",
+        "│p50 2.0  p90 40.0  p99 900.1  p99.9 900.1  max 900.1 ms │",
         "█",
     ] {
         assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");

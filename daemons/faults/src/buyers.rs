@@ -41,6 +41,8 @@ pub struct Plan {
     pub event: EventId,
     /// Copies of each purchase sent at once with the same key (a retry storm: 3).
     pub copies: usize,
+    /// Whether one purchase in ten is a buyer's second try ([`user_of`]).
+    pub second_tries: bool,
     /// Buyers stop retrying a purchase after this.
     pub purchase_deadline: Instant,
     /// Buyers stop following a status URL after this: a `202` still pending
@@ -114,7 +116,15 @@ impl Journey {
     }
 }
 
-/// `n` buyers arriving evenly over `spread`, each on a task of its own.
+/// One purchase in ten is a buyer's second try (with a new key), a
+/// millisecond or so after the first: with a limit of one seat a user, a
+/// decide that ignores the limit sells them two.
+pub fn user_of(i: usize) -> UserId {
+    let buyer = if i % 10 == 9 { i - 1 } else { i };
+    UserId::parse(&format!("buyer-{buyer}")).expect("a valid user id")
+}
+
+/// `n` purchases arriving evenly over `spread`, each on a task of its own.
 pub async fn crowd(http: &Http, plan: Arc<Plan>, n: usize, spread: Duration) -> Vec<Journey> {
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -123,7 +133,11 @@ pub async fn crowd(http: &Http, plan: Arc<Plan>, n: usize, spread: Duration) -> 
         let at = start + spread.mul_f64(i as f64 / n.max(1) as f64);
         tasks.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let user = UserId::parse(&format!("buyer-{i}")).expect("a valid user id");
+            let user = if plan.second_tries {
+                user_of(i)
+            } else {
+                UserId::parse(&format!("buyer-{i}")).expect("a valid user id")
+            };
             let key = uuid::Uuid::new_v4().to_string();
             (i, buy(&http, &plan, user, key).await)
         });
@@ -321,6 +335,16 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_purchase_in_ten_is_a_second_try() {
+        let users: Vec<String> = (0..20).map(|i| user_of(i).as_str().to_owned()).collect();
+        let distinct: std::collections::HashSet<&String> = users.iter().collect();
+        assert_eq!(distinct.len(), 18);
+        assert_eq!(users[8], users[9]);
+        assert_eq!(users[18], users[19]);
+        assert_ne!(users[9], users[10]);
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_second() {

@@ -25,6 +25,11 @@ impl QueueState {
 /// Asks the broker (`rabbitmqctl`: the unacked count is not in AMQP's
 /// answers) how the namespace's reservation queue stands.
 pub async fn queue_state(ns: &Namespace) -> anyhow::Result<QueueState> {
+    queue_named(&ns.queue()).await
+}
+
+/// How the queue `queue` stands, as the broker tells it.
+pub async fn queue_named(queue: &str) -> anyhow::Result<QueueState> {
     let out = tokio::process::Command::new("rabbitmqctl")
         .args([
             "list_queues",
@@ -43,11 +48,10 @@ pub async fn queue_state(ns: &Namespace) -> anyhow::Result<QueueState> {
         "rabbitmqctl list_queues failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let queue = ns.queue();
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
         let mut cols = line.split_whitespace();
-        if cols.next() != Some(queue.as_str()) {
+        if cols.next() != Some(queue) {
             continue;
         }
         let mut n = || cols.next().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);

@@ -10,6 +10,7 @@
 pub mod buyers;
 pub mod endstate;
 pub mod report;
+pub mod sabotage;
 pub mod scenario;
 pub mod verdict;
 
@@ -37,7 +38,11 @@ impl Binaries {
     /// The ones built beside the running executable (`target/<profile>/`).
     pub fn beside_current_exe() -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("where am I")?;
-        let dir = exe.parent().context("the executable's directory")?;
+        Self::beside(exe.parent().context("the executable's directory")?)
+    }
+
+    /// The ones in `dir`.
+    pub fn beside(dir: &Path) -> anyhow::Result<Self> {
         let b = Self {
             gateway: dir.join("flashgrid-gateway"),
             worker: dir.join("flashgrid-worker"),
@@ -64,6 +69,9 @@ pub struct Options {
     pub spread: Duration,
     /// Daemon logs go here, one file per daemon and run.
     pub log_dir: PathBuf,
+    /// A defect to run the daemons with (`binaries.worker` is then the
+    /// sabotaged worker for a worker's defect): the run must fail.
+    pub sabotage: Option<sabotage::Sabotage>,
 }
 
 impl Options {
@@ -75,10 +83,14 @@ impl Options {
             capacity: 300,
             spread: Duration::from_secs(3),
             log_dir,
+            sabotage: None,
         }
     }
 }
 
+/// Seats a user may hold: one, so that the buyers' second tries
+/// ([`buyers::user_of`]) test the limit.
+const PER_USER_LIMIT: u32 = 1;
 /// Buyers give up retrying a purchase after this long.
 const PURCHASE_WINDOW: Duration = Duration::from_secs(30);
 /// A `202` still undecided this long after the burst began is lost.
@@ -90,24 +102,25 @@ const DRAIN_WINDOW: Duration = Duration::from_secs(30);
 pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
     let stack = Stack::empty().await;
-    let (postgres, redis, rabbitmq) = (
+    // The worker reaches PostgreSQL through a proxy of its own, so that a
+    // stall there holds its commits and nothing of the gateway's.
+    let (postgres, worker_postgres, redis, rabbitmq) = (
+        Proxy::start(5432).await,
         Proxy::start(5432).await,
         Proxy::start(6379).await,
         Proxy::start(5672).await,
     );
-    let env = vec![
-        (
-            "DATABASE_URL",
-            stack
-                .db_url
-                .replace(":5432/", &format!(":{}/", postgres.port)),
-        ),
+    let db_via = |p: &Proxy| stack.db_url.replace(":5432/", &format!(":{}/", p.port));
+    let mut env = vec![
         ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
         (
             "AMQP_URL",
             format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbitmq.port),
         ),
     ];
+    if let Some(s) = opts.sabotage.filter(|s| s.in_worker()) {
+        env.push((sabotage::ENV, s.name().to_owned()));
+    }
     std::fs::create_dir_all(&opts.log_dir)
         .with_context(|| format!("create {}", opts.log_dir.display()))?;
     let logs: Vec<PathBuf> = ["gateway", "worker"]
@@ -117,26 +130,49 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
                 .join(format!("{}-{}-{d}.log", scenario.name(), stack.ns))
         })
         .collect();
+    let gateway_env: Vec<_> = env
+        .iter()
+        .cloned()
+        .chain([("DATABASE_URL", db_via(&postgres))])
+        .collect();
+    let worker_env: Vec<_> = env
+        .iter()
+        .cloned()
+        .chain([("DATABASE_URL", db_via(&worker_postgres))])
+        .collect();
     let start = |which: Role| {
-        let (bin, log): (&Path, &Path) = match which {
-            Role::Gateway => (&opts.binaries.gateway, &logs[0]),
-            Role::Worker => (&opts.binaries.worker, &logs[1]),
+        let (bin, log, env): (&Path, &Path, _) = match which {
+            Role::Gateway => (&opts.binaries.gateway, &logs[0], &gateway_env),
+            Role::Worker => (&opts.binaries.worker, &logs[1], &worker_env),
         };
-        stack.start_process_with(which, bin, &env, Some(log));
+        stack.start_process_with(which, bin, env, Some(log));
     };
     start(Role::Worker);
     start(Role::Gateway);
     stack.wait_ready().await;
 
+    // Buyers and the verdicts reach the gateway here: through a lying
+    // status route when that is the sabotage.
+    let lying = match opts.sabotage {
+        Some(sabotage::Sabotage::UnknownIsRejected) => {
+            Some(sabotage::status::LyingStatus::start(&stack.url).await?)
+        }
+        _ => None,
+    };
+    let base = lying
+        .as_ref()
+        .map_or(stack.url.as_str(), |l| l.url.as_str());
+
     let http = buyers::client();
     let event = EventId::parse("fault-sale").expect("a valid event id");
-    create_event(&http, &stack.url, &event, opts.capacity).await?;
+    create_event(&http, base, &event, opts.capacity).await?;
 
     let burst_start = Instant::now();
     let plan = Arc::new(Plan {
-        base: stack.url.clone(),
+        base: base.to_owned(),
         event: event.clone(),
         copies: scenario.copies(),
+        second_tries: scenario.second_tries(),
         purchase_deadline: burst_start + PURCHASE_WINDOW,
         decide_deadline: burst_start + DECIDE_WINDOW,
     });
@@ -144,17 +180,17 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let reach = scenario::Reach {
         stack: &stack,
         postgres: &postgres,
+        worker_postgres: &worker_postgres,
         redis: &redis,
         rabbitmq: &rabbitmq,
         restart: &start,
     };
     let fault = async {
-        // Mid-sale: once a third of the seats are committed.
-        let landed = wait_for_sales(&stack, &event, opts.capacity / 3).await?;
+        let landed = wait_for_sales(&stack, &event, scenario.fires_at(opts.capacity)).await?;
         let at = burst_start.elapsed();
         let detail = scenario::inject(scenario, &reach).await?;
         let ended = Instant::now();
-        let ready = ready_within(&http, &stack.url, Duration::from_secs(30)).await;
+        let ready = ready_within(&http, base, Duration::from_secs(30)).await;
         Ok::<_, anyhow::Error>((landed, at, detail, ready.then(|| ended.elapsed())))
     };
     let (journeys, fault) = tokio::join!(crowd, fault);
@@ -190,17 +226,18 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     .into_iter()
     .map(|(id, u, q)| (ReservationId(id), u, q))
     .collect();
-    let counter: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
-        .bind(event.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let (counter, revoked): (i32, i32) =
+        sqlx::query_as("SELECT confirmed, revoked FROM events WHERE event_id = $1")
+            .bind(event.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
     tx.commit().await?;
-    let view = event_view(&http, &stack.url, &event).await;
+    let view = event_view(&http, base, &event).await;
     let accepted: Vec<(ReservationId, String)> = journeys
         .iter()
         .flat_map(|j| j.ids.iter().map(|id| (*id, j.user.as_str().to_owned())))
         .collect();
-    let statuses = final_statuses(&http, &stack.url, &event, &accepted).await;
+    let statuses = final_statuses(&http, base, &event, &accepted).await;
     let cache = match endstate::cache(flashgrid_testkit::REDIS, &ns, &event).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -220,9 +257,11 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let facts = verdict::Facts {
         event: &event,
         capacity: opts.capacity,
+        per_user_limit: PER_USER_LIMIT,
         journeys: &journeys,
         rows: &rows,
         counter: i64::from(counter),
+        revoked: i64::from(revoked),
         view: view.as_ref(),
         statuses: &statuses,
         dead: &dead,
@@ -260,7 +299,10 @@ async fn create_event(
     event: &EventId,
     capacity: u32,
 ) -> anyhow::Result<()> {
-    let body = serde_json::json!({"event_id": event, "name": "Fault drill", "capacity": capacity});
+    let body = serde_json::json!({
+        "event_id": event, "name": "Fault drill", "capacity": capacity,
+        "per_user_limit": PER_USER_LIMIT,
+    });
     let req = http::Request::post(format!("{base}/admin/events"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::AUTHORIZATION, format!("Bearer {TOKEN}"))

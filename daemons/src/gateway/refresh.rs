@@ -79,6 +79,7 @@ impl Refresh {
                 self.stats.worker_confirmed.inc_by(r.confirmed);
                 self.stats.worker_rejected.inc_by(r.rejected);
                 self.stats.worker_written.inc_by(r.written);
+                self.stats.worker_revoked.inc_by(r.revoked);
             }
             Received::Notice(Notice::EventChanged(e)) => {
                 let this = self.clone();

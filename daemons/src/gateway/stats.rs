@@ -103,6 +103,7 @@ pub struct Stats {
     pub worker_confirmed: Counter,
     pub worker_rejected: Counter,
     pub worker_written: Counter,
+    pub worker_revoked: Counter,
     pub queue_depth: Gauge,
 }
 
@@ -156,6 +157,11 @@ impl Stats {
             "db_writes",
             "Reservation rows written to PostgreSQL, as reported by workers",
             self.worker_written.clone(),
+        );
+        r.register(
+            "worker_revoked",
+            "Confirmations Redis made that PostgreSQL's capacity guard refused, as reported by workers (anything above 0 is a defect)",
+            self.worker_revoked.clone(),
         );
         r.register(
             "queue_depth",

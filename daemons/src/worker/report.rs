@@ -18,6 +18,7 @@ pub(super) struct Unreported {
     confirmed: AtomicU64,
     rejected: AtomicU64,
     written: AtomicU64,
+    revoked: AtomicU64,
 }
 
 impl Unreported {
@@ -25,6 +26,7 @@ impl Unreported {
         self.confirmed.fetch_add(r.confirmed, Ordering::Relaxed);
         self.rejected.fetch_add(r.rejected, Ordering::Relaxed);
         self.written.fetch_add(r.written, Ordering::Relaxed);
+        self.revoked.fetch_add(r.revoked, Ordering::Relaxed);
     }
 
     fn take(&self) -> WorkerReport {
@@ -32,6 +34,7 @@ impl Unreported {
             confirmed: self.confirmed.swap(0, Ordering::Relaxed),
             rejected: self.rejected.swap(0, Ordering::Relaxed),
             written: self.written.swap(0, Ordering::Relaxed),
+            revoked: self.revoked.swap(0, Ordering::Relaxed),
         }
     }
 }

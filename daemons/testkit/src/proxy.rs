@@ -2,7 +2,7 @@
 //! place faults are injected (cut, delay, stall), never on the shared servers.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -18,6 +18,8 @@ pub struct Proxy {
     open: std::sync::Arc<AtomicU32>,
     /// Milliseconds each chunk is held.
     delay: std::sync::Arc<AtomicU32>,
+    /// Bytes read and not yet passed on or dropped.
+    held: std::sync::Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -30,6 +32,7 @@ async fn pump(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     delay_ms: &AtomicU32,
+    held: &AtomicU64,
     epoch: &CancellationToken,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -38,6 +41,10 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        held.fetch_add(n as u64, Ordering::Relaxed);
+        // Counted down however this chunk ends: passed on, dropped by a cut,
+        // or this pump dropped with its connection.
+        let _held = HeldGuard(held, n as u64);
         loop {
             match delay_ms.load(Ordering::Relaxed) {
                 0 => break,
@@ -56,6 +63,14 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
+struct HeldGuard<'a>(&'a AtomicU64, u64);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Default)]
 struct ProxyState {
     refusing: bool,
@@ -70,7 +85,9 @@ impl Proxy {
         let state = std::sync::Arc::new(Mutex::new(ProxyState::default()));
         let open = std::sync::Arc::new(AtomicU32::new(0));
         let delay = std::sync::Arc::new(AtomicU32::new(0));
-        let (st, count, delay_ms) = (state.clone(), open.clone(), delay.clone());
+        let held = std::sync::Arc::new(AtomicU64::new(0));
+        let (st, count, delay_ms, held_bytes) =
+            (state.clone(), open.clone(), delay.clone(), held.clone());
         let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -87,7 +104,7 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let (count, delay) = (count.clone(), delay.clone());
+                let (count, delay, held) = (count.clone(), delay.clone(), held.clone());
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -100,8 +117,8 @@ impl Proxy {
                     tokio::select! {
                         biased;
                         _ = epoch.cancelled() => {}
-                        _ = pump(cr, sw, &delay, &epoch) => {}
-                        _ = pump(sr, cw, &delay, &epoch) => {}
+                        _ = pump(cr, sw, &delay, &held, &epoch) => {}
+                        _ = pump(sr, cw, &delay, &held, &epoch) => {}
                     }
                     count.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -112,8 +129,15 @@ impl Proxy {
             state,
             open,
             delay: delay_ms,
+            held: held_bytes,
             task,
         }
+    }
+
+    /// Bytes the proxy holds right now (read, neither passed on nor dropped
+    /// yet): during a [`stall`](Self::stall), proof that a request was sent.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Holds every chunk of data, both ways, this long before passing it on
@@ -151,5 +175,109 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.cut();
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A server that reports every byte it receives.
+    async fn sink() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let _ = tx.send(buf[..n].to_vec());
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stall_holds_the_bytes_and_a_restore_passes_them_on() {
+        let (port, mut got) = sink().await;
+        let p = Proxy::start(port).await;
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        c.write_all(b"before").await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), b"before");
+        p.stall();
+        c.write_all(b"held").await.unwrap();
+        until("the stalled bytes to be held", || p.held() == 4).await;
+        assert!(got.try_recv().is_err(), "a stall let bytes through");
+        p.restore();
+        assert_eq!(got.recv().await.unwrap(), b"held");
+        until("nothing held", || p.held() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_cut_drops_what_is_held_and_refuses_new_connections() {
+        let (port, mut got) = sink().await;
+        let p = Proxy::start(port).await;
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), b"x");
+        p.stall();
+        c.write_all(b"doomed").await.unwrap();
+        until("the stalled bytes to be held", || p.held() == 6).await;
+        assert_eq!(p.cut(), 1, "one connection was open");
+        until("nothing held", || p.held() == 0).await;
+        // The client's connection is closed, and the bytes never arrive.
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("the cut closes the client's side");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        // A new connection is accepted by the OS but closed at once.
+        let mut again = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        let _ = again.write_all(b"refused").await;
+        let n = tokio::time::timeout(Duration::from_secs(5), again.read(&mut buf))
+            .await
+            .expect("a refused connection is closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        p.restore();
+        let mut fresh = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        fresh.write_all(b"after").await.unwrap();
+        assert_eq!(
+            got.recv().await.unwrap(),
+            b"after",
+            "what was cut arrived late"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delay_holds_each_chunk_that_long() {
+        let (port, mut got) = sink().await;
+        let p = Proxy::start(port).await;
+        p.delay(Duration::from_millis(200));
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        let sent = std::time::Instant::now();
+        c.write_all(b"slow").await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), b"slow");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            sent.elapsed()
+        );
     }
 }

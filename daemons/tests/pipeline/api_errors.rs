@@ -335,21 +335,26 @@ async fn broker_away_means_503_with_retry_after_then_recovery() {
     stack.start_gateway_with(cfg).await;
     stack.start_worker().await;
     stack.create_event("flaky", 100).await;
-    assert_eq!(
-        stack
-            .reserve("flaky", "before", 1, None)
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    let before: flashgrid_wire::Accepted = stack.accepted("flaky", "before", 1, None).await;
 
     proxy.cut();
+    // Purchases the gateway took before it noticed the cut were promised:
+    // each is followed to its decision below.
+    let promised = std::sync::Mutex::new(vec![before]);
+    let tries = std::sync::atomic::AtomicUsize::new(0);
     let r = eventually(
         "503 while the broker is away",
         Duration::from_secs(10),
         || async {
-            let r = stack.reserve("flaky", "during", 1, None).await.ok()?;
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let r = stack
+                .reserve("flaky", &format!("during-{n}"), 1, None)
+                .await
+                .ok()?;
+            if r.status() == 202 {
+                promised.lock().unwrap().push(r.json().await.ok()?);
+                return None;
+            }
             (r.status() == 503).then_some(r)
         },
     )
@@ -385,4 +390,11 @@ async fn broker_away_means_503_with_retry_after_then_recovery() {
         stack.decided(&a).await.status,
         flashgrid_wire::Status::Confirmed
     );
+    for p in promised.into_inner().unwrap() {
+        assert_eq!(
+            stack.decided(&p).await.status,
+            flashgrid_wire::Status::Confirmed,
+            "a 202 given around the cut was lost"
+        );
+    }
 }

@@ -87,15 +87,22 @@ async fn worker_killed_mid_burst_then_restarted_sells_exactly_the_capacity() {
         async move { burst(s, "sigkill", 1_500).await }
     };
     let killer = async {
-        // Kill as soon as the worker has committed something: mid-sale.
-        eventually("the worker to commit", Duration::from_secs(30), || async {
-            (stack.db_counts("sigkill").await.0 > 0).then_some(())
+        // Killed while the burst is still coming in and the sale is half
+        // decided: seats committed, and seats left to decide.
+        let sold = eventually("the worker to commit", Duration::from_secs(30), || async {
+            let sold = stack.db_counts("sigkill").await.0;
+            (sold > 0).then_some(sold)
         })
         .await;
+        stack.stop("worker").await; // SIGKILL
+        stack.start_process("worker");
+        sold
     };
-    let ((accepted, _), ()) = tokio::join!(sales, killer);
-    stack.stop("worker").await; // SIGKILL
-    stack.start_process("worker");
+    let ((accepted, _), sold_at_kill) = tokio::join!(sales, killer);
+    assert!(
+        sold_at_kill < 100,
+        "the kill came after the sale was decided ({sold_at_kill} sold): the test proved nothing"
+    );
 
     let decisions = futures::future::join_all(accepted.iter().map(|a| stack.decided(a))).await;
     let confirmed = decisions

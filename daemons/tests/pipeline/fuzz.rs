@@ -286,7 +286,9 @@ fn damage() -> impl Strategy<Value = Damage> {
     ]
 }
 
-fn request() -> impl Strategy<Value = Raw> {
+/// A request, and whether it is a well-formed purchase (which must be
+/// answered, never closed on).
+fn request() -> impl Strategy<Value = (Raw, bool)> {
     let admin = prop_oneof![4 => Just(false), 1 => Just(true)];
     let head = (method(), target(), version(), any::<bool>());
     let rest = (
@@ -297,16 +299,16 @@ fn request() -> impl Strategy<Value = Raw> {
         admin,
     );
     prop_oneof![
-        4 => valid_reserve(),
+        4 => valid_reserve().prop_map(|r| (r, true)),
         15 => (head, rest).prop_map(
             |((m, t, v, host), (headers, body, framing, damage, admin))| {
                 // The real token only on the admin routes: with it, /ws
                 // would rightly stream its feed until the client leaves.
                 let admin = admin && t.starts_with(b"/admin");
-                assemble(m, t, v, host, headers, body, framing, damage, admin)
+                (assemble(m, t, v, host, headers, body, framing, damage, admin), false)
             }
         ),
-        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(Raw),
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| (Raw(b), false)),
     ]
 }
 
@@ -534,8 +536,12 @@ async fn odd_requests_never_get_5xx_a_panic_or_a_hang() {
             max_shrink_time: 30_000,
             ..Config::default()
         });
-        runner.run(&request(), |Raw(bytes)| {
+        runner.run(&request(), |(Raw(bytes), well_formed)| {
             let answer = exchange(addr, &bytes).map_err(TestCaseError::fail)?;
+            prop_assert!(
+                !(well_formed && matches!(answer, RawReply::Closed)),
+                "a well-formed purchase was closed on without an answer"
+            );
             let key = match &answer {
                 // The final answer (after any `100 Continue`).
                 RawReply::Statuses(s, code) => match code {

@@ -198,7 +198,10 @@ impl TestStack {
             .unwrap()
     }
 
-    /// Follows a status URL until it is decided (long-polls), or panics.
+    /// Follows a status URL until it is decided (long-polls), or panics:
+    /// on a deadline, and at once on an answer no status URL may give (a
+    /// `200` that is no reservation, a 4xx other than `404`, a 5xx other
+    /// than `503`). A `404` or `503` is tried again: a service may be away.
     pub async fn decided(&self, accepted: &Accepted) -> ReservationView {
         let url = format!("{}{}?wait_ms=5000", self.url, accepted.status_url);
         eventually(
@@ -206,10 +209,23 @@ impl TestStack {
             Duration::from_secs(60),
             || async {
                 let r = self.http.get(&url).send().await.ok()?;
-                if r.status() != StatusCode::OK {
+                let status = r.status();
+                if status == StatusCode::NOT_FOUND || status == StatusCode::SERVICE_UNAVAILABLE {
                     return None;
                 }
-                let v: ReservationView = r.json().await.ok()?;
+                let body = r.bytes().await.ok()?;
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{url} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                let v: ReservationView = serde_json::from_slice(&body).unwrap_or_else(|e| {
+                    panic!(
+                        "{url} answered 200 with no reservation ({e}): {}",
+                        String::from_utf8_lossy(&body)
+                    )
+                });
                 (v.status != Status::Pending).then_some(v)
             },
         )
@@ -233,6 +249,15 @@ impl TestStack {
         (rows, qty.unwrap_or(0), counter)
     }
 
+    /// Confirmations PostgreSQL's capacity guard revoked for the event.
+    pub async fn db_revoked(&self, event: &str) -> i32 {
+        sqlx::query_scalar("SELECT revoked FROM events WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// The gateway's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
@@ -251,23 +276,13 @@ impl TestStack {
         self.messages_in(&self.namespace().queue()).await
     }
 
-    /// Messages waiting in (and unacked from) one of this stack's queues.
+    /// Messages waiting in (and unacked from) one of this stack's queues:
+    /// the broker's own count (AMQP's answers leave the unacked out).
     pub async fn messages_in(&self, queue: &str) -> u32 {
-        let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
+        let q = flashgrid_faults::endstate::queue_named(queue)
             .await
             .unwrap();
-        let _ = conn.close(200, "".into()).await;
-        q.message_count()
+        u32::try_from(q.ready + q.unacked).unwrap_or(u32::MAX)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 async fn worker_survives_each_service_cut_in_turn() {
     let stack = TestStack::empty().await;
     stack.start_gateway().await;
-    stack.create_event("cuts", 400).await;
+    stack.create_event("cuts", 1_000).await;
     let (amqp, redis, pg) = (
         Proxy::start(5672).await,
         Proxy::start(6379).await,
@@ -24,7 +24,9 @@ async fn worker_survives_each_service_cut_in_turn() {
 
     let accepted = Mutex::new(Vec::<Accepted>::new());
     let buyers = async {
-        let futs = (0..600u64).map(|i| {
+        // 100 buyers a second for 12 s: the sale is still selling through
+        // all three cuts.
+        let futs = (0..1_200u64).map(|i| {
             let (stack, accepted) = (&stack, &accepted);
             async move {
                 tokio::time::sleep(Duration::from_millis(10 * i)).await;
@@ -44,13 +46,31 @@ async fn worker_survives_each_service_cut_in_turn() {
         });
         futures::future::join_all(futs).await;
     };
+    let sold = || async { stack.db_counts("cuts").await.2 };
     let faults = async {
-        for proxy in [&amqp, &redis, &pg] {
-            tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut at_cut = 0;
+        for (name, proxy) in [("RabbitMQ", &amqp), ("Redis", &redis), ("PostgreSQL", &pg)] {
+            // Cut only a worker that is committing: after the last cut it
+            // must have come back, and the sale must still be open.
+            let before = at_cut;
+            at_cut = eventually(
+                &format!("the worker to commit again before the {name} cut"),
+                Duration::from_secs(30),
+                || async { Some(sold().await).filter(|&n| n > before) },
+            )
+            .await;
+            assert!(at_cut < 1_000, "the {name} cut came after the sell-out");
             proxy.cut();
             tokio::time::sleep(Duration::from_millis(1200)).await;
             proxy.restore();
         }
+        // And it works after the last restore too.
+        eventually(
+            "the worker to commit after the last restore",
+            Duration::from_secs(30),
+            || async { Some(sold().await).filter(|&n| n > at_cut) },
+        )
+        .await;
     };
     tokio::join!(buyers, faults);
     let accepted = accepted.into_inner().unwrap();
@@ -59,11 +79,11 @@ async fn worker_survives_each_service_cut_in_turn() {
         .iter()
         .filter(|d| d.status == Status::Confirmed)
         .count();
-    assert_eq!(confirmed, 400);
+    assert_eq!(confirmed, 1_000);
     eventually(
         "the database to hold exactly the capacity",
         Duration::from_secs(30),
-        || async { (stack.db_counts("cuts").await == (400, 400, 400)).then_some(()) },
+        || async { (stack.db_counts("cuts").await == (1_000, 1_000, 1_000)).then_some(()) },
     )
     .await;
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Deletes `keys` every few milliseconds until `stop`.
+/// Deletes `keys` every few milliseconds until `stop`; returns how many
+/// deletions removed something.
 async fn vandal(
     stack: &TestStack,
     keys: Vec<String>,
@@ -29,6 +30,28 @@ async fn vandal(
     })
 }
 
+/// Sells `n` seats to `n` buyers and waits until PostgreSQL holds them:
+/// the first part of a sale, before its Redis state is lost.
+async fn sell_first(stack: &TestStack, event: &str, n: usize) {
+    let (accepted, _) = burst(stack, event, n).await;
+    assert_eq!(accepted.len(), n);
+    for a in &accepted {
+        assert_eq!(stack.decided(a).await.status, Status::Confirmed);
+    }
+    let n = n as i64;
+    assert_eq!(stack.db_counts(event).await, (n, n, n as i32));
+}
+
+/// Deletes `keys` now; panics unless the first of them existed.
+async fn delete(stack: &TestStack, keys: &[String]) {
+    let gone: u32 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    assert!(gone >= 1, "nothing to delete: the test proved nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_deleted_mid_sale_is_rebuilt_without_oversell() {
     let stack = TestStack::spawn().await;
@@ -36,6 +59,11 @@ async fn stock_deleted_mid_sale_is_rebuilt_without_oversell() {
     let keys = stack
         .namespace()
         .event_keys(&EventId::parse("rebuild").unwrap());
+    // Mid-sale by construction: 20 seats committed, 30 left, then the
+    // stock vanishes; a rebuild that forgot the 20 would sell 50 more.
+    sell_first(&stack, "rebuild", 20).await;
+    delete(&stack, std::slice::from_ref(&keys.stock)).await;
+    // And it keeps vanishing during the rest of the sale.
     let stop = Arc::new(AtomicBool::new(false));
     let v = vandal(&stack, vec![keys.stock.clone()], stop.clone()).await;
 
@@ -43,20 +71,23 @@ async fn stock_deleted_mid_sale_is_rebuilt_without_oversell() {
     let decisions = futures::future::join_all(accepted.iter().map(|a| stack.decided(a))).await;
     stop.store(true, Ordering::Relaxed);
     let deletions = v.await.unwrap();
-    assert!(
-        deletions > 0,
-        "the stock was never deleted: the test proved nothing"
-    );
 
     let confirmed = decisions
         .iter()
         .filter(|d| d.status == Status::Confirmed)
         .count();
     assert_eq!(
-        confirmed, 50,
-        "exactly the capacity confirmed ({deletions} deletions)"
+        confirmed, 30,
+        "exactly the seats left confirmed ({deletions} more deletions)"
     );
     assert_eq!(stack.db_counts("rebuild").await, (50, 50, 50));
+    // Right because the rebuild was right, not because PostgreSQL's guard
+    // rescued a wrong one.
+    assert_eq!(
+        stack.db_revoked("rebuild").await,
+        0,
+        "the guard had to revoke"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,12 +97,21 @@ async fn all_event_state_lost_mid_sale_never_oversells() {
     let k = stack
         .namespace()
         .event_keys(&EventId::parse("amnesia").unwrap());
+    let keys = vec![k.stock, k.users, k.outcomes];
+    sell_first(&stack, "amnesia", 15).await;
+    delete(&stack, &keys).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let v = vandal(&stack, vec![k.stock, k.users, k.outcomes], stop.clone()).await;
+    let v = vandal(&stack, keys, stop.clone()).await;
     let (accepted, _) = burst(&stack, "amnesia", 500).await;
+    crate::helpers::eventually(
+        "the sale to be decided",
+        Duration::from_secs(60),
+        || async { (stack.db_counts("amnesia").await.2 == 40).then_some(()) },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
-    assert!(v.await.unwrap() > 0);
-    assert!(accepted.len() >= 40);
+    v.await.unwrap();
+    assert!(accepted.len() >= 25);
     // Outcomes of rejections may be gone with Redis; the database is the
     // judge: once the queue drained it holds exactly the capacity.
     crate::helpers::eventually(
@@ -81,6 +121,84 @@ async fn all_event_state_lost_mid_sale_never_oversells() {
             let c = stack.db_counts("amnesia").await;
             assert!(c.1 <= 40 && c.2 <= 40, "oversold: {c:?}");
             (c == (40, 40, 40) && stack.queue_depth().await == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        stack.db_revoked("amnesia").await,
+        0,
+        "the guard had to revoke"
+    );
+}
+
+/// Redis confirming more than the capacity (a wrong rebuild, a restored old
+/// copy) is caught by PostgreSQL's guard: the extras are turned into
+/// `sold_out` rejections, their buyers told so, and the revocations counted
+/// where the fault matrix and an operator can see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_confirmations_are_revoked_and_counted() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("overconfirm", 5).await;
+    // One sale first, so that the stock exists, then Redis is told there
+    // are 100 seats left.
+    let first: flashgrid_wire::Accepted = stack.accepted("overconfirm", "first", 1, None).await;
+    assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
+    let k = stack
+        .namespace()
+        .event_keys(&EventId::parse("overconfirm").unwrap());
+    let _: () = redis::cmd("SET")
+        .arg(&k.stock)
+        .arg(100)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    let mut told = Vec::new();
+    for i in 0..9 {
+        let r = stack
+            .reserve("overconfirm", &format!("late-{i}"), 1, None)
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            202 => {
+                let a: flashgrid_wire::Accepted = r.json().await.unwrap();
+                told.push(stack.decided(&a).await);
+            }
+            // Sold out at the door, once the gateways heard of it.
+            409 => {}
+            s => panic!("late-{i} answered {s}"),
+        }
+    }
+    let confirmed = told
+        .iter()
+        .filter(|d| d.status == Status::Confirmed)
+        .count();
+    assert_eq!(confirmed, 4, "the capacity left, and no more");
+    let refused: Vec<_> = told
+        .iter()
+        .filter(|d| d.status != Status::Confirmed)
+        .collect();
+    assert!(!refused.is_empty(), "the fifth 202 was revoked: {told:?}");
+    for d in refused {
+        assert_eq!(
+            (d.status, d.reason),
+            (Status::Rejected, Some(flashgrid_wire::Reason::SoldOut))
+        );
+    }
+    assert_eq!(stack.db_counts("overconfirm").await, (5, 5, 5));
+    // The first refused one; the guard then deleted the stock, so the rest
+    // were decided on a stock rebuilt from PostgreSQL.
+    assert_eq!(stack.db_revoked("overconfirm").await, 1);
+    // The gateway's metrics say so once the worker reported.
+    crate::helpers::eventually(
+        "the revocations in /metrics",
+        Duration::from_secs(10),
+        || async {
+            stack
+                .metrics()
+                .await
+                .lines()
+                .any(|l| l == "flashgrid_worker_revoked_total 1")
+                .then_some(())
         },
     )
     .await;

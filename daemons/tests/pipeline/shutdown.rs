@@ -4,7 +4,7 @@
 use crate::helpers::{TestStack, eventually};
 use flashgrid_wire::{Accepted, Status};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,18 +17,31 @@ async fn sigterm_mid_burst_loses_nothing() {
 
     let accepted = Mutex::new(Vec::<Accepted>::new());
     let sent = AtomicUsize::new(0);
+    let signalled = AtomicBool::new(false);
+    // Answers other than 202/409/503, and transport errors met while the
+    // gateway was up: none allowed.
+    let wrong = Mutex::new(Vec::<String>::new());
     let buyers = async {
         let futs = (0..2_000).map(|i| {
-            let (stack, accepted, sent) = (&stack, &accepted, &sent);
+            let (stack, accepted, sent, signalled, wrong) =
+                (&stack, &accepted, &sent, &signalled, &wrong);
             async move {
                 // Spread the burst so the signal lands in the middle of it.
                 tokio::time::sleep(Duration::from_micros(500 * i as u64)).await;
                 sent.fetch_add(1, Ordering::Relaxed);
-                if let Ok(r) = stack.reserve("term", &format!("b{i}"), 1, None).await
-                    && r.status() == 202
-                {
-                    let a: Accepted = r.json().await.unwrap();
-                    accepted.lock().unwrap().push(a);
+                match stack.reserve("term", &format!("b{i}"), 1, None).await {
+                    Ok(r) if r.status() == 202 => {
+                        let a: Accepted = r.json().await.unwrap();
+                        accepted.lock().unwrap().push(a);
+                    }
+                    Ok(r) if [409, 503].contains(&r.status().as_u16()) => {}
+                    Ok(r) => wrong.lock().unwrap().push(format!("b{i}: {}", r.status())),
+                    // Once the gateway is told to stop, new connections may
+                    // be refused; before, never.
+                    Err(e) if !signalled.load(Ordering::SeqCst) => {
+                        wrong.lock().unwrap().push(format!("b{i}: {e}"))
+                    }
+                    Err(_) => {}
                 }
             }
         });
@@ -41,18 +54,28 @@ async fn sigterm_mid_burst_loses_nothing() {
             || async { (accepted.lock().unwrap().len() >= 50).then_some(()) },
         )
         .await;
+        signalled.store(true, Ordering::SeqCst);
+        // What the sale stood at when the signal went out.
+        let at_signal = (sent.load(Ordering::SeqCst), accepted.lock().unwrap().len());
         let gw = stack.terminate_process("gateway").await;
         let wk = stack.terminate_process("worker").await;
-        (gw, wk)
+        (gw, wk, at_signal)
     };
-    let ((), (gw, wk)) = tokio::join!(buyers, stopper);
+    let ((), (gw, wk, (sent_at_signal, accepted_at_signal))) = tokio::join!(buyers, stopper);
+    assert!(
+        sent_at_signal < 2_000 && accepted_at_signal < 300,
+        "the signal came after the burst or the sell-out ({sent_at_signal} sent, {accepted_at_signal} accepted): the test proved nothing"
+    );
+    let wrong = wrong.into_inner().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
     assert!(gw.success(), "gateway exit status {gw}");
     assert!(wk.success(), "worker exit status {wk}");
     let accepted = accepted.into_inner().unwrap();
-    assert!(
-        sent.load(Ordering::Relaxed) > accepted.len(),
-        "the signal came after the burst"
-    );
 
     // Start again: everything accepted before the signal gets decided.
     stack.start_process("worker");

@@ -29,7 +29,10 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
         );
         return;
     };
-    let [head, stats, chart, verdict] = Layout::vertical([
+    // Progress and the answers on lines of their own: at 80 columns the
+    // panel is 56 wide, and one line of both was cut mid-word.
+    let [head, answers, stats, chart, verdict] = Layout::vertical([
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(3),
@@ -55,14 +58,19 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
     };
     f.render_widget(
         Paragraph::new(format!(
-            "{} {phase}: {}/{} ({rate:.0}/s)  {}  errors {}",
-            run.event,
-            pr.done,
-            pr.total,
-            statuses.join(" "),
-            pr.errors
+            "{} {phase}: {}/{} ({rate:.0}/s)",
+            run.event, pr.done, pr.total,
         )),
         head,
+    );
+    f.render_widget(
+        Paragraph::new(format!(
+            "answers {}  errors {}",
+            statuses.join(" "),
+            pr.errors
+        ))
+        .wrap(Wrap { trim: true }),
+        answers,
     );
     let q = pr.latency.percentiles();
     f.render_widget(

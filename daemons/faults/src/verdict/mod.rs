@@ -13,11 +13,16 @@ use std::collections::{HashMap, HashSet};
 pub struct Facts<'a> {
     pub event: &'a EventId,
     pub capacity: u32,
+    /// The event's per-user limit, in seats.
+    pub per_user_limit: u32,
     pub journeys: &'a [Journey],
     /// PostgreSQL's rows for the event: id, user, quantity.
     pub rows: &'a [(ReservationId, String, i32)],
     /// PostgreSQL's `events.confirmed` counter.
     pub counter: i64,
+    /// PostgreSQL's `events.revoked`: confirmations Redis made that the
+    /// capacity guard refused.
+    pub revoked: i64,
     /// `GET /events/{id}` at the end (`None`: it did not answer 200).
     pub view: Option<&'a EventView>,
     /// The status URL of every accepted id, read again at the end (`None`:
@@ -48,6 +53,11 @@ pub struct Cache {
 pub struct Verdicts {
     /// Seats confirmed beyond the capacity.
     pub oversold: u64,
+    /// Confirmations Redis made beyond the capacity, refused by PostgreSQL's
+    /// guard: the sale held, but only because the guard rescued it.
+    pub revoked: u64,
+    /// Buyers holding more seats than the per-user limit.
+    pub limit: u64,
     /// Seats never sold although buyers kept coming.
     pub leaked: u64,
     /// `202`s never decided.
@@ -71,9 +81,11 @@ impl Verdicts {
     }
 
     /// `("oversold", n)` pairs, in the order the issue lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 8] {
+    pub fn pairs(&self) -> [(&'static str, u64); 10] {
         [
             ("oversold", self.oversold),
+            ("revoked", self.revoked),
+            ("limit", self.limit),
             ("leaked", self.leaked),
             ("lost", self.lost),
             ("double", self.double),
@@ -86,6 +98,8 @@ impl Verdicts {
 
     pub fn add(&mut self, o: &Verdicts) {
         self.oversold += o.oversold;
+        self.revoked += o.revoked;
+        self.limit += o.limit;
         self.leaked += o.leaked;
         self.lost += o.lost;
         self.double += o.double;
@@ -116,12 +130,29 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         ));
     }
 
-    // Each buyer wants one seat: the sale must sell out when they outnumber it.
-    let demand = f.journeys.len() as i64;
+    if f.revoked > 0 {
+        v.revoked = f.revoked as u64;
+        why.push(format!(
+            "revoked: PostgreSQL's guard refused {} confirmations Redis had made",
+            f.revoked
+        ));
+    }
+
+    // Each purchase wants one seat: the sale must sell out when the buyers
+    // allowed to buy outnumber the seats.
+    let mut tries: HashMap<&str, i64> = HashMap::new();
+    for j in f.journeys {
+        *tries.entry(j.user.as_str()).or_default() += 1;
+    }
+    let demand: i64 = tries
+        .values()
+        .map(|&n| n.min(i64::from(f.per_user_limit)))
+        .sum();
     if demand >= capacity && sold < capacity {
         v.leaked = (capacity - sold) as u64;
         why.push(format!(
-            "leaked: {sold} of {capacity} seats sold to {demand} buyers"
+            "leaked: {sold} of {capacity} seats sold to {} buyers allowed {demand}",
+            tries.len()
         ));
     }
 
@@ -171,7 +202,7 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         .iter()
         .map(|j| (j.expected_id(f.event), j))
         .collect();
-    let mut users = HashSet::new();
+    let mut held: HashMap<&str, i64> = HashMap::new();
     for (id, user, quantity) in f.rows {
         match expected.get(id) {
             None => {
@@ -193,9 +224,17 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
                 "double: row {id} holds {quantity} seats of a one-seat purchase"
             ));
         }
-        if !users.insert(user.as_str()) {
-            v.double += 1;
-            why.push(format!("double: {user} holds two rows"));
+        *held.entry(user.as_str()).or_default() += i64::from(*quantity);
+    }
+    for (user, seats) in held {
+        if seats > i64::from(f.per_user_limit) {
+            v.limit += 1;
+            if v.limit <= 3 {
+                why.push(format!(
+                    "limit: {user} holds {seats} seats, the limit is {}",
+                    f.per_user_limit
+                ));
+            }
         }
     }
 

@@ -93,9 +93,11 @@ fn judge_with_cache(
     judge(&Facts {
         event: &event(),
         capacity: 3,
+        per_user_limit: 1,
         journeys,
         rows,
         counter,
+        revoked: 0,
         view: Some(view),
         statuses: &statuses,
         dead: &[],
@@ -136,7 +138,8 @@ fn each_fault_is_its_own_verdict() {
     let (j, mut rows) = sale(10, 2);
     rows.push((ReservationId::random(), "b0".into(), 1));
     let v = judge_sale(&j, &rows, 3, &view(3, 3));
-    assert_eq!(v.double, 2, "a stranger id, and b0 holding two rows");
+    assert_eq!(v.double, 1, "a stranger id");
+    assert_eq!(v.limit, 1, "b0 holding two seats, the limit one");
 
     // Drift: the counter disagrees with the rows.
     let (j, rows) = sale(10, 3);
@@ -145,10 +148,22 @@ fn each_fault_is_its_own_verdict() {
     // Drift: /events disagrees.
     assert_eq!(judge_sale(&j, &rows, 3, &view(2, 3)).drift, 1);
 
-    // Drift: a buyer told rejected holds a seat.
+    // Drift: a buyer told rejected holds a seat (and its status URL, read
+    // at the end, says rejected too).
     let (mut j, rows) = sale(10, 3);
     j[0].decided.as_mut().unwrap().status = Status::Rejected;
-    assert!(judge_sale(&j, &rows, 3, &view(3, 3)).drift >= 1);
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).drift, 2);
+
+    // Drift: a buyer told confirmed has no row (the seat went to nobody:
+    // two seats sold of three, so it leaked too).
+    let (mut j, mut rows) = sale(10, 3);
+    rows.remove(2);
+    j[2].decided.as_mut().unwrap().status = Status::Confirmed;
+    let v = judge_sale(&j, &rows, 2, &view(2, 3));
+    assert_eq!(
+        v.drift, 2,
+        "told confirmed, and the status URL says so at the end"
+    );
 
     // Drift: a decision the buyer heard is forgotten at the end.
     let (j, rows) = sale(10, 3);
@@ -165,9 +180,11 @@ fn each_fault_is_its_own_verdict() {
     let facts = Facts {
         event: &event(),
         capacity: 3,
+        per_user_limit: 1,
         journeys: &j,
         rows: &rows,
         counter: 3,
+        revoked: 0,
         view: Some(&view(3, 3)),
         statuses: &statuses,
         dead: &[],
@@ -209,9 +226,11 @@ fn dead_daemons_and_500s_fail() {
     let (v, why) = judge(&Facts {
         event: &event(),
         capacity: 3,
+        per_user_limit: 1,
         journeys: &j2,
         rows: &rows,
         counter: 3,
+        revoked: 0,
         view: Some(&view(3, 3)),
         statuses: &statuses,
         dead: &dead,
@@ -328,6 +347,125 @@ fn redis_that_disagrees_with_postgresql_is_cache() {
         "a limit lifted"
     );
     assert_eq!(judge_with_cache(&j, &rows, 3, &view(3, 3), None).cache, 1);
+}
+
+#[test]
+fn the_status_url_at_the_end_must_match_the_database() {
+    let (j, rows) = sale(10, 3);
+    let judge_end = |id: ReservationId, status: Option<Status>| {
+        let mut statuses: HashMap<ReservationId, Option<Status>> = j
+            .iter()
+            .map(|j| {
+                (
+                    *j.ids.first().unwrap(),
+                    j.decided.as_ref().map(|d| d.status),
+                )
+            })
+            .collect();
+        statuses.insert(id, status);
+        judge(&Facts {
+            event: &event(),
+            capacity: 3,
+            per_user_limit: 1,
+            journeys: &j,
+            rows: &rows,
+            counter: 3,
+            revoked: 0,
+            view: Some(&view(3, 3)),
+            statuses: &statuses,
+            dead: &[],
+            cache: Some(&cache_of(&rows, 3)),
+        })
+        .0
+        .drift
+    };
+    let winner = *j[0].ids.first().unwrap();
+    let loser = *j[9].ids.first().unwrap();
+    assert_eq!(judge_end(winner, Some(Status::Confirmed)), 0);
+    assert_eq!(
+        judge_end(winner, Some(Status::Rejected)),
+        1,
+        "a seat held, told rejected"
+    );
+    assert_eq!(judge_end(loser, Some(Status::Rejected)), 0);
+    assert_eq!(
+        judge_end(loser, Some(Status::Confirmed)),
+        1,
+        "told confirmed, no row"
+    );
+    assert_eq!(judge_end(loser, None), 1, "a heard rejection forgotten");
+}
+
+#[test]
+fn a_seat_the_guard_had_to_revoke_fails_the_sale() {
+    let (j, rows) = sale(10, 3);
+    let statuses = HashMap::new();
+    let (v, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        per_user_limit: 1,
+        journeys: &j,
+        rows: &rows,
+        counter: 3,
+        revoked: 4,
+        view: Some(&view(3, 3)),
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert_eq!(v.revoked, 4);
+    assert_eq!(v.oversold, 0, "PostgreSQL held");
+    assert!(why.iter().any(|w| w.starts_with("revoked")));
+}
+
+/// Adds a second purchase (a new key) by the buyer of journey `of`, told
+/// `status`, holding a row when confirmed.
+fn again(
+    j: &mut Vec<Journey>,
+    rows: &mut Vec<(ReservationId, String, i32)>,
+    of: usize,
+    status: Status,
+) {
+    let mut second = j[of].clone();
+    second.key = format!("{}-again", second.key);
+    let id = ReservationId::idempotent(&event(), &second.user, &second.key);
+    second.ids = [id].into();
+    let d = second.decided.as_mut().unwrap();
+    d.reservation_id = id;
+    d.status = status;
+    if status == Status::Confirmed {
+        rows.push((id, second.user.as_str().to_owned(), 1));
+    }
+    j.push(second);
+}
+
+#[test]
+fn a_buyer_over_the_limit_fails_and_one_held_to_it_passes() {
+    // b0 bought again and was refused: the limit held.
+    let (mut j, mut rows) = sale(10, 3);
+    again(&mut j, &mut rows, 0, Status::Rejected);
+    let v = judge_sale(&j, &rows, 3, &view(3, 3));
+    assert!(v.passed(), "{v:?}");
+
+    // b0 bought again and got a second seat of a one-seat limit.
+    let (mut j, mut rows) = sale(10, 2);
+    again(&mut j, &mut rows, 0, Status::Confirmed);
+    let v = judge_sale(&j, &rows, 3, &view(3, 3));
+    assert_eq!((v.limit, v.double), (1, 0), "{v:?}");
+}
+
+#[test]
+fn demand_counts_buyers_only_up_to_their_limit() {
+    // Two buyers, each trying twice, for three seats with a limit of one:
+    // two seats sold is all they may buy, no leak.
+    let (mut j, mut rows) = sale(2, 2);
+    again(&mut j, &mut rows, 0, Status::Rejected);
+    again(&mut j, &mut rows, 1, Status::Rejected);
+    assert_eq!(judge_sale(&j, &rows, 2, &view(2, 3)).leaked, 0);
+    // Three buyers may buy three: two sold leaks one.
+    let (mut j, mut rows) = sale(3, 2);
+    again(&mut j, &mut rows, 0, Status::Rejected);
+    assert_eq!(judge_sale(&j, &rows, 2, &view(2, 3)).leaked, 1);
 }
 
 #[test]

@@ -1,0 +1,66 @@
+//! The checker checked: each sabotage (see `flashgrid_faults::sabotage`)
+//! runs the scenario that exposes it, and the matrix must **fail** with the
+//! verdict the defect breaks. A matrix that passes here has gone blind.
+
+use flashgrid_faults::sabotage::Sabotage;
+use flashgrid_faults::{self as faults, Binaries, Options};
+use std::path::Path;
+
+async fn must_fail(sabotage: Sabotage) {
+    let sabotaged = Path::new(env!("CARGO_BIN_EXE_flashgrid-sabotaged-worker"));
+    // The real daemons are built beside it by `cargo test --workspace`.
+    let real =
+        Binaries::beside(sabotaged.parent().expect("a directory")).expect("the daemons' binaries");
+    let binaries = Binaries {
+        worker: if sabotage.in_worker() {
+            sabotaged.into()
+        } else {
+            real.worker
+        },
+        gateway: real.gateway,
+    };
+    let mut opts = Options::new(
+        binaries,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("sabotage"),
+    );
+    opts.sabotage = Some(sabotage);
+    let scenario = sabotage.scenario();
+    let report = faults::run(scenario, &opts)
+        .await
+        .expect("the scenario ran");
+    println!("{}: {}", sabotage.name(), report.line());
+    let caught = report
+        .verdicts
+        .pairs()
+        .into_iter()
+        .find(|(k, _)| *k == sabotage.breaks())
+        .map_or(0, |(_, n)| n);
+    assert!(
+        caught > 0,
+        "{} under {} should fail `{}`, but the matrix said:\n{}",
+        sabotage.name(),
+        scenario.name(),
+        sabotage.breaks(),
+        report.explain()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_acking_before_its_commit_loses_buyers() {
+    must_fail(Sabotage::AckBeforeCommit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_rebuilt_from_the_capacity_is_caught_by_the_revocations() {
+    must_fail(Sabotage::RestockFromCapacity).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decide_ignoring_the_limit_is_caught() {
+    must_fail(Sabotage::IgnoreLimit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_route_guessing_rejected_is_drift() {
+    must_fail(Sabotage::UnknownIsRejected).await;
+}
