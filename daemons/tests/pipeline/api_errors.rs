@@ -352,7 +352,8 @@ async fn broker_away_means_503_with_retry_after_then_recovery() {
                 .await
                 .ok()?;
             if r.status() == 202 {
-                promised.lock().unwrap().push(r.json().await.ok()?);
+                let a: flashgrid_wire::Accepted = r.json().await.ok()?;
+                promised.lock().unwrap().push(a);
                 return None;
             }
             (r.status() == 503).then_some(r)
