@@ -41,6 +41,10 @@ faults *ARGS:
 soak *ARGS:
     scripts/soak.sh {{ARGS}}
 
+# mutation testing (cargo-mutants, installed if missing): verdicts, loadgen, wire, worker; counts in .run/mutants
+mutants *GROUPS:
+    scripts/mutants.sh {{GROUPS}}
+
 # open the operator console on the stack `just up` started
 tui:
     cargo build --release --locked --workspace --bins

@@ -18,7 +18,7 @@ pub struct Proxy {
     open: std::sync::Arc<AtomicU32>,
     /// Milliseconds each chunk is held.
     delay: std::sync::Arc<AtomicU32>,
-    /// Bytes read and not yet passed on or dropped.
+    /// Bytes sent toward the service, read and not yet passed on or dropped.
     held: std::sync::Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -105,6 +105,8 @@ impl Proxy {
                     continue;
                 }
                 let (count, delay, held) = (count.clone(), delay.clone(), held.clone());
+                // The service's answers are held too, but not counted.
+                let unheld = AtomicU64::new(0);
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -118,7 +120,7 @@ impl Proxy {
                         biased;
                         _ = epoch.cancelled() => {}
                         _ = pump(cr, sw, &delay, &held, &epoch) => {}
-                        _ = pump(sr, cw, &delay, &held, &epoch) => {}
+                        _ = pump(sr, cw, &delay, &unheld, &epoch) => {}
                     }
                     count.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -134,8 +136,11 @@ impl Proxy {
         }
     }
 
-    /// Bytes the proxy holds right now (read, neither passed on nor dropped
-    /// yet): during a [`stall`](Self::stall), proof that a request was sent.
+    /// Bytes sent toward the service that the proxy holds right now (read,
+    /// neither passed on nor dropped yet): during a [`stall`](Self::stall),
+    /// proof that a request was sent and has not arrived. (The service's
+    /// answers are held too, but not counted: a held answer means the
+    /// request already arrived.)
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `just mutants [GROUP...]`: mutation testing with cargo-mutants (installed
+# when missing) over the code whose tests guard the promises: the fault
+# matrix's verdicts, the load generator's verify and judge, the wire ids, and
+# the worker's Lua-calling decide/settle steps. Each group runs the tests of
+# its own package only, in place (reusing target/release), and writes its
+# outcome under .run/mutants/<group>/. The counts go to docs/RELIABILITY.md
+# by hand, beside what each surviving mutant means.
+#
+# Groups: verdicts, loadgen, wire, worker (default: all; `worker` rebuilds
+# the daemons for each mutant and runs the pipeline tests: the slow one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! command -v cargo-mutants >/dev/null; then
+  echo "cargo-mutants is missing: installing it (cargo install cargo-mutants --locked)"
+  cargo install cargo-mutants --locked
+fi
+
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(verdicts loadgen wire worker)
+
+run() {
+  local group=$1; shift
+  echo "== $group"
+  # Exit 2 (mutants survived) and 3 (timeouts) are results, not failures.
+  cargo mutants --in-place --no-shuffle --cargo-arg=--release \
+    --output ".run/mutants/$group" "$@" || {
+      rc=$?
+      [ $rc -eq 2 ] || [ $rc -eq 3 ] || exit $rc
+    }
+  local out=".run/mutants/$group/mutants.out"
+  printf '%s: caught %s, survived %s, timeout %s, unviable %s\n' "$group" \
+    "$(wc -l <"$out/caught.txt")" "$(wc -l <"$out/missed.txt")" \
+    "$(wc -l <"$out/timeout.txt")" "$(wc -l <"$out/unviable.txt")" |
+    tee -a .run/mutants/summary.txt
+}
+
+mkdir -p .run/mutants
+for g in "${groups[@]}"; do
+  case $g in
+    verdicts) run verdicts -p flashgrid-faults -f daemons/faults/src/verdict/mod.rs ;;
+    loadgen) run loadgen -p flashgrid-load -f loadgen/src/verify.rs -f loadgen/src/conclude.rs ;;
+    wire) run wire -p flashgrid-wire -f daemons/wire/src/ids.rs ;;
+    worker)
+      # The steps that call the Lua scripts, judged by the pipeline tests
+      # (real PostgreSQL, Redis and RabbitMQ); scripts/services.sh check first.
+      scripts/services.sh check
+      run worker -p flashgrid-daemons -f daemons/src/worker/batch.rs -f daemons/src/inventory/mod.rs \
+        --re 'decide|settle|restock|revoke|commit' --timeout 300 -- --test pipeline
+      ;;
+    *) echo "no group $g: choose among verdicts, loadgen, wire, worker" >&2; exit 2 ;;
+  esac
+done
