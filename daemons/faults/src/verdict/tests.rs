@@ -111,6 +111,98 @@ fn an_exact_sale_passes() {
     let (j, rows) = sale(10, 3);
     let v = judge_sale(&j, &rows, 3, &view(3, 3));
     assert!(v.passed(), "{v:?}");
+    let statuses = j
+        .iter()
+        .map(|j| {
+            (
+                *j.ids.first().unwrap(),
+                j.decided.as_ref().map(|d| d.status),
+            )
+        })
+        .collect();
+    let (v, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        per_user_limit: 1,
+        journeys: &j,
+        rows: &rows,
+        counter: 3,
+        revoked: 0,
+        view: Some(&view(3, 3)),
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert!(v.passed() && why.is_empty(), "{v:?} {why:?}");
+}
+
+#[test]
+fn a_problem_is_explained_a_few_times_and_counted_every_time() {
+    // Ten buyers never decided: all counted, three explained.
+    let (mut j, rows) = sale(10, 3);
+    for journey in &mut j {
+        journey.decided = None;
+    }
+    let statuses = HashMap::new();
+    let facts = |j: &[Journey], rows: &[(ReservationId, String, i32)], cache: &Cache| {
+        let (v, why) = judge(&Facts {
+            event: &event(),
+            capacity: 3,
+            per_user_limit: 1,
+            journeys: j,
+            rows,
+            counter: rows.len() as i64,
+            revoked: 0,
+            view: Some(&view(rows.len() as u32, 3)),
+            statuses: &statuses,
+            dead: &[],
+            cache: Some(cache),
+        });
+        let lines = |k: &str| why.iter().filter(|w| w.starts_with(k)).count();
+        (
+            v,
+            lines("lost"),
+            lines("drift"),
+            lines("limit"),
+            lines("cache"),
+        )
+    };
+    let (v, lost, _, _, _) = facts(&j, &rows, &cache_of(&rows, 3));
+    assert_eq!((v.lost, lost), (10, 3));
+
+    // Ten buyers told rejected but holding a seat: drift explained five times.
+    let (mut j, _) = sale(10, 0);
+    let mut rows = Vec::new();
+    for journey in &mut j {
+        rows.push((
+            journey.expected_id(&event()),
+            journey.user.as_str().to_owned(),
+            1,
+        ));
+    }
+    let (v, _, drift, _, _) = facts(&j, &rows, &cache_of(&rows, 3));
+    assert!(v.drift >= 10 && drift == 5, "{v:?} {drift}");
+
+    // Four buyers over the limit: explained three times.
+    let (mut j, mut rows) = sale(4, 0);
+    for i in 0..4 {
+        again(&mut j, &mut rows, i, Status::Confirmed);
+        again(&mut j, &mut rows, i, Status::Confirmed);
+    }
+    let (v, _, _, limit, _) = facts(&j, &rows, &cache_of(&rows, 3));
+    assert_eq!((v.limit, limit), (4, 3));
+
+    // Seven seats Redis does not know of: explained five times.
+    let (j, rows) = sale(7, 7);
+    let (v, _, _, _, cache) = facts(&j, &rows, &Cache::default());
+    assert!(v.cache >= 7 && cache == 5, "{v:?} {cache}");
+}
+
+#[test]
+fn a_decision_for_another_event_is_lost() {
+    let (mut j, rows) = sale(10, 3);
+    j[4].decided.as_mut().unwrap().event_id = EventId::parse("elsewhere").unwrap();
+    assert_eq!(judge_sale(&j, &rows, 3, &view(3, 3)).lost, 1);
 }
 
 #[test]
@@ -238,6 +330,7 @@ fn dead_daemons_and_500s_fail() {
     });
     assert_eq!((v.dead, v.errors), (1, 2));
     assert!(why.iter().any(|w| w.contains("worker exited")));
+    assert!(why.iter().any(|w| w.starts_with("5xx: 2")), "{why:?}");
 }
 
 #[test]
