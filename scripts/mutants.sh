@@ -8,8 +8,10 @@
 # by hand, beside what each surviving mutant means.
 #
 # Each run works on cargo-mutants' own copy of the tree (never in place: an
-# interrupted run must not leave a mutant in the sources), built with the
-# `mutants` profile of Cargo.toml.
+# interrupted run must not leave a mutant in the sources): the pure code
+# with the `mutants` profile of Cargo.toml (nothing optimised: quickest to
+# rebuild), the worker with `dev` (optimised dependencies: its tests push
+# real traffic).
 #
 # Groups: logic (the verdicts, loadgen's verify and conclude, the wire ids:
 # pure code, their unit tests; about 25 minutes here) and worker (decide,
@@ -32,7 +34,7 @@ run() {
   local group=$1; shift
   echo "== $group"
   # Exit 2 (mutants survived) and 3 (timeouts) are results, not failures.
-  cargo mutants --no-shuffle --profile mutants \
+  cargo mutants --no-shuffle \
     --output ".run/mutants/$group" "$@" || {
       rc=$?
       [ $rc -eq 2 ] || [ $rc -eq 3 ] || exit $rc
@@ -50,14 +52,14 @@ for g in "${groups[@]}"; do
     logic)
       run logic -p flashgrid-faults -p flashgrid-load -p flashgrid-wire \
         -f daemons/faults/src/verdict/mod.rs -f loadgen/src/verify.rs -f loadgen/src/conclude.rs \
-        -f daemons/wire/src/ids.rs -- --lib
+        -f daemons/wire/src/ids.rs --profile mutants -- --lib
       ;;
     worker)
       # The steps that call the Lua scripts, judged by the pipeline tests
       # (real PostgreSQL, Redis and RabbitMQ); scripts/services.sh check first.
       scripts/services.sh check
       run worker -p flashgrid-daemons -f daemons/src/worker/batch.rs -f daemons/src/inventory/mod.rs \
-        --re 'decide|settle|restock|revoke|commit' --timeout 300 -- --test pipeline
+        --re 'decide|settle|restock|revoke|commit' --timeout 300 --profile dev -- --test pipeline
       ;;
     *) echo "no group $g: choose among logic, worker" >&2; exit 2 ;;
   esac

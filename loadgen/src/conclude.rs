@@ -58,3 +58,31 @@ pub async fn conclude(
         Some((&decisions, &verdict, &view, took)),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            base: "http://127.0.0.1:9".into(),
+            authority: "127.0.0.1:9".into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attack_nobody_answered_is_an_error_and_one_answered_a_report() {
+        let mut tally = Tally::default();
+        tally.errors.insert("connect", 5);
+        let e = conclude(&tally, 0, &target(), None).await.unwrap_err();
+        assert!(
+            e.contains("no request got an answer") && e.contains("just up"),
+            "{e}"
+        );
+        tally.statuses.insert(409, 3);
+        let r = conclude(&tally, 0, &target(), None).await.unwrap();
+        assert_eq!(r.statuses.get("409"), Some(&3));
+        assert_eq!(r.verdict, "unverified", "no check asked");
+    }
+}

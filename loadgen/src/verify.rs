@@ -30,6 +30,16 @@ impl Decisions {
         self.rejected.values().sum()
     }
 
+    /// Adds what another follower was told.
+    fn merge(&mut self, o: Decisions) {
+        self.confirmed += o.confirmed;
+        self.confirmed_quantity += o.confirmed_quantity;
+        self.pending += o.pending;
+        for (k, v) in o.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+    }
+
     fn record(&mut self, v: Option<&ReservationView>) {
         match v {
             Some(v) if v.status == Status::Confirmed => {
@@ -74,13 +84,7 @@ pub async fn follow(
                     let view = decide(&target, &mut conn, a, end).await;
                     local.record(view.as_ref());
                 }
-                let mut r = result.lock().await;
-                r.confirmed += local.confirmed;
-                r.confirmed_quantity += local.confirmed_quantity;
-                r.pending += local.pending;
-                for (k, v) in local.rejected {
-                    *r.rejected.entry(k).or_default() += v;
-                }
+                result.lock().await.merge(local);
             })
         })
         .collect();
@@ -236,6 +240,76 @@ mod tests {
     use super::*;
     use flashgrid_wire::PerUserLimit;
 
+    fn view(status: Status, reason: Option<Reason>, quantity: u8) -> ReservationView {
+        let e = EventId::parse("e").unwrap();
+        let u = flashgrid_wire::UserId::parse("u").unwrap();
+        ReservationView {
+            reservation_id: flashgrid_wire::ReservationId::idempotent(&e, &u, "k"),
+            event_id: e,
+            user_id: u,
+            quantity: flashgrid_wire::Quantity::new(i64::from(quantity)).unwrap(),
+            status,
+            reason,
+        }
+    }
+
+    #[test]
+    fn each_decision_is_counted_where_it_belongs() {
+        let mut d = Decisions::default();
+        d.record(Some(&view(Status::Confirmed, None, 3)));
+        d.record(Some(&view(Status::Confirmed, None, 2)));
+        d.record(Some(&view(Status::Rejected, Some(Reason::SoldOut), 1)));
+        d.record(Some(&view(Status::Rejected, Some(Reason::SoldOut), 1)));
+        d.record(Some(&view(Status::Rejected, Some(Reason::UserLimit), 1)));
+        d.record(Some(&view(Status::Rejected, None, 1)));
+        d.record(Some(&view(Status::Pending, None, 1)));
+        d.record(None);
+        assert_eq!(
+            d,
+            Decisions {
+                confirmed: 2,
+                confirmed_quantity: 5,
+                rejected: [
+                    ("sold_out".to_owned(), 2),
+                    ("user_limit".to_owned(), 1),
+                    ("unknown".to_owned(), 1)
+                ]
+                .into(),
+                pending: 2,
+            }
+        );
+        assert_eq!(d.rejected_total(), 4);
+    }
+
+    #[test]
+    fn followers_tallies_add_up() {
+        let a = Decisions {
+            confirmed: 2,
+            confirmed_quantity: 3,
+            rejected: [("sold_out".to_owned(), 4)].into(),
+            pending: 1,
+        };
+        let b = Decisions {
+            confirmed: 5,
+            confirmed_quantity: 7,
+            rejected: [("sold_out".to_owned(), 1), ("user_limit".to_owned(), 2)].into(),
+            pending: 3,
+        };
+        let mut sum = a.clone();
+        sum.merge(b);
+        sum.merge(Decisions::default());
+        assert_eq!(
+            sum,
+            Decisions {
+                confirmed: 7,
+                confirmed_quantity: 10,
+                rejected: [("sold_out".to_owned(), 5), ("user_limit".to_owned(), 2)].into(),
+                pending: 4,
+            }
+        );
+        assert_eq!(sum.rejected_total(), 7);
+    }
+
     fn event(capacity: u32, confirmed: u32) -> EventView {
         EventView {
             event_id: EventId::parse("e").unwrap(),
@@ -262,7 +336,7 @@ mod tests {
     #[test]
     fn a_clean_sale_passes() {
         let v = judge(&decided(20, 0), &event(20, 20), true);
-        assert!(v.pass, "{v:?}");
+        assert!(v.pass && v.problems.is_empty(), "{v:?}");
     }
 
     #[test]
@@ -282,6 +356,10 @@ mod tests {
         let v = judge(&decided(20, 1), &event(20, 20), true);
         assert_eq!(v.lost, 1);
         assert!(!v.pass);
+        assert_eq!(
+            v.problems,
+            ["LOST: 1 accepted reservations were never decided"]
+        );
     }
 
     #[test]

@@ -319,8 +319,14 @@ mod tests {
             "big-concert-ab12"
         );
         assert_eq!(EventId::from_name("***", "ab12").as_str(), "event-ab12");
+        // Separators collapse to one dash, none leading.
+        assert_eq!(
+            EventId::from_name("  Big -- Concert  ", "ab12").as_str(),
+            "big-concert-ab12"
+        );
+        // As long as an id may be, the name cut to make room for the suffix.
         let long = EventId::from_name(&"x".repeat(500), "ab12");
-        assert!(long.as_str().len() <= 64 && long.as_str().ends_with("-ab12"));
+        assert_eq!(long.as_str(), format!("{}-ab12", "x".repeat(59)));
     }
 
     #[test]
@@ -348,6 +354,24 @@ mod tests {
         assert_eq!(Capacity::new(100_000_000).unwrap().get(), 100_000_000);
         let c: Result<Capacity, _> = serde_json::from_str("-1");
         assert!(c.unwrap_err().to_string().contains("capacity must be"));
+        let c = Capacity::new(300).unwrap();
+        assert_eq!((u32::from(c), c.to_string()), (300, "300".to_owned()));
+    }
+
+    #[test]
+    fn reservation_ids_print_as_their_uuid() {
+        let id = ReservationId::random();
+        assert_eq!(id.to_string(), id.0.to_string());
+        assert_eq!(id.to_string().parse::<ReservationId>().unwrap(), id);
+    }
+
+    #[test]
+    fn a_bad_value_is_quoted_back_cut_at_80_characters() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(200);
+        assert_eq!(truncate(&long), "é".repeat(80));
+        let e = EventId::parse(&"X".repeat(100)).unwrap_err().to_string();
+        assert!(e.contains(&format!("{:?}", "X".repeat(80))), "{e}");
     }
 
     #[test]

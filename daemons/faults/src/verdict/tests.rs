@@ -182,6 +182,24 @@ fn a_problem_is_explained_a_few_times_and_counted_every_time() {
     }
     let (v, _, drift, _, _) = facts(&j, &rows, &cache_of(&rows, 3));
     assert!(v.drift >= 10 && drift == 5, "{v:?} {drift}");
+    // The first ones are explained, not the last.
+    let (_, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        per_user_limit: 1,
+        journeys: &j,
+        rows: &rows,
+        counter: 10,
+        revoked: 0,
+        view: Some(&view(10, 3)),
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert!(
+        why.iter().any(|w| w.starts_with("drift: b0 was told")),
+        "{why:?}"
+    );
 
     // Four buyers over the limit: explained three times.
     let (mut j, mut rows) = sale(4, 0);
@@ -196,6 +214,82 @@ fn a_problem_is_explained_a_few_times_and_counted_every_time() {
     let (j, rows) = sale(7, 7);
     let (v, _, _, _, cache) = facts(&j, &rows, &Cache::default());
     assert!(v.cache >= 7 && cache == 5, "{v:?} {cache}");
+}
+
+#[test]
+fn verdicts_add_up_field_by_field() {
+    let one = Verdicts {
+        oversold: 1,
+        revoked: 2,
+        limit: 3,
+        leaked: 4,
+        lost: 5,
+        double: 6,
+        drift: 7,
+        cache: 8,
+        dead: 9,
+        errors: 10,
+    };
+    let mut sum = one;
+    sum.add(&one);
+    sum.add(&Verdicts::default());
+    let doubled: Vec<u64> = one.pairs().iter().map(|(_, n)| 2 * n).collect();
+    let got: Vec<u64> = sum.pairs().iter().map(|(_, n)| *n).collect();
+    assert_eq!(got, doubled);
+    let names: Vec<&str> = one.pairs().iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        names,
+        [
+            "oversold", "revoked", "limit", "leaked", "lost", "double", "drift", "cache", "dead",
+            "errors"
+        ]
+    );
+    assert_eq!(one.pairs().map(|(_, n)| n), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+}
+
+#[test]
+fn an_event_view_that_does_not_answer_is_drift() {
+    let (j, rows) = sale(10, 3);
+    let statuses = j
+        .iter()
+        .map(|j| {
+            (
+                *j.ids.first().unwrap(),
+                j.decided.as_ref().map(|d| d.status),
+            )
+        })
+        .collect();
+    let (v, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        per_user_limit: 1,
+        journeys: &j,
+        rows: &rows,
+        counter: 3,
+        revoked: 0,
+        view: None,
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert_eq!(v.drift, 1);
+    assert!(why.iter().any(|w| w.contains("did not answer")), "{why:?}");
+}
+
+#[test]
+fn buyers_without_a_reservation_or_a_decision_are_not_drift() {
+    // Told sold out and holding nothing: fine.
+    let (mut j, rows) = sale(10, 3);
+    j[9].ids.clear();
+    j[9].decided = None;
+    j[9].answer = Answer::SoldOut;
+    assert!(judge_sale(&j, &rows, 3, &view(3, 3)).passed());
+    // A 202 never decided but holding its seat: lost (counted there), not
+    // drift.
+    let (mut j, rows) = sale(10, 3);
+    j[0].decided = None;
+    let v = judge_sale(&j, &rows, 3, &view(3, 3));
+    assert_eq!((v.lost, v.drift), (1, 0), "{v:?}");
 }
 
 #[test]
@@ -487,6 +581,40 @@ fn the_status_url_at_the_end_must_match_the_database() {
         "told confirmed, no row"
     );
     assert_eq!(judge_end(loser, None), 1, "a heard rejection forgotten");
+}
+
+#[test]
+fn an_end_status_that_disagrees_is_explained() {
+    let (j, rows) = sale(10, 3);
+    let mut statuses: HashMap<ReservationId, Option<Status>> = j
+        .iter()
+        .map(|j| {
+            (
+                *j.ids.first().unwrap(),
+                j.decided.as_ref().map(|d| d.status),
+            )
+        })
+        .collect();
+    statuses.insert(*j[9].ids.first().unwrap(), Some(Status::Confirmed));
+    let (v, why) = judge(&Facts {
+        event: &event(),
+        capacity: 3,
+        per_user_limit: 1,
+        journeys: &j,
+        rows: &rows,
+        counter: 3,
+        revoked: 0,
+        view: Some(&view(3, 3)),
+        statuses: &statuses,
+        dead: &[],
+        cache: Some(&cache_of(&rows, 3)),
+    });
+    assert_eq!(v.drift, 1);
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("drift: at the end the status URL")),
+        "{why:?}"
+    );
 }
 
 #[test]
