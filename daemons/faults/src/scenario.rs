@@ -159,12 +159,11 @@ pub async fn inject(scenario: Scenario, t: &Reach<'_>) -> anyhow::Result<String>
             // Kill the worker with a batch in its hands, not between two:
             // its PostgreSQL stalled, the batch it decided cannot commit.
             let mid_commit = which == Role::Worker;
-            let mut held = 0;
+            let (mut held, mut stalls) = (0, 0);
             if mid_commit {
                 // Killed once its commit is sent and held at the proxy, not
                 // merely some time after the stall.
-                t.worker_postgres.stall();
-                held = held_within(t.worker_postgres, Duration::from_secs(10)).await?;
+                (held, stalls) = stall_a_commit(t.worker_postgres).await?;
             }
             t.stack.stop(which).await; // SIGKILL
             if mid_commit {
@@ -177,7 +176,7 @@ pub async fn inject(scenario: Scenario, t: &Reach<'_>) -> anyhow::Result<String>
             (t.restart)(which);
             if mid_commit {
                 format!(
-                    "SIGKILL mid-commit ({held} bytes to PostgreSQL held and dropped); restart 1 s later"
+                    "SIGKILL mid-commit ({held} bytes to PostgreSQL held and dropped, stall {stalls}); restart 1 s later"
                 )
             } else {
                 "SIGKILL, restart 1 s later".into()
@@ -205,21 +204,25 @@ pub async fn inject(scenario: Scenario, t: &Reach<'_>) -> anyhow::Result<String>
     })
 }
 
-/// Waits until the stalled proxy holds bytes (a request sent that cannot
-/// arrive); returns how many.
-async fn held_within(proxy: &Proxy, limit: Duration) -> anyhow::Result<u64> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let n = proxy.held();
-        if n > 0 {
-            return Ok(n);
+/// Stalls the proxy until it holds bytes the worker sent (a commit sent
+/// that cannot arrive); returns how many. A stall that lands while the
+/// worker awaits an answer holds that answer instead, and the worker sends
+/// nothing more: then the answer is let through and the stall tried again.
+async fn stall_a_commit(proxy: &Proxy) -> anyhow::Result<(u64, u32)> {
+    for stall in 1..=20 {
+        proxy.stall();
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < deadline {
+            let n = proxy.held();
+            if n > 0 {
+                return Ok((n, stall));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the worker sent nothing to PostgreSQL within {limit:?} of the stall"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        proxy.restore();
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    anyhow::bail!("the worker sent nothing to PostgreSQL during 20 stalls of 0.5 s")
 }
 
 async fn cut(proxy: &Proxy, for_: Duration) -> String {
