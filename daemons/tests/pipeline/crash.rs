@@ -79,12 +79,34 @@ async fn decided_but_uncommitted_batch_is_committed_once_after_restart() {
 async fn worker_killed_mid_burst_then_restarted_sells_exactly_the_capacity() {
     let stack = TestStack::empty().await;
     stack.start_gateway().await;
-    stack.create_event("sigkill", 100).await;
+    stack.create_event("sigkill", 1_000).await;
     stack.start_process("worker");
 
-    let sales = {
-        let s = &stack;
-        async move { burst(s, "sigkill", 1_500).await }
+    // 1,500 buyers over about a second for 1,000 seats: the sale cannot be
+    // decided before most of them arrive (a burst at once was decided in
+    // one batch, before any kill could land inside it).
+    let sales = async {
+        let futs = (0..1_500u64).map(|i| {
+            let stack = &stack;
+            async move {
+                tokio::time::sleep(Duration::from_micros(700 * i)).await;
+                let r = stack
+                    .reserve("sigkill", &format!("b{i}"), 1, None)
+                    .await
+                    .expect("the gateway was never killed");
+                match r.status().as_u16() {
+                    202 => Some(r.json::<flashgrid_wire::Accepted>().await.unwrap()),
+                    409 => None,
+                    s => panic!("b{i} answered {s}"),
+                }
+            }
+        });
+        let accepted: Vec<_> = futures::future::join_all(futs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        (accepted, ())
     };
     let killer = async {
         // Killed while the burst is still coming in and the sale is half
@@ -100,7 +122,7 @@ async fn worker_killed_mid_burst_then_restarted_sells_exactly_the_capacity() {
     };
     let ((accepted, _), sold_at_kill) = tokio::join!(sales, killer);
     assert!(
-        sold_at_kill < 100,
+        sold_at_kill < 1_000,
         "the kill came after the sale was decided ({sold_at_kill} sold): the test proved nothing"
     );
 
@@ -109,6 +131,6 @@ async fn worker_killed_mid_burst_then_restarted_sells_exactly_the_capacity() {
         .iter()
         .filter(|d| d.status == Status::Confirmed)
         .count();
-    assert_eq!(confirmed, 100);
-    assert_eq!(stack.db_counts("sigkill").await, (100, 100, 100));
+    assert_eq!(confirmed, 1_000);
+    assert_eq!(stack.db_counts("sigkill").await, (1_000, 1_000, 1_000));
 }
