@@ -27,7 +27,7 @@ pub async fn run(cfg: WorkerConfig, sabotage: Sabotage) -> anyhow::Result<()> {
     let connected = flashgrid::services::connect(&cfg.services, "sabotaged-worker", 4).await?;
     let ns = connected.ns.clone();
     let inventory = Inventory::new(connected.redis, ns.clone());
-    let worker = Sabotaged {
+    let mut worker = Sabotaged {
         sabotage,
         pool: connected.pool.clone(),
         inventory: inventory.clone(),
@@ -38,7 +38,6 @@ pub async fn run(cfg: WorkerConfig, sabotage: Sabotage) -> anyhow::Result<()> {
         sabotage = sabotage.name(),
         "a worker broken on purpose started"
     );
-    let mut worker = worker;
     let mut conn = Some(connected.amqp);
     loop {
         let c = match conn.take() {
