@@ -34,12 +34,18 @@ impl BatchError {
     /// work right now, and is waited for however long it takes.
     pub fn is_refusal(&self) -> bool {
         match self {
-            BatchError::Inventory(InventoryError::Redis(e)) => matches!(
-                e.kind(),
+            BatchError::Inventory(InventoryError::Redis(e)) => match e.kind() {
                 redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                    | redis::ErrorKind::UnexpectedReturnType
-                    | redis::ErrorKind::Parse
-            ),
+                | redis::ErrorKind::UnexpectedReturnType
+                | redis::ErrorKind::Parse => true,
+                // Codes the client does not name (WRONGTYPE: a key of the
+                // event holds another type) refuse the work, except those
+                // Redis answers while it cannot work for now.
+                redis::ErrorKind::Extension => {
+                    !matches!(e.code(), Some("OOM" | "BUSY" | "MISCONF" | "NOREPLICAS"))
+                }
+                _ => false,
+            },
             BatchError::Inventory(InventoryError::Corrupt(_)) => true,
             BatchError::Inventory(InventoryError::StockMissing) => false,
             // SQLSTATE classes 22 (data exception), 23 (integrity constraint)
@@ -367,5 +373,18 @@ mod tests {
         ));
         assert!(BatchError::Inventory(InventoryError::Redis(script)).is_refusal());
         assert!(BatchError::Inventory(InventoryError::Corrupt("x".into())).is_refusal());
+
+        let wrong_type = redis::make_extension_error(
+            "WRONGTYPE".into(),
+            Some("Operation against a key holding the wrong kind of value".into()),
+        );
+        assert!(BatchError::Inventory(InventoryError::Redis(wrong_type)).is_refusal());
+        for busy in ["OOM", "BUSY", "MISCONF", "NOREPLICAS"] {
+            let e = redis::make_extension_error(busy.into(), None);
+            assert!(
+                !BatchError::Inventory(InventoryError::Redis(e)).is_refusal(),
+                "{busy} is a Redis that cannot work for now"
+            );
+        }
     }
 }

@@ -131,3 +131,58 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
     )
     .await;
 }
+
+/// A stock key Redis holds under the wrong type (an operator's `HSET` on it,
+/// a stray tool) makes the decide script fail with `WRONGTYPE`: a refusal,
+/// so the reservation is set aside. It is not mistaken for a stock that went
+/// missing — the state looks whole, so a rebuild changes nothing and the
+/// batch would be retried forever, stalling every purchase behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_key_of_the_wrong_type_sets_the_purchase_aside_instead_of_rebuilding_forever() {
+    use redis::AsyncCommands;
+    let stack = TestStack::spawn().await;
+    stack.create_event("wrongtype", 5).await;
+    let first = stack.accepted("wrongtype", "first", 1, None).await;
+    assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
+
+    let event = flashgrid_wire::EventId::parse("wrongtype").unwrap();
+    let keys = stack.namespace().event_keys(&event);
+    let mut redis = stack.redis().await;
+    let _: () = redis.del(&keys.stock).await.unwrap();
+    let _: () = redis.hset(&keys.stock, "not", "a number").await.unwrap();
+
+    let stuck = stack.accepted("wrongtype", "second", 1, None).await;
+    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = stack.namespace().dead_letter_queue();
+    let got = eventually(
+        "the purchase set aside",
+        Duration::from_secs(30),
+        || async {
+            ch.basic_get(dead.as_str().into(), Default::default())
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    let group = Group::decode(&got.delivery.data).unwrap();
+    assert_eq!(group.items.len(), 1);
+    assert_eq!(group.items[0].id, stuck.reservation_id);
+    assert_eq!(stack.status(&stuck, 0).await.status, Status::Pending);
+    conn.close(200, "".into()).await.unwrap();
+
+    // The operator deletes the bad key; the worker rebuilds the stock from
+    // PostgreSQL and the replayed purchase is sold, counted once.
+    let _: () = redis.del(&keys.stock).await.unwrap();
+    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+        .await
+        .unwrap();
+    assert_eq!((replayed.moved, replayed.reservations), (1, 1));
+    assert_eq!(stack.decided(&stuck).await.status, Status::Confirmed);
+    eventually(
+        "the replayed purchase committed",
+        Duration::from_secs(30),
+        || async { (stack.db_counts("wrongtype").await == (2, 2, 2)).then_some(()) },
+    )
+    .await;
+}
