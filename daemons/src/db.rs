@@ -1,16 +1,17 @@
 //! PostgreSQL: the database of record. Creation and migration at start, the
-//! events, and the worker's batched commit whose capacity guard makes the
-//! database itself refuse an oversell.
+//! events, and the worker's batched commit whose guards make the database
+//! itself refuse an oversell or a user over the per-user limit.
 
 use crate::redact::redact;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use flashgrid_wire::sale::{Event, SeatCounts};
 use flashgrid_wire::{
-    Capacity, CreateEvent, EventId, PerUserLimit, Quantity, ReservationId, UserId,
+    Capacity, CreateEvent, EventId, PerUserLimit, Quantity, Reason, ReservationId, UserId,
 };
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -139,10 +140,13 @@ pub async fn reset_event(
     .fetch_optional(&mut *tx)
     .await?;
     if event.is_some() {
-        sqlx::query("DELETE FROM reservations WHERE event_id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "WITH gone AS (DELETE FROM reservations WHERE event_id = $1)
+             DELETE FROM holdings WHERE event_id = $1",
+        )
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(event)
@@ -161,19 +165,21 @@ pub struct Winner {
 /// Why a batch could not be committed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    /// PostgreSQL refused: the batch would sell more than an event's capacity.
-    /// Redis was wrong (it lost data, or was rebuilt while a commit was in
+    /// PostgreSQL refused: the batch would sell more than an event's
+    /// capacity, or put a user over its per-user limit. Redis was wrong (it
+    /// lost data, came back older, or was rebuilt while a commit was in
     /// flight); the caller settles the batch event by event.
-    #[error("the capacity guard refused the batch")]
-    CapacityGuard,
+    #[error("PostgreSQL's guard refused the batch: {0}")]
+    Guard(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// Writes all winners and counts them against their events in one statement:
-/// one round trip, atomic, idempotent (a winner already written is skipped
-/// and not counted again), and refused whole by the capacity CHECK if any
-/// event would exceed its capacity. Returns how many rows were new.
+/// Writes all winners and counts them against their events and their users
+/// in one statement: one round trip, atomic, idempotent (a winner already
+/// written is skipped and not counted again), and refused whole by a CHECK
+/// if any event would exceed its capacity or any user its per-user limit.
+/// Returns how many rows were new.
 pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, CommitError> {
     if winners.is_empty() {
         return Ok(0);
@@ -195,7 +201,16 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, Co
              INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[])
              ON CONFLICT (reservation_id) DO NOTHING
-             RETURNING event_id, quantity
+             RETURNING event_id, user_id, quantity
+         ), per_user AS (
+             -- Executed although nothing reads it (a data-modifying WITH
+             -- always runs to completion): the per-user guard.
+             INSERT INTO holdings (event_id, user_id, quantity, per_user_limit)
+             SELECT i.event_id, i.user_id, SUM(i.quantity), e.per_user_limit
+             FROM ins i JOIN events e USING (event_id)
+             GROUP BY i.event_id, i.user_id, e.per_user_limit
+             ON CONFLICT (event_id, user_id)
+             DO UPDATE SET quantity = holdings.quantity + EXCLUDED.quantity
          ), per_event AS (
              SELECT event_id, SUM(quantity)::int AS q, COUNT(*) AS n FROM ins GROUP BY event_id
          )
@@ -215,34 +230,54 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, Co
             .iter()
             .map(|r| r.try_get::<i64, _>(0).unwrap_or(0) as u64)
             .sum()),
-        Err(e) if is_code(&e, "23514") => Err(CommitError::CapacityGuard),
-        Err(e) => Err(CommitError::Database(e)),
+        Err(e) => Err(guard_refusal(&e).map_or(CommitError::Database(e), CommitError::Guard)),
+    }
+}
+
+/// Which guard refused a write, if one did (a CHECK violation, SQLSTATE
+/// 23514, of one of the two constraints that guard a sale).
+fn guard_refusal(e: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    if d.code().as_deref() != Some("23514") {
+        return None;
+    }
+    match d.constraint() {
+        Some("confirmed_within_capacity") => Some("capacity"),
+        Some("holding_within_limit") => Some("per-user limit"),
+        _ => None,
     }
 }
 
 /// What the exact path wrote for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardedCommit {
-    /// Winners that did not fit: they must be rejected `sold_out`.
-    pub overflow: Vec<Winner>,
+    /// Winners that did not fit, each with the rule it would have broken:
+    /// they must be rejected with that reason.
+    pub overflow: Vec<(Winner, Reason)>,
     /// The event's seats after the commit.
     pub seats: SeatCounts,
 }
 
-/// The slow, exact path after the guard tripped: under the event's row lock,
-/// writes the winners in order while they fit.
+/// The slow, exact path after a guard tripped: under the event's row lock
+/// (and the row locks of its buyers' holdings), writes the winners in order
+/// while they fit the capacity and each user's limit.
 pub async fn commit_event_guarded(
     pool: &PgPool,
     event: &EventId,
     winners: &[Winner],
 ) -> Result<GuardedCommit, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT capacity, confirmed FROM events WHERE event_id = $1 FOR UPDATE")
-        .bind(event.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT capacity, confirmed, per_user_limit FROM events WHERE event_id = $1 FOR UPDATE",
+    )
+    .bind(event.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
     let capacity = row.try_get::<i32, _>(0)?.max(0) as u32;
     let mut confirmed = row.try_get::<i32, _>(1)?.max(0) as u32;
+    let limit = row.try_get::<i16, _>(2)?;
     let ids: Vec<Uuid> = winners.iter().map(|w| w.id.0).collect();
     let existing: Vec<Uuid> = sqlx::query_scalar(
         "SELECT reservation_id FROM reservations WHERE reservation_id = ANY($1)",
@@ -250,28 +285,60 @@ pub async fn commit_event_guarded(
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
+    let users: Vec<&str> = winners.iter().map(|w| w.user.as_str()).collect();
+    let mut held: HashMap<String, (i32, i32)> = sqlx::query(
+        "SELECT user_id, quantity, per_user_limit FROM holdings
+         WHERE event_id = $1 AND user_id = ANY($2) FOR UPDATE",
+    )
+    .bind(event.as_str())
+    .bind(&users)
+    .try_map(|r: PgRow| {
+        Ok((
+            r.try_get::<String, _>(0)?,
+            (r.try_get(1)?, i32::from(r.try_get::<i16, _>(2)?)),
+        ))
+    })
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
     let mut overflow = Vec::new();
     for w in winners {
         if existing.contains(&w.id.0) {
             continue;
         }
         let q = u32::from(w.quantity.get());
+        let (user_has, user_limit) = held
+            .entry(w.user.as_str().to_owned())
+            .or_insert((0, i32::from(limit)));
         if confirmed + q > capacity {
-            overflow.push(w.clone());
+            overflow.push((w.clone(), Reason::SoldOut));
+            continue;
+        }
+        if *user_has + q as i32 > *user_limit {
+            overflow.push((w.clone(), Reason::UserLimit));
             continue;
         }
         sqlx::query(
-            "INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "WITH ins AS (
+                 INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
+                 VALUES ($1, $2, $3, $4, $5)
+             )
+             INSERT INTO holdings (event_id, user_id, quantity, per_user_limit)
+             VALUES ($2, $3, $4, $6)
+             ON CONFLICT (event_id, user_id)
+             DO UPDATE SET quantity = holdings.quantity + EXCLUDED.quantity",
         )
         .bind(w.id.0)
         .bind(w.event.as_str())
         .bind(w.user.as_str())
         .bind(i16::from(w.quantity.get()))
         .bind(w.accepted_at)
+        .bind(limit)
         .execute(&mut *tx)
         .await?;
         confirmed += q;
+        *user_has += q as i32;
     }
     sqlx::query("UPDATE events SET confirmed = $2, revoked = revoked + $3 WHERE event_id = $1")
         .bind(event.as_str())

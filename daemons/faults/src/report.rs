@@ -236,7 +236,7 @@ mod tests {
         let header = t.lines().next().unwrap();
         assert!(
             header.starts_with(
-                "| scenario | runs | passed | oversold | revoked | limit | leaked | lost | double |"
+                "| scenario | runs | passed | oversold | revoked | over_limit | leaked | lost | double |"
             ),
             "{header}"
         );

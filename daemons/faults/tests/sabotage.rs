@@ -56,8 +56,13 @@ async fn a_stock_rebuilt_from_the_capacity_is_caught_by_the_revocations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decide_ignoring_the_limit_is_caught() {
+async fn a_decide_ignoring_the_limit_is_caught_by_the_database_guard() {
     must_fail(Sabotage::IgnoreLimit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decide_ignoring_the_limit_without_the_guard_is_over_limit() {
+    must_fail(Sabotage::IgnoreLimitUnguarded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

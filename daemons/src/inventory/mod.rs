@@ -7,7 +7,7 @@ pub mod record;
 use crate::db::EventSnapshot;
 use crate::names::{EventKeys, Namespace};
 use flashgrid_wire::sale::Outcome;
-use flashgrid_wire::{EventId, PerUserLimit, Quantity, ReservationId, UserId};
+use flashgrid_wire::{EventId, PerUserLimit, Quantity, Reason, ReservationId, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
@@ -156,18 +156,22 @@ impl Inventory {
         Ok((stock >= 0).then_some(stock))
     }
 
-    /// Turns confirmations PostgreSQL refused into `sold_out` rejections and
-    /// drops the stock so that it is rebuilt.
+    /// Turns confirmations PostgreSQL refused into rejections (with the
+    /// reason of the guard that refused each) and drops the stock so that
+    /// the event's state is rebuilt.
     pub async fn revoke(
         &self,
         event: &EventId,
-        refused: &[(ReservationId, &UserId, Quantity)],
+        refused: &[(ReservationId, &UserId, Quantity, Reason)],
     ) -> Result<(), InventoryError> {
         let k = self.keys(event);
         let mut inv = self.scripts.revoke.prepare_invoke();
         inv.key(&k.stock).key(&k.users).key(&k.outcomes);
-        for (id, user, qty) in refused {
-            inv.arg(id.0.to_string()).arg(user.as_str()).arg(qty.get());
+        for (id, user, qty, reason) in refused {
+            inv.arg(id.0.to_string())
+                .arg(user.as_str())
+                .arg(qty.get())
+                .arg(reason.as_str());
         }
         let mut conn = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut conn).await?;

@@ -240,12 +240,16 @@ impl Decider {
         let mut report = BatchReport::default();
         match db::commit_winners(&self.pool, &winners).await {
             Ok(written) => report.written = written,
-            Err(CommitError::CapacityGuard) => {
+            Err(CommitError::Guard(rule)) => {
+                tracing::warn!(
+                    rule,
+                    "PostgreSQL's guard refused the batch: committing event by event"
+                );
                 let refused = self.commit_guarded(&winners, &mut report).await?;
                 for (q, o) in items.iter().zip(outcomes.iter_mut()) {
-                    if refused.contains(&q.id) {
+                    if let Some(&reason) = refused.get(&q.id) {
                         o.status = Status::Rejected;
-                        o.reason = Some(Reason::SoldOut);
+                        o.reason = Some(reason);
                     }
                 }
             }
@@ -264,12 +268,12 @@ impl Decider {
         &self,
         winners: &[Winner],
         report: &mut BatchReport,
-    ) -> Result<HashSet<ReservationId>, BatchError> {
+    ) -> Result<HashMap<ReservationId, Reason>, BatchError> {
         let mut by_event: HashMap<&EventId, Vec<Winner>> = HashMap::new();
         for w in winners {
             by_event.entry(&w.event).or_default().push(w.clone());
         }
-        let mut refused = HashSet::new();
+        let mut refused = HashMap::new();
         for (event, ws) in by_event {
             let before = ws.len();
             let GuardedCommit { overflow, seats } =
@@ -279,15 +283,15 @@ impl Decider {
             }
             tracing::error!(
                 event_id = %event, capacity = seats.capacity, confirmed = seats.confirmed, refused = overflow.len(), of = before,
-                "PostgreSQL's capacity guard refused confirmations Redis had made; they are rejected sold_out and the stock is rebuilt"
+                "PostgreSQL's guards refused confirmations Redis had made (over the capacity or a user's limit); they are rejected and the event's Redis state is rebuilt"
             );
             let list: Vec<_> = overflow
                 .iter()
-                .map(|w| (w.id, &w.user, w.quantity))
+                .map(|(w, reason)| (w.id, &w.user, w.quantity, *reason))
                 .collect();
             self.inventory.revoke(event, &list).await?;
             report.revoked += overflow.len() as u64;
-            refused.extend(overflow.iter().map(|w| w.id));
+            refused.extend(overflow.iter().map(|(w, reason)| (w.id, *reason)));
         }
         Ok(refused)
     }

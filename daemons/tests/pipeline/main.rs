@@ -11,6 +11,7 @@ mod burst;
 mod crash;
 mod feed;
 mod fuzz;
+mod guards;
 mod idempotency;
 mod poison;
 mod rate_limit;

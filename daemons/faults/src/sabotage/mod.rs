@@ -23,18 +23,23 @@ pub enum Sabotage {
     /// A stock missing from Redis is rebuilt from the capacity, forgetting
     /// the seats PostgreSQL already holds.
     RestockFromCapacity,
-    /// The decide ignores the event's per-user limit.
+    /// The decide ignores the event's per-user limit: PostgreSQL's
+    /// per-user guard refuses the extra seats, and counts them revoked.
     IgnoreLimit,
+    /// The same, in a database without the per-user guard (the worker drops
+    /// the CHECK of its own test database): users end over the limit.
+    IgnoreLimitUnguarded,
     /// The status route answers `rejected` for a reservation it does not
     /// know (instead of `404`).
     UnknownIsRejected,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 4] = [
+    pub const ALL: [Sabotage; 5] = [
         Sabotage::AckBeforeCommit,
         Sabotage::RestockFromCapacity,
         Sabotage::IgnoreLimit,
+        Sabotage::IgnoreLimitUnguarded,
         Sabotage::UnknownIsRejected,
     ];
 
@@ -43,6 +48,7 @@ impl Sabotage {
             Sabotage::AckBeforeCommit => "ack-before-commit",
             Sabotage::RestockFromCapacity => "restock-from-capacity",
             Sabotage::IgnoreLimit => "ignore-limit",
+            Sabotage::IgnoreLimitUnguarded => "ignore-limit-unguarded",
             Sabotage::UnknownIsRejected => "unknown-is-rejected",
         }
     }
@@ -62,7 +68,7 @@ impl Sabotage {
             Sabotage::AckBeforeCommit => Scenario::WorkerKill,
             Sabotage::RestockFromCapacity => Scenario::RedisWipe,
             // No fault needed: the buyers' second tries are enough.
-            Sabotage::IgnoreLimit => Scenario::RetryStorm,
+            Sabotage::IgnoreLimit | Sabotage::IgnoreLimitUnguarded => Scenario::RetryStorm,
             Sabotage::UnknownIsRejected => Scenario::RedisWipe,
         }
     }
@@ -75,7 +81,8 @@ impl Sabotage {
             Sabotage::AckBeforeCommit => "lost",
             // Redis sells the seats again; PostgreSQL's guard refuses them.
             Sabotage::RestockFromCapacity => "revoked",
-            Sabotage::IgnoreLimit => "limit",
+            Sabotage::IgnoreLimit => "revoked",
+            Sabotage::IgnoreLimitUnguarded => "over_limit",
             // Told rejected while the purchase was still queued, then sold
             // a seat.
             Sabotage::UnknownIsRejected => "drift",

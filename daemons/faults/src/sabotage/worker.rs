@@ -26,6 +26,13 @@ pub async fn run(cfg: WorkerConfig, sabotage: Sabotage) -> anyhow::Result<()> {
     );
     let connected = flashgrid::services::connect(&cfg.services, "sabotaged-worker", 4).await?;
     let ns = connected.ns.clone();
+    if sabotage == Sabotage::IgnoreLimitUnguarded {
+        // The matrix's own database, created for this run.
+        sqlx::query("ALTER TABLE holdings DROP CONSTRAINT IF EXISTS holding_within_limit")
+            .execute(&connected.pool)
+            .await
+            .context("drop the per-user guard")?;
+    }
     let inventory = Inventory::new(connected.redis, ns.clone());
     let mut worker = Sabotaged {
         sabotage,
@@ -146,7 +153,10 @@ impl Sabotaged {
                 self.events.insert(q.event.clone(), e);
             }
             let e = &self.events[&q.event];
-            let limit = if self.sabotage == Sabotage::IgnoreLimit {
+            let limit = if matches!(
+                self.sabotage,
+                Sabotage::IgnoreLimit | Sabotage::IgnoreLimitUnguarded
+            ) {
                 PerUserLimit::new(10).expect("a valid limit")
             } else {
                 e.per_user_limit

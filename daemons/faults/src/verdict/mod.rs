@@ -57,7 +57,7 @@ pub struct Verdicts {
     /// guard: the sale held, but only because the guard rescued it.
     pub revoked: u64,
     /// Buyers holding more seats than the per-user limit.
-    pub limit: u64,
+    pub over_limit: u64,
     /// Seats never sold although buyers kept coming.
     pub leaked: u64,
     /// `202`s never decided.
@@ -85,7 +85,7 @@ impl Verdicts {
         [
             ("oversold", self.oversold),
             ("revoked", self.revoked),
-            ("limit", self.limit),
+            ("over_limit", self.over_limit),
             ("leaked", self.leaked),
             ("lost", self.lost),
             ("double", self.double),
@@ -99,7 +99,7 @@ impl Verdicts {
     pub fn add(&mut self, o: &Verdicts) {
         self.oversold += o.oversold;
         self.revoked += o.revoked;
-        self.limit += o.limit;
+        self.over_limit += o.over_limit;
         self.leaked += o.leaked;
         self.lost += o.lost;
         self.double += o.double;
@@ -228,10 +228,10 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
     }
     for (user, seats) in held {
         if seats > i64::from(f.per_user_limit) {
-            v.limit += 1;
-            if v.limit <= 3 {
+            v.over_limit += 1;
+            if v.over_limit <= 3 {
                 why.push(format!(
-                    "limit: {user} holds {seats} seats, the limit is {}",
+                    "over_limit: {user} holds {seats} seats, the limit is {}",
                     f.per_user_limit
                 ));
             }

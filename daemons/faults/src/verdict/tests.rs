@@ -163,7 +163,7 @@ fn a_problem_is_explained_a_few_times_and_counted_every_time() {
             v,
             lines("lost"),
             lines("drift"),
-            lines("limit"),
+            lines("over_limit"),
             lines("cache"),
         )
     };
@@ -208,7 +208,7 @@ fn a_problem_is_explained_a_few_times_and_counted_every_time() {
         again(&mut j, &mut rows, i, Status::Confirmed);
     }
     let (v, _, _, limit, _) = facts(&j, &rows, &cache_of(&rows, 3));
-    assert_eq!((v.limit, limit), (4, 3));
+    assert_eq!((v.over_limit, limit), (4, 3));
 
     // Seven seats Redis does not know of: explained five times.
     let (j, rows) = sale(7, 7);
@@ -221,7 +221,7 @@ fn verdicts_add_up_field_by_field() {
     let one = Verdicts {
         oversold: 1,
         revoked: 2,
-        limit: 3,
+        over_limit: 3,
         leaked: 4,
         lost: 5,
         double: 6,
@@ -240,7 +240,15 @@ fn verdicts_add_up_field_by_field() {
     assert_eq!(
         names,
         [
-            "oversold", "revoked", "limit", "leaked", "lost", "double", "drift", "cache", "dead",
+            "oversold",
+            "revoked",
+            "over_limit",
+            "leaked",
+            "lost",
+            "double",
+            "drift",
+            "cache",
+            "dead",
             "errors"
         ]
     );
@@ -325,7 +333,7 @@ fn each_fault_is_its_own_verdict() {
     rows.push((ReservationId::random(), "b0".into(), 1));
     let v = judge_sale(&j, &rows, 3, &view(3, 3));
     assert_eq!(v.double, 1, "a stranger id");
-    assert_eq!(v.limit, 1, "b0 holding two seats, the limit one");
+    assert_eq!(v.over_limit, 1, "b0 holding two seats, the limit one");
 
     // Drift: the counter disagrees with the rows.
     let (j, rows) = sale(10, 3);
@@ -672,7 +680,7 @@ fn a_buyer_over_the_limit_fails_and_one_held_to_it_passes() {
     let (mut j, mut rows) = sale(10, 2);
     again(&mut j, &mut rows, 0, Status::Confirmed);
     let v = judge_sale(&j, &rows, 3, &view(3, 3));
-    assert_eq!((v.limit, v.double), (1, 0), "{v:?}");
+    assert_eq!((v.over_limit, v.double), (1, 0), "{v:?}");
 }
 
 #[test]
