@@ -21,6 +21,19 @@ pub struct Ask<'a> {
     pub closed: bool,
 }
 
+/// The field every whole outcomes hash holds (see `decide.lua`): no
+/// reservation id can be a control character.
+const SENTINEL: &str = "\u{1}";
+
+/// What Redis knows of one reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub outcome: Option<Outcome>,
+    /// The event's outcomes hash is whole: a missing outcome was never
+    /// recorded since the hash was built (else Redis may have lost it).
+    pub whole: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     /// The event's stock is not in Redis: rebuild it from PostgreSQL.
@@ -230,6 +243,30 @@ impl Inventory {
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    /// The recorded outcome of one reservation and whether the event's
+    /// outcomes are whole (their sentinel is there: Redis has not lost the
+    /// hash since it was last built), in one round trip.
+    pub async fn lookup(
+        &self,
+        event: &EventId,
+        id: &ReservationId,
+    ) -> Result<Lookup, InventoryError> {
+        let mut conn = self.conn.clone();
+        let (raw, sentinel): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys(event).outcomes)
+            .arg(id.0.to_string())
+            .arg(SENTINEL)
+            .query_async(&mut conn)
+            .await?;
+        let outcome = raw
+            .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
+            .transpose()?;
+        Ok(Lookup {
+            outcome,
+            whole: sentinel.is_some(),
+        })
     }
 
     /// The recorded outcome of one reservation, if Redis has it.

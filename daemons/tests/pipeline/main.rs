@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod answers;
 mod api_errors;
 mod attack;
 mod burst;

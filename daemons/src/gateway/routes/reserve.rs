@@ -48,7 +48,7 @@ impl Gateway {
         );
         async move {
             let entry = self.open_event(&purchase)?;
-            if let Some(answer) = self.fast_path(&entry, &purchase).await {
+            if let Some(answer) = self.fast_path(&entry, &purchase).await? {
                 return Ok(answer);
             }
             // A keyed purchase is queued only if its copies agree.
@@ -110,29 +110,46 @@ impl Gateway {
     /// reservation back rather than a misleading sold_out. One that is only
     /// marked pending may never have reached the queue (its publish failed):
     /// it goes through the queue, where the worker decides the reservation
-    /// once whichever copy arrives. Whatever a keyed copy is told, its other
-    /// copies are told the same (see `copies`).
-    async fn fast_path(&self, entry: &Entry, p: &Purchase) -> Option<Response<Body>> {
+    /// once whichever copy arrives. Where Redis lost the event's outcomes,
+    /// PostgreSQL is asked before anyone is told sold_out: a retried winner
+    /// holds a seat. Whatever a keyed copy is told, its other copies are
+    /// told the same (see `copies`).
+    async fn fast_path(
+        &self,
+        entry: &Entry,
+        p: &Purchase,
+    ) -> Result<Option<Response<Body>>, ApiError> {
         if !entry.sold_out() {
-            return None;
+            return Ok(None);
         }
         let event = &p.request.event_id;
-        let known = if p.idempotent {
-            self.inventory.outcome(event, &p.id).await.ok().flatten()
-        } else {
-            None
+        if !p.idempotent {
+            return Ok(Some(json_bytes(
+                StatusCode::CONFLICT,
+                entry.sold_out_body.clone(),
+            )));
+        }
+        let (known, whole) = match self.inventory.lookup(event, &p.id).await {
+            Ok(l) => (l.outcome, l.whole),
+            // Redis away: a winner's retry is still told its seat
+            // (PostgreSQL), anyone else sold_out, as the door always says.
+            Err(_) => (self.committed(event, &p.id).await?, true),
         };
-        match known {
+        let known = match known {
+            None if !whole => self.committed(event, &p.id).await?,
+            other => other,
+        };
+        Ok(match known {
             Some(o) if o.status != Status::Pending => {
                 Some(accepted(event, p.id, o.public_status()))
             }
             Some(_) => self.route_of_copies(p, Route::Queue, entry),
-            None if p.idempotent => self.route_of_copies(p, Route::SoldOut, entry),
-            None => Some(json_bytes(
-                StatusCode::CONFLICT,
-                entry.sold_out_body.clone(),
-            )),
-        }
+            // Redis lost the outcomes and PostgreSQL has no row: this may be
+            // a copy of a purchase decided but not yet committed; the
+            // worker, which rebuilds the state first, decides it.
+            None if !whole => self.route_of_copies(p, Route::Queue, entry),
+            None => self.route_of_copies(p, Route::SoldOut, entry),
+        })
     }
 
     /// The answer the copies of a keyed purchase agree on: `None` to queue

@@ -30,7 +30,7 @@ impl Gateway {
             let left = deadline.saturating_duration_since(Instant::now());
             // Register before reading so a decision between the two is not missed.
             let woken = (!left.is_zero()).then(|| self.waiters.register(id));
-            let Some(o) = self.outcome(&event, &id).await? else {
+            let Some(o) = self.outcome(&event, &id, left.is_zero()).await? else {
                 return Err(ApiError::not_found(format!(
                     "no reservation {id} for event {event}"
                 )));
@@ -59,28 +59,35 @@ impl Gateway {
     }
 
     /// The outcome as Redis records it; PostgreSQL is asked when Redis lost
-    /// it (or is away) or holds a confirmation whose commit it has not
-    /// heard of: the database knows every committed winner.
+    /// it (or is away), holds a confirmation whose commit it has not heard
+    /// of, or (on the last read of a request, `last`) says pending: the
+    /// database knows every committed winner, and a pending marker can be
+    /// stale (a Redis restored from an older copy). Redis away and no row:
+    /// nobody can tell yet, `503`.
     async fn outcome(
         &self,
         event: &EventId,
         id: &ReservationId,
+        last: bool,
     ) -> Result<Option<Outcome>, ApiError> {
-        let cached = match self.inventory.outcome(event, id).await {
-            Ok(o) => o,
+        let cached = match self.inventory.lookup(event, id).await {
+            Ok(l) => l.outcome,
             Err(e) => {
-                tracing::debug!(error = %e, "status from Redis failed; asking PostgreSQL");
-                None
+                return match self.committed(event, id).await? {
+                    Some(o) => Ok(Some(o)),
+                    None => Err(ApiError::dependency("Redis", &e)),
+                };
             }
         };
         match cached {
-            Some(o) if !o.awaits_commit() => Ok(Some(o)),
+            Some(o) if o.status == Status::Pending && !last => Ok(Some(o)),
+            Some(o) if o.public_status() != Status::Pending => Ok(Some(o)),
             other => Ok(self.committed(event, id).await?.or(other)),
         }
     }
 
     /// The reservation as PostgreSQL holds it, if it was committed.
-    async fn committed(
+    pub(super) async fn committed(
         &self,
         event: &EventId,
         id: &ReservationId,
