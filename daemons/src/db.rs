@@ -443,3 +443,69 @@ pub async fn find_reservation(
     })
     .transpose()
 }
+
+/// The key that signs status URLs, shared by every gateway (migration
+/// `secrets`).
+pub async fn status_url_key(pool: &PgPool) -> Result<Vec<u8>, sqlx::Error> {
+    sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'status_url_key'")
+        .fetch_one(pool)
+        .await
+}
+
+/// What PostgreSQL makes certain about one reservation: its row if it was
+/// committed, and the event's and its buyer's counts, from which a
+/// rejection can be derived when Redis forgot it. One round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certainty {
+    pub row: Option<CommittedRow>,
+    pub seats: SeatCounts,
+    pub per_user_limit: u32,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    /// What the buyer holds in this event (their holdings row).
+    pub held: u32,
+}
+
+/// `None` when the event does not exist.
+pub async fn certainty(
+    pool: &PgPool,
+    event: &EventId,
+    id: &ReservationId,
+    user: &UserId,
+) -> Result<Option<Certainty>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT e.capacity, e.confirmed, e.per_user_limit, e.opens_at, e.closes_at,
+                (SELECT h.quantity FROM holdings h
+                 WHERE h.event_id = e.event_id AND h.user_id = $3) AS held,
+                r.user_id, r.quantity
+         FROM events e
+         LEFT JOIN reservations r ON r.reservation_id = $2 AND r.event_id = e.event_id
+         WHERE e.event_id = $1",
+    )
+    .bind(event.as_str())
+    .bind(id.0)
+    .bind(user.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        let committed = match r.try_get::<Option<String>, _>(6)? {
+            Some(user) => Some(CommittedRow {
+                user,
+                quantity: r.try_get(7)?,
+            }),
+            None => None,
+        };
+        Ok(Certainty {
+            row: committed,
+            seats: SeatCounts {
+                capacity: r.try_get::<i32, _>(0)?.max(0) as u32,
+                confirmed: r.try_get::<i32, _>(1)?.max(0) as u32,
+            },
+            per_user_limit: r.try_get::<i16, _>(2)?.max(0) as u32,
+            opens_at: r.try_get(3)?,
+            closes_at: r.try_get(4)?,
+            held: r.try_get::<Option<i32>, _>(5)?.unwrap_or(0).max(0) as u32,
+        })
+    })
+    .transpose()
+}

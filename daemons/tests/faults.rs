@@ -50,9 +50,10 @@ async fn redis_wipe() {
     check(Scenario::RedisWipe).await;
 }
 
-// No test for `redis-wipe-sold-out`: it fails today by design (see
-// `Scenario::known_failure`) and runs in `just faults`; issue 12, which makes
-// PostgreSQL the only truth, fixes it and adds its test here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wipe_sold_out() {
+    check(Scenario::RedisWipeSoldOut).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_storm() {

@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::collections::BTreeSet;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,8 @@ pub struct Journey {
     pub answers: Vec<Answer>,
     /// Every reservation id a `202` gave for this key (more than one is a bug).
     pub ids: BTreeSet<ReservationId>,
+    /// The status URL (a signed receipt) each of `ids` came with.
+    pub status_urls: BTreeMap<ReservationId, String>,
     /// The decision the status URL gave, if one came before the deadline.
     pub decided: Option<ReservationView>,
     pub tally: Attempts,
@@ -180,11 +183,12 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
     }
     let ids: BTreeSet<ReservationId> = accepted.iter().map(|a| a.reservation_id).collect();
     let mut decided = None;
-    let mut followed = BTreeSet::new();
-    for a in &accepted {
-        if followed.insert(a.reservation_id) {
+    let mut status_urls = BTreeMap::new();
+    for a in accepted {
+        if let Entry::Vacant(slot) = status_urls.entry(a.reservation_id) {
             let d = follow(http, plan, &a.status_url, &mut tally).await;
             decided = decided.or(d);
+            slot.insert(a.status_url);
         }
     }
     Journey {
@@ -193,6 +197,7 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
         answer,
         answers,
         ids,
+        status_urls,
         decided,
         tally,
     }

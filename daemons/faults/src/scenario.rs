@@ -20,9 +20,8 @@ pub enum Scenario {
     RedisCut,
     PostgresCut,
     RedisWipe,
-    /// The wipe once the sale sold out: known to fail today (buyers whose
-    /// rejection was wiped never read it again); issue 12 makes PostgreSQL
-    /// the only truth, which fixes it.
+    /// The wipe once the sale sold out, while buyers still read their
+    /// rejections: the gateway derives them again from PostgreSQL.
     RedisWipeSoldOut,
     RetryStorm,
     Redelivery,
@@ -87,12 +86,11 @@ impl Scenario {
     }
 
     /// Why the scenario fails today, naming the issue that fixes it; its
-    /// verdicts stay strict, and `just test` leaves it out.
+    /// verdicts stay strict, and `just test` leaves it out. None today: the
+    /// last one (`redis-wipe-sold-out`) was fixed by issue 12.
     pub fn known_failure(self) -> Option<&'static str> {
-        (self == Scenario::RedisWipeSoldOut).then_some(
-            "rejections are kept only in Redis, so buyers whose rejection was wiped never read one again; \
-             issue 12 (PostgreSQL the only truth) fixes it",
-        )
+        let _ = self;
+        None
     }
 
     /// Seats committed to PostgreSQL when the fault fires: a third (mid-sale),
@@ -103,15 +101,6 @@ impl Scenario {
         } else {
             capacity / 3
         }
-    }
-
-    /// Whether the buyers try a second purchase (see [`crate::buyers::user_of`]).
-    /// Not in the mid-sale wipe: a second try refused before the wipe is a
-    /// rejection Redis alone keeps, which the wipe forgets — the known
-    /// failure of `redis-wipe-sold-out`, kept out of this scenario so that
-    /// it tests the rebuild; issue 12 turns them on here too.
-    pub fn second_tries(self) -> bool {
-        self != Scenario::RedisWipe
     }
 
     /// Copies of each purchase the buyers send at once.

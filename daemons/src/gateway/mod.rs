@@ -14,6 +14,7 @@
 //! - [`publisher`]: group publish with confirms, and the broker link.
 //! - [`waiters`]: long-polls woken by decision notices.
 //! - [`copies`]: the copies of one keyed purchase all get the same answer.
+//! - [`receipt`]: signed status URLs, readable by every gateway.
 //! - [`limit`]: the optional per-client rate limit.
 //! - [`stats`], [`feed`]: counters, `/metrics` and the live feed.
 
@@ -24,6 +25,7 @@ pub mod feed;
 pub mod http;
 pub mod limit;
 pub mod publisher;
+pub mod receipt;
 pub mod refresh;
 pub mod routes;
 pub mod stats;
@@ -88,6 +90,11 @@ pub async fn serve(
         .reload()
         .await
         .context("load the events from PostgreSQL")?;
+    let receipts = receipt::Receipts::new(
+        &crate::db::status_url_key(&pool)
+            .await
+            .context("read the status URL key from PostgreSQL")?,
+    );
     let background = CancellationToken::new();
     let mut tasks = vec![
         tokio::spawn(
@@ -132,6 +139,7 @@ pub async fn serve(
         waiters: refresh.waiters.clone(),
         copies: copies::CopyRoutes::default(),
         admin_token: cfg.admin_token.clone(),
+        receipts,
         limiter: limiter.clone(),
         max_body_bytes: cfg.max_body_bytes,
         body_timeout: cfg.body_timeout,

@@ -41,16 +41,15 @@ for i = 4, #ARGV, 4 do
     o = prev
   else
     local reason
+    -- In this order, the order the status route derives a lost rejection
+    -- from PostgreSQL (gateway/routes/status.rs): the same answer again.
     if closed == '1' then
       reason = 'sale_closed'
+    elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
+      reason = 'user_limit'
     elseif qty > stock then
       reason = 'sold_out'
       saw_sold_out = true
-    else
-      local held = tonumber(redis.call('HGET', KEYS[2], user) or '0')
-      if held + qty > limit then
-        reason = 'user_limit'
-      end
     end
     if reason then
       o = 'r|' .. reason .. '|' .. qty .. '|' .. user

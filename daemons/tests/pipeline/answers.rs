@@ -108,3 +108,122 @@ async fn a_retried_winner_after_sell_out_and_redis_loss_keeps_its_seat() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(stack.db_counts("kept").await, (1, 1, 1));
 }
+
+/// A status URL is a signed receipt: changed, moved to another event or
+/// id, or made up, it is `404`; a bare reservation id still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_url_changed_by_hand_is_404_and_a_bare_id_still_answers() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("signed", 10).await;
+    stack.create_event("other", 10).await;
+    let a = stack.accepted("signed", "buyer", 1, None).await;
+    assert_eq!(stack.decided(&a).await.status, Status::Confirmed);
+    let (id, token) = a
+        .status_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split_once('.')
+        .unwrap();
+    assert_eq!(id, a.reservation_id.to_string());
+
+    let mut tampered = token.as_bytes().to_vec();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for url in [
+        format!("/events/signed/reservations/{id}.{tampered}"),
+        format!("/events/other/reservations/{id}.{token}"),
+        format!(
+            "/events/signed/reservations/{}.{token}",
+            flashgrid_wire::ReservationId::random()
+        ),
+        format!("/events/signed/reservations/{id}."),
+    ] {
+        let r = stack.get(&url).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{url}");
+    }
+    let bare = stack
+        .get(&format!("/events/signed/reservations/{id}"))
+        .await;
+    assert_eq!(bare.status(), StatusCode::OK);
+}
+
+/// Redis loses everything while a purchase waits in the queue (no worker
+/// runs): its receipt reads `pending`, not `404`; once a worker runs, it is
+/// decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_purchase_whose_marker_redis_lost_reads_pending_then_decided() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("queued", 10).await;
+    let a = stack.accepted("queued", "buyer", 2, None).await;
+    let gone: u32 = redis::cmd("DEL")
+        .arg(outcomes_key(&stack, "queued").await)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(gone, 1, "the pending marker was there");
+    let view = stack.status(&a, 0).await;
+    assert_eq!(
+        (view.status, view.user_id.as_str(), view.quantity.get()),
+        (Status::Pending, "buyer", 2)
+    );
+    stack.start_worker().await;
+    assert_eq!(stack.decided(&a).await.status, Status::Confirmed);
+}
+
+/// After sell-out, Redis loses the event's outcomes: a rejected buyer
+/// reads the same rejection again, derived from PostgreSQL (the event is
+/// full; the buyer at their limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_redis_lost_is_read_again_from_postgresql() {
+    let stack = TestStack::spawn().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "full", "name": "full", "capacity": 2, "per_user_limit": 1
+        }))
+        .await;
+    let first = stack.accepted("full", "one", 1, None).await;
+    assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
+    let again = stack.accepted("full", "one", 1, None).await;
+    let again_before = stack.decided(&again).await;
+    assert_eq!(again_before.reason, Some(flashgrid_wire::Reason::UserLimit));
+    // Three buyers at once for the last seat: one queue message, decided by
+    // the worker (the gateway has not heard of a sell-out yet).
+    let stack = &stack;
+    let rest = futures::future::join_all(
+        ["two", "three", "four"].map(|u| async move { stack.reserve("full", u, 1, None).await }),
+    )
+    .await;
+    let mut decided = Vec::new();
+    for r in rest {
+        let r = r.unwrap();
+        if r.status() == StatusCode::ACCEPTED {
+            let a: Accepted = r.json().await.unwrap();
+            let v = stack.decided(&a).await;
+            decided.push((a, v));
+        }
+    }
+    let rejected: Vec<_> = decided
+        .iter()
+        .filter(|(_, v)| v.reason == Some(flashgrid_wire::Reason::SoldOut))
+        .collect();
+    assert!(
+        !rejected.is_empty(),
+        "no sold_out decided by the worker: {decided:?}"
+    );
+
+    let gone: u32 = redis::cmd("DEL")
+        .arg(outcomes_key(stack, "full").await)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(gone, 1);
+    let mut reads = vec![(&again, &again_before)];
+    reads.extend(rejected.iter().map(|(a, v)| (a, v)));
+    for (a, was) in reads {
+        let now = stack.status(a, 0).await;
+        assert_eq!((now.status, now.reason), (was.status, was.reason));
+    }
+    assert_eq!(stack.status(&first, 0).await.status, Status::Confirmed);
+}

@@ -149,8 +149,15 @@ async fn a_redis_that_comes_back_older_cannot_lift_the_per_user_limit() {
         (view.status, view.reason),
         (Status::Rejected, Some(Reason::UserLimit))
     );
+    // The status URL may have told the rejection before the worker's
+    // guarded commit ended (PostgreSQL already made it certain): wait for it.
+    crate::helpers::eventually(
+        "the guard's revocation counted",
+        std::time::Duration::from_secs(20),
+        || async { (stack.db_revoked("older").await == 1).then_some(()) },
+    )
+    .await;
     assert_eq!(held(&stack, "older", "u").await, 2);
-    assert_eq!(stack.db_revoked("older").await, 1);
     // The state was rebuilt from PostgreSQL: the next try is refused by
     // Redis itself, with nothing more for the guard to revoke.
     let again = stack.accepted("older", "u", 1, None).await;

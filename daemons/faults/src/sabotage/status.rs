@@ -67,11 +67,16 @@ async fn forward(
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return Ok(answer(StatusCode::BAD_REQUEST, Bytes::new()));
     };
-    let path = parts
+    let mut path = parts
         .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
+    // A gateway that guesses has no receipts: the status URL's signed part
+    // is dropped, so what Redis and PostgreSQL do not hold is a 404 to it.
+    if parts.method == Method::GET {
+        path = without_receipt(&path);
+    }
     let mut out = Request::builder()
         .method(parts.method.clone())
         .uri(format!("{gateway}{path}"));
@@ -113,7 +118,7 @@ async fn forward(
             .path()
             .rsplit('/')
             .next()
-            .and_then(|s| s.parse::<ReservationId>().ok());
+            .and_then(|s| s.split('.').next()?.parse::<ReservationId>().ok());
         let asked = id.and_then(|id| Some((id, known.lock().expect("known").get(&id)?.clone())));
         if let Some((id, asked)) = asked {
             let view = ReservationView {
@@ -137,6 +142,19 @@ async fn forward(
     Ok(r)
 }
 
+/// `/events/e/reservations/<id>.<receipt>?q` → `/events/e/reservations/<id>?q`.
+fn without_receipt(path: &str) -> String {
+    let (p, q) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    let (dir, last) = p.rsplit_once('/').unwrap_or(("", p));
+    let id = last.split('.').next().unwrap_or(last);
+    match q {
+        Some(q) => format!("{dir}/{id}?{q}"),
+        None => format!("{dir}/{id}"),
+    }
+}
+
 fn answer(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
@@ -145,4 +163,20 @@ fn answer(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_receipt_is_dropped_and_the_rest_kept() {
+        assert_eq!(
+            super::without_receipt("/events/e/reservations/abc.SIGNED?wait_ms=5"),
+            "/events/e/reservations/abc?wait_ms=5"
+        );
+        assert_eq!(
+            super::without_receipt("/events/e/reservations/abc"),
+            "/events/e/reservations/abc"
+        );
+        assert_eq!(super::without_receipt("/readyz"), "/readyz");
+    }
 }

@@ -37,6 +37,7 @@ fn sale(n: usize, confirmed: usize) -> (Vec<Journey>, Vec<(ReservationId, String
             answer: Answer::Accepted,
             answers: vec![Answer::Accepted],
             ids: [id].into(),
+            status_urls: Default::default(),
             tally: Attempts::default(),
         });
     }

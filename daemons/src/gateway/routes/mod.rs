@@ -15,6 +15,7 @@ use super::copies::CopyRoutes;
 use super::error::{ApiError, Body};
 use super::limit::Limiter;
 use super::publisher::Publisher;
+use super::receipt::Receipts;
 use super::stats::Stats;
 use super::waiters::Waiters;
 use crate::config::AdminToken;
@@ -37,6 +38,8 @@ pub struct Gateway {
     /// The route each keyed purchase took, so that its copies agree.
     pub copies: CopyRoutes,
     pub admin_token: Option<AdminToken>,
+    /// Signs and reads the status URLs (the key every gateway shares).
+    pub receipts: Receipts,
     /// Per-client rate limit of `/reserve`; `None` when off.
     pub limiter: Option<Arc<Limiter>>,
     pub max_body_bytes: usize,

@@ -15,8 +15,7 @@ use crate::gateway::publisher::Unavailable;
 use crate::queue::Queued;
 use chrono::{DateTime, Utc};
 use flashgrid_wire::{
-    Accepted, EventId, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, ReservationId, ReserveRequest,
-    Status, status_path,
+    Accepted, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, ReservationId, ReserveRequest, Status,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -141,7 +140,10 @@ impl Gateway {
         };
         Ok(match known {
             Some(o) if o.status != Status::Pending => {
-                Some(accepted(event, p.id, o.public_status()))
+                let url =
+                    self.receipts
+                        .status_url(event, &p.id, &p.request.user_id, o.quantity, p.at);
+                Some(accepted(p.id, o.public_status(), url))
             }
             Some(_) => self.route_of_copies(p, Route::Queue, entry),
             // Redis lost the outcomes and PostgreSQL has no row: this may be
@@ -175,6 +177,14 @@ impl Gateway {
         let Purchase {
             request, id, at, ..
         } = p;
+        // Signed before the purchase moves into the queue item: no copy.
+        let status_url = self.receipts.status_url(
+            &request.event_id,
+            &id,
+            &request.user_id,
+            request.quantity,
+            at,
+        );
         let item = Queued {
             id,
             event: request.event_id,
@@ -182,11 +192,10 @@ impl Gateway {
             qty: request.quantity,
             at,
         };
-        let event = item.event.clone();
         match self.publisher.submit(item).await {
             Ok(()) => {
                 tracing::debug!("queued");
-                Ok(accepted(&event, id, Status::Pending))
+                Ok(accepted(id, Status::Pending, status_url))
             }
             Err(e @ Unavailable::Overloaded) => Err(ApiError::unavailable(format!(
                 "{e}: retry shortly with the same Idempotency-Key"
@@ -202,13 +211,13 @@ impl Gateway {
     }
 }
 
-fn accepted(event: &EventId, id: ReservationId, status: Status) -> Response<Body> {
+fn accepted(id: ReservationId, status: Status, status_url: String) -> Response<Body> {
     json(
         StatusCode::ACCEPTED,
         &Accepted {
             reservation_id: id,
             status,
-            status_url: status_path(event, &id),
+            status_url,
         },
     )
 }

@@ -1,14 +1,32 @@
 //! `GET /events/{id}/reservations/{rid}`: one reservation's decision, read
-//! from Redis, confirmed by PostgreSQL when Redis lost it or has not heard
-//! of the commit yet, and long-polled (`?wait_ms=`) until decided.
+//! from Redis, else from what PostgreSQL makes certain, and long-polled
+//! (`?wait_ms=`) until decided.
+//!
+//! Where each answer comes from, in order:
+//! 1. Redis's outcome, when it is a decision (`rejected`, or `confirmed`
+//!    and committed).
+//! 2. PostgreSQL's row: a committed winner is `confirmed`, whatever Redis
+//!    says or lost (asked when Redis has no decision: pending only on the
+//!    request's last read, since a pending marker can be stale).
+//! 3. With a receipt (the signed status URL, see `receipt`): a rejection
+//!    PostgreSQL makes certain — accepted outside the window (`sale_closed`),
+//!    the buyer already holding their limit (`user_limit`), the seats left
+//!    fewer than asked (`sold_out`). PostgreSQL's counts only grow until a
+//!    reset, so what is certain stays so: the worker, deciding the same
+//!    reservation, can only reach the same answer (its checks run in this
+//!    order, and PostgreSQL's guards refuse anything else).
+//! 4. Redis's `pending`, or with a receipt and Redis knowing nothing,
+//!    `pending`: issued, not decided yet. Without a receipt and nothing
+//!    known: `404`. Redis away and nothing certain: `503`.
 
 use super::Gateway;
 use super::events::parse_event;
-use crate::db;
+use crate::db::{self, Certainty};
 use crate::gateway::error::{ApiError, Body, json};
+use crate::gateway::receipt::Receipt;
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{
-    EventId, MAX_WAIT_MS, Quantity, ReservationId, ReservationView, Status, UserId,
+    EventId, MAX_WAIT_MS, Quantity, Reason, ReservationId, ReservationView, Status, UserId,
 };
 use http::{Response, StatusCode};
 use std::time::{Duration, Instant};
@@ -21,8 +39,9 @@ impl Gateway {
         query: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
         let event = parse_event(event)?;
-        let id: ReservationId = rid
-            .parse()
+        let (id, receipt) = self
+            .receipts
+            .open(&event, rid)
             .map_err(|_| ApiError::not_found(format!("no reservation {rid:?}")))?;
         let wait = wait_ms(query)?;
         let deadline = Instant::now() + wait;
@@ -30,7 +49,10 @@ impl Gateway {
             let left = deadline.saturating_duration_since(Instant::now());
             // Register before reading so a decision between the two is not missed.
             let woken = (!left.is_zero()).then(|| self.waiters.register(id));
-            let Some(o) = self.outcome(&event, &id, left.is_zero()).await? else {
+            let Some(o) = self
+                .outcome(&event, &id, receipt.as_ref(), left.is_zero())
+                .await?
+            else {
                 return Err(ApiError::not_found(format!(
                     "no reservation {id} for event {event}"
                 )));
@@ -58,32 +80,56 @@ impl Gateway {
         }
     }
 
-    /// The outcome as Redis records it; PostgreSQL is asked when Redis lost
-    /// it (or is away), holds a confirmation whose commit it has not heard
-    /// of, or (on the last read of a request, `last`) says pending: the
-    /// database knows every committed winner, and a pending marker can be
-    /// stale (a Redis restored from an older copy). Redis away and no row:
-    /// nobody can tell yet, `503`.
+    /// The answer, from the sources in the order the module describes;
+    /// `last` is the request's last read.
     async fn outcome(
         &self,
         event: &EventId,
         id: &ReservationId,
+        receipt: Option<&Receipt>,
         last: bool,
     ) -> Result<Option<Outcome>, ApiError> {
-        let cached = match self.inventory.lookup(event, id).await {
-            Ok(l) => l.outcome,
-            Err(e) => {
-                return match self.committed(event, id).await? {
-                    Some(o) => Ok(Some(o)),
-                    None => Err(ApiError::dependency("Redis", &e)),
-                };
+        let cached = self.inventory.lookup(event, id).await.map(|l| l.outcome);
+        match &cached {
+            Ok(Some(o)) if o.status == Status::Pending && !last => {
+                return Ok(cached.ok().flatten());
             }
-        };
-        match cached {
-            Some(o) if o.status == Status::Pending && !last => Ok(Some(o)),
-            Some(o) if o.public_status() != Status::Pending => Ok(Some(o)),
-            other => Ok(self.committed(event, id).await?.or(other)),
+            Ok(Some(o)) if o.public_status() != Status::Pending => {
+                return Ok(cached.ok().flatten());
+            }
+            _ => {}
         }
+        let certain = match receipt {
+            Some(r) => self.certain(event, id, r).await?,
+            None => self.committed(event, id).await?,
+        };
+        if certain.is_some() {
+            return Ok(certain);
+        }
+        match cached {
+            Ok(Some(o)) => Ok(Some(o)),
+            Ok(None) => Ok(receipt.map(|r| Outcome::pending(r.quantity, r.user.clone()))),
+            Err(e) => Err(ApiError::dependency("Redis", &e)),
+        }
+    }
+
+    /// A committed row or a certain rejection of a receipt's reservation.
+    async fn certain(
+        &self,
+        event: &EventId,
+        id: &ReservationId,
+        r: &Receipt,
+    ) -> Result<Option<Outcome>, ApiError> {
+        let Some(c) = db::certainty(&self.pool, event, id, &r.user)
+            .await
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
+        else {
+            return Ok(None);
+        };
+        if let Some(row) = &c.row {
+            return Ok(committed_outcome(row));
+        }
+        Ok(derived(&c, r).map(|reason| Outcome::rejected(reason, r.quantity, r.user.clone())))
     }
 
     /// The reservation as PostgreSQL holds it, if it was committed.
@@ -95,12 +141,32 @@ impl Gateway {
         let row = db::find_reservation(&self.pool, event, id)
             .await
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?;
-        Ok(row.and_then(|r| {
-            Some(Outcome::committed(
-                Quantity::new(r.quantity.into()).ok()?,
-                UserId::parse(&r.user).ok()?,
-            ))
-        }))
+        Ok(row.as_ref().and_then(committed_outcome))
+    }
+}
+
+fn committed_outcome(r: &db::CommittedRow) -> Option<Outcome> {
+    Some(Outcome::committed(
+        Quantity::new(r.quantity.into()).ok()?,
+        UserId::parse(&r.user).ok()?,
+    ))
+}
+
+/// The rejection PostgreSQL makes certain for a reservation it has no row
+/// of, checked in the order `decide.lua` checks (so a decision Redis made
+/// and lost is derived again alike).
+fn derived(c: &Certainty, r: &Receipt) -> Option<Reason> {
+    let at = r.accepted_at;
+    let open = c.opens_at.is_none_or(|o| at >= o) && c.closes_at.is_none_or(|e| at < e);
+    let q = u32::from(r.quantity.get());
+    if !open {
+        Some(Reason::SaleClosed)
+    } else if c.held + q > c.per_user_limit {
+        Some(Reason::UserLimit)
+    } else if c.seats.confirmed + q > c.seats.capacity {
+        Some(Reason::SoldOut)
+    } else {
+        None
     }
 }
 
@@ -127,6 +193,63 @@ fn wait_ms(query: Option<&str>) -> Result<Duration, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
+    use flashgrid_wire::sale::SeatCounts;
+
+    #[test]
+    fn only_what_postgresql_makes_certain_is_derived() {
+        let at = DateTime::from_timestamp(1_000, 0).unwrap();
+        let r = Receipt {
+            user: UserId::parse("u").unwrap(),
+            quantity: Quantity::new(2).unwrap(),
+            accepted_at: at,
+        };
+        let c = Certainty {
+            row: None,
+            seats: SeatCounts {
+                capacity: 10,
+                confirmed: 8,
+            },
+            per_user_limit: 4,
+            opens_at: None,
+            closes_at: None,
+            held: 2,
+        };
+        assert_eq!(derived(&c, &r), None, "2 seats left, 2 more allowed");
+        let full = Certainty {
+            seats: SeatCounts {
+                capacity: 10,
+                confirmed: 9,
+            },
+            ..c.clone()
+        };
+        assert_eq!(derived(&full, &r), Some(Reason::SoldOut));
+        let at_limit = Certainty {
+            held: 3,
+            ..full.clone()
+        };
+        assert_eq!(
+            derived(&at_limit, &r),
+            Some(Reason::UserLimit),
+            "the limit first, as decide.lua checks"
+        );
+        let closed = Certainty {
+            closes_at: Some(at),
+            ..at_limit.clone()
+        };
+        assert_eq!(derived(&closed, &r), Some(Reason::SaleClosed));
+        let early = Certainty {
+            opens_at: Some(at + chrono::Duration::milliseconds(1)),
+            ..c.clone()
+        };
+        assert_eq!(derived(&early, &r), Some(Reason::SaleClosed));
+        let open_at = Certainty {
+            opens_at: Some(at),
+            closes_at: Some(at + chrono::Duration::milliseconds(1)),
+            ..c
+        };
+        assert_eq!(derived(&open_at, &r), None);
+    }
 
     #[test]
     fn wait_ms_is_bounded() {
