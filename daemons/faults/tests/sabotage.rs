@@ -25,23 +25,33 @@ async fn must_fail(sabotage: Sabotage) {
     );
     opts.sabotage = Some(sabotage);
     let scenario = sabotage.scenario();
-    let report = faults::run(scenario, &opts)
-        .await
-        .expect("the scenario ran");
-    println!("{}: {}", sabotage.name(), report.line());
-    let caught = report
-        .verdicts
-        .pairs()
-        .into_iter()
-        .find(|(k, _)| *k == sabotage.breaks())
-        .map_or(0, |(_, n)| n);
-    assert!(
-        caught > 0,
-        "{} under {} should fail `{}`, but the matrix said:\n{}",
+    // A fault lands at a moment the matrix chooses by watching the sale, not
+    // at an exact instruction (a SIGKILL may find no acked batch mid-commit):
+    // the defect must be caught in one of three runs, else the matrix is
+    // blind to it.
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let report = faults::run(scenario, &opts)
+            .await
+            .expect("the scenario ran");
+        println!("{}: {}", sabotage.name(), report.line());
+        let caught = report
+            .verdicts
+            .pairs()
+            .into_iter()
+            .find(|(k, _)| *k == sabotage.breaks())
+            .map_or(0, |(_, n)| n);
+        if caught > 0 {
+            return;
+        }
+        said.push(report.explain());
+    }
+    panic!(
+        "{} under {} should fail `{}`, but in three runs the matrix said:\n{}",
         sabotage.name(),
         scenario.name(),
         sabotage.breaks(),
-        report.explain()
+        said.join("\n")
     );
 }
 
