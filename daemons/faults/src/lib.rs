@@ -351,7 +351,7 @@ async fn event_view(http: &buyers::Http, base: &str, event: &EventId) -> Option<
 }
 
 /// Every accepted reservation's status, read once more at the end through
-/// its status URL.
+/// its status URL (long-polled).
 async fn final_statuses(
     http: &buyers::Http,
     base: &str,
@@ -359,8 +359,10 @@ async fn final_statuses(
 ) -> HashMap<ReservationId, Option<Status>> {
     use futures::StreamExt;
     futures::stream::iter(accepted.iter().map(|(id, path)| async move {
+        // Long-polled: a decision may still be on its way (8 s at most,
+        // within the 10 s a read may take here).
         let v: Option<flashgrid_wire::ReservationView> =
-            get_json(http, format!("{base}{path}")).await;
+            get_json(http, format!("{base}{path}?wait_ms=8000")).await;
         (*id, v.map(|v| v.status).filter(|s| *s != Status::Pending))
     }))
     .buffer_unordered(32)

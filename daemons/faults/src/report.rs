@@ -230,13 +230,15 @@ mod tests {
         ];
         let t = soak_table(&runs);
         assert!(
-            t.contains("| worker-kill | 2 | 1 | 0 | 0 | 0 | 0 | 0 | 2 | 0 | 0 | 0 | 0 | 600–600 |"),
+            t.contains(
+                "| worker-kill | 2 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 2 | 0 | 0 | 0 | 0 | 600–600 |"
+            ),
             "{t}"
         );
         let header = t.lines().next().unwrap();
         assert!(
             header.starts_with(
-                "| scenario | runs | passed | oversold | revoked | over_limit | leaked | lost | double |"
+                "| scenario | runs | passed | oversold | revoked | over_limit | leaked | lost | unanswered | flipped | double |"
             ),
             "{header}"
         );

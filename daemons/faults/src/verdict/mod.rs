@@ -62,6 +62,12 @@ pub struct Verdicts {
     pub leaked: u64,
     /// `202`s never decided.
     pub lost: u64,
+    /// `202`s whose status URL, read again at the end (long-polled), gives
+    /// no decision.
+    pub unanswered: u64,
+    /// Status URLs that give at the end another decision than the one
+    /// their buyer first read.
+    pub flipped: u64,
     /// Purchases with two reservation ids, or two rows.
     pub double: u64,
     /// Places where the API and the database disagree.
@@ -81,13 +87,15 @@ impl Verdicts {
     }
 
     /// `("oversold", n)` pairs, in the order the issue lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 10] {
+    pub fn pairs(&self) -> [(&'static str, u64); 12] {
         [
             ("oversold", self.oversold),
             ("revoked", self.revoked),
             ("over_limit", self.over_limit),
             ("leaked", self.leaked),
             ("lost", self.lost),
+            ("unanswered", self.unanswered),
+            ("flipped", self.flipped),
             ("double", self.double),
             ("drift", self.drift),
             ("cache", self.cache),
@@ -102,6 +110,8 @@ impl Verdicts {
         self.over_limit += o.over_limit;
         self.leaked += o.leaked;
         self.lost += o.lost;
+        self.unanswered += o.unanswered;
+        self.flipped += o.flipped;
         self.double += o.double;
         self.drift += o.drift;
         self.cache += o.cache;
@@ -289,26 +299,45 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
             }
         }
     }
-    // Read again at the end, a status URL must still give the decision its
-    // buyer heard (a forgotten one counts too), and agree with the database.
+    // Read again at the end, a status URL must give a decision (invariant
+    // 3), the one its buyer first read (invariant 4), and agree with the
+    // database.
     let heard: HashMap<ReservationId, Status> = f
         .journeys
         .iter()
         .filter_map(|j| j.decided.as_ref().map(|d| (d.reservation_id, d.status)))
         .collect();
     for (id, status) in f.statuses {
-        let ok = match status {
-            Some(s) => (*s == Status::Confirmed) == in_db.contains(id),
-            // Never heard either: counted as lost already.
-            None => !heard.contains_key(id),
+        let Some(s) = status else {
+            v.unanswered += 1;
+            if v.unanswered <= 5 {
+                why.push(format!(
+                    "unanswered: at the end the status URL of {id} gives no decision (its buyer heard {:?})",
+                    heard.get(id)
+                ));
+            }
+            continue;
         };
-        if !ok {
+        if let Some(h) = heard.get(id)
+            && h != s
+        {
+            v.flipped += 1;
+            if v.flipped <= 5 {
+                why.push(format!(
+                    "flipped: the status URL of {id} said {h:?} to its buyer, {s:?} at the end"
+                ));
+            }
+        }
+        if (*s == Status::Confirmed) != in_db.contains(id) {
             v.drift += 1;
             if v.drift <= 5 {
                 why.push(format!(
-                    "drift: at the end the status URL of {id} says {status:?} (its buyer heard {:?}), the database {}",
-                    heard.get(id),
-                    if in_db.contains(id) { "holds it" } else { "has no row" }
+                    "drift: at the end the status URL of {id} says {s:?}, the database {}",
+                    if in_db.contains(id) {
+                        "holds it"
+                    } else {
+                        "has no row"
+                    }
                 ));
             }
         }

@@ -225,11 +225,13 @@ fn verdicts_add_up_field_by_field() {
         over_limit: 3,
         leaked: 4,
         lost: 5,
-        double: 6,
-        drift: 7,
-        cache: 8,
-        dead: 9,
-        errors: 10,
+        unanswered: 6,
+        flipped: 7,
+        double: 8,
+        drift: 9,
+        cache: 10,
+        dead: 11,
+        errors: 12,
     };
     let mut sum = one;
     sum.add(&one);
@@ -246,6 +248,8 @@ fn verdicts_add_up_field_by_field() {
             "over_limit",
             "leaked",
             "lost",
+            "unanswered",
+            "flipped",
             "double",
             "drift",
             "cache",
@@ -253,7 +257,10 @@ fn verdicts_add_up_field_by_field() {
             "errors"
         ]
     );
-    assert_eq!(one.pairs().map(|(_, n)| n), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(
+        one.pairs().map(|(_, n)| n),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    );
 }
 
 #[test]
@@ -360,7 +367,7 @@ fn each_fault_is_its_own_verdict() {
         "told confirmed, and the status URL says so at the end"
     );
 
-    // Drift: a decision the buyer heard is forgotten at the end.
+    // Unanswered: a decision the buyer heard is forgotten at the end.
     let (j, rows) = sale(10, 3);
     let mut statuses: HashMap<ReservationId, Option<Status>> = j
         .iter()
@@ -385,7 +392,8 @@ fn each_fault_is_its_own_verdict() {
         dead: &[],
         cache: Some(&cache_of(&rows, 3)),
     };
-    assert_eq!(judge(&facts).0.drift, 1);
+    let v = judge(&facts).0;
+    assert_eq!((v.unanswered, v.drift, v.flipped), (1, 0, 0));
 
     // Drift: told sold out (never a 202) but holding a seat.
     let (mut j, rows) = sale(10, 3);
@@ -573,23 +581,26 @@ fn the_status_url_at_the_end_must_match_the_database() {
             cache: Some(&cache_of(&rows, 3)),
         })
         .0
-        .drift
+    };
+    let end = |id, status| {
+        let v = judge_end(id, status);
+        (v.drift, v.flipped, v.unanswered)
     };
     let winner = *j[0].ids.first().unwrap();
     let loser = *j[9].ids.first().unwrap();
-    assert_eq!(judge_end(winner, Some(Status::Confirmed)), 0);
+    assert_eq!(end(winner, Some(Status::Confirmed)), (0, 0, 0));
     assert_eq!(
-        judge_end(winner, Some(Status::Rejected)),
-        1,
-        "a seat held, told rejected"
+        end(winner, Some(Status::Rejected)),
+        (1, 1, 0),
+        "a seat held, told confirmed, rejected at the end"
     );
-    assert_eq!(judge_end(loser, Some(Status::Rejected)), 0);
+    assert_eq!(end(loser, Some(Status::Rejected)), (0, 0, 0));
     assert_eq!(
-        judge_end(loser, Some(Status::Confirmed)),
-        1,
-        "told confirmed, no row"
+        end(loser, Some(Status::Confirmed)),
+        (1, 1, 0),
+        "told rejected, confirmed at the end, no row"
     );
-    assert_eq!(judge_end(loser, None), 1, "a heard rejection forgotten");
+    assert_eq!(end(loser, None), (0, 0, 1), "a heard rejection forgotten");
 }
 
 #[test]
