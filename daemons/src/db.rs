@@ -121,22 +121,25 @@ pub async fn insert_event(
 }
 
 /// Removes an event's reservations and restores its stock (to a new capacity
-/// if given); `None` when the event does not exist.
+/// if given), moving its epoch on so that nothing decided before the reset
+/// is committed after it; `None` when the event does not exist. Returns the
+/// event and its new epoch.
 pub async fn reset_event(
     pool: &PgPool,
     id: &EventId,
     capacity: Option<Capacity>,
-) -> Result<Option<Event>, sqlx::Error> {
+) -> Result<Option<(Event, i32)>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let event = sqlx::query(concat!(
-        "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity)
-         WHERE event_id = $1 RETURNING ",
+        "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity),
+                epoch = epoch + 1
+         WHERE event_id = $1 RETURNING epoch, ",
         event_columns!(),
         ""
     ))
     .bind(id.as_str())
     .bind(capacity.map(|c| c.get() as i32))
-    .try_map(|r: PgRow| event_from_row(&r))
+    .try_map(|r: PgRow| Ok((event_from_row(&r)?, r.try_get::<i32, _>("epoch")?)))
     .fetch_optional(&mut *tx)
     .await?;
     if event.is_some() {
@@ -160,6 +163,19 @@ pub struct Winner {
     pub user: UserId,
     pub quantity: Quantity,
     pub accepted_at: DateTime<Utc>,
+    /// The epoch of the event's Redis state it was decided in.
+    pub epoch: i32,
+}
+
+/// What a commit wrote, and what it fenced out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Rows newly written.
+    pub written: u64,
+    /// Events whose winners were decided under another epoch than
+    /// PostgreSQL's (the state was rebuilt or reset since): nothing of
+    /// theirs was written. With PostgreSQL's epoch.
+    pub fenced: Vec<(EventId, i32)>,
 }
 
 /// Why a batch could not be committed.
@@ -179,27 +195,44 @@ pub enum CommitError {
 /// in one statement: one round trip, atomic, idempotent (a winner already
 /// written is skipped and not counted again), and refused whole by a CHECK
 /// if any event would exceed its capacity or any user its per-user limit.
-/// Returns how many rows were new.
-pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, CommitError> {
+///
+/// The fence: each event's row is locked first, and only winners decided
+/// under its current epoch are written. A snapshot for a rebuild (or a
+/// reset) moves the epoch on under the same lock, so a decision made in a
+/// Redis state from before can never land after the state was rebuilt from
+/// a snapshot that does not hold it (it is decided again instead).
+pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committed, CommitError> {
     if winners.is_empty() {
-        return Ok(0);
+        return Ok(Committed::default());
     }
     let mut ids = Vec::with_capacity(winners.len());
     let mut events = Vec::with_capacity(winners.len());
     let mut users = Vec::with_capacity(winners.len());
     let mut qtys = Vec::with_capacity(winners.len());
     let mut ats = Vec::with_capacity(winners.len());
+    let mut epochs = Vec::with_capacity(winners.len());
     for w in winners {
         ids.push(w.id.0);
         events.push(w.event.as_str());
         users.push(w.user.as_str());
         qtys.push(i16::from(w.quantity.get()));
         ats.push(w.accepted_at);
+        epochs.push(w.epoch);
     }
     let res = sqlx::query(
-        "WITH ins AS (
+        "WITH locked AS (
+             -- In a fixed order, so two batches never deadlock.
+             SELECT event_id, epoch FROM events
+             WHERE event_id IN (SELECT DISTINCT unnest($2::text[]))
+             ORDER BY event_id FOR UPDATE
+         ), ins AS (
              INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[])
+             SELECT b.id, b.event_id, b.user_id, b.qty, b.at
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[], $6::int4[])
+                  AS b (id, event_id, user_id, qty, at, epoch)
+             JOIN locked l ON l.event_id = b.event_id AND l.epoch = b.epoch
+             -- A WHERE, so that ON CONFLICT is not read as the JOIN's ON.
+             WHERE true
              ON CONFLICT (reservation_id) DO NOTHING
              RETURNING event_id, user_id, quantity
          ), per_user AS (
@@ -213,23 +246,40 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<u64, Co
              DO UPDATE SET quantity = holdings.quantity + EXCLUDED.quantity
          ), per_event AS (
              SELECT event_id, SUM(quantity)::int AS q, COUNT(*) AS n FROM ins GROUP BY event_id
+         ), counted AS (
+             UPDATE events e SET confirmed = e.confirmed + p.q
+             FROM per_event p WHERE e.event_id = p.event_id
+             RETURNING p.event_id, p.n
          )
-         UPDATE events e SET confirmed = e.confirmed + p.q
-         FROM per_event p WHERE e.event_id = p.event_id
-         RETURNING p.n",
+         SELECT l.event_id, l.epoch, COALESCE(c.n, 0) FROM locked l
+         LEFT JOIN counted c USING (event_id)",
     )
     .bind(&ids)
     .bind(&events)
     .bind(&users)
     .bind(&qtys)
     .bind(&ats)
+    .bind(&epochs)
     .fetch_all(pool)
     .await;
     match res {
-        Ok(rows) => Ok(rows
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0).unwrap_or(0) as u64)
-            .sum()),
+        Ok(rows) => {
+            let mut done = Committed::default();
+            for r in rows {
+                let event: String = r.try_get(0).map_err(CommitError::Database)?;
+                let epoch: i32 = r.try_get(1).map_err(CommitError::Database)?;
+                done.written += r.try_get::<i64, _>(2).unwrap_or(0) as u64;
+                if winners
+                    .iter()
+                    .any(|w| w.event.as_str() == event && w.epoch != epoch)
+                {
+                    let id = EventId::parse(&event)
+                        .map_err(|e| CommitError::Database(sqlx::Error::Decode(e.into())))?;
+                    done.fenced.push((id, epoch));
+                }
+            }
+            Ok(done)
+        }
         Err(e) => Err(guard_refusal(&e).map_or(CommitError::Database(e), CommitError::Guard)),
     }
 }
@@ -258,6 +308,9 @@ pub struct GuardedCommit {
     pub overflow: Vec<(Winner, Reason)>,
     /// The event's seats after the commit.
     pub seats: SeatCounts,
+    /// PostgreSQL's epoch when the winners were decided under another one:
+    /// nothing was written (see `commit_winners`).
+    pub fenced: Option<i32>,
 }
 
 /// The slow, exact path after a guard tripped: under the event's row lock
@@ -270,7 +323,7 @@ pub async fn commit_event_guarded(
 ) -> Result<GuardedCommit, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT capacity, confirmed, per_user_limit FROM events WHERE event_id = $1 FOR UPDATE",
+        "SELECT capacity, confirmed, per_user_limit, epoch FROM events WHERE event_id = $1 FOR UPDATE",
     )
     .bind(event.as_str())
     .fetch_one(&mut *tx)
@@ -278,6 +331,18 @@ pub async fn commit_event_guarded(
     let capacity = row.try_get::<i32, _>(0)?.max(0) as u32;
     let mut confirmed = row.try_get::<i32, _>(1)?.max(0) as u32;
     let limit = row.try_get::<i16, _>(2)?;
+    let epoch = row.try_get::<i32, _>(3)?;
+    if winners.iter().any(|w| w.epoch != epoch) {
+        tx.rollback().await?;
+        return Ok(GuardedCommit {
+            overflow: Vec::new(),
+            seats: SeatCounts {
+                capacity,
+                confirmed,
+            },
+            fenced: Some(epoch),
+        });
+    }
     let ids: Vec<Uuid> = winners.iter().map(|w| w.id.0).collect();
     let existing: Vec<Uuid> = sqlx::query_scalar(
         "SELECT reservation_id FROM reservations WHERE reservation_id = ANY($1)",
@@ -353,6 +418,7 @@ pub async fn commit_event_guarded(
             capacity,
             confirmed,
         },
+        fenced: None,
     })
 }
 
@@ -362,6 +428,8 @@ pub async fn commit_event_guarded(
 #[derive(Debug, Clone, Default)]
 pub struct EventSnapshot {
     pub capacity: u32,
+    /// The event's epoch, moved on by this snapshot (see `commit_winners`).
+    pub epoch: i32,
     pub confirmed: Vec<SnapshotRow>,
 }
 
@@ -379,15 +447,15 @@ pub async fn snapshot(
     event: &EventId,
 ) -> Result<Option<EventSnapshot>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // One consistent view: the counter and the rows agree.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *tx)
-        .await?;
-    let Some(capacity) =
-        sqlx::query_scalar::<_, i32>("SELECT capacity FROM events WHERE event_id = $1")
-            .bind(event.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
+    // Moving the epoch on locks the event's row: no commit runs until this
+    // transaction ends (each locks the row first), so the rows read next are
+    // every commit under the old epoch, and none under it can follow.
+    let Some((capacity, epoch)) = sqlx::query_as::<_, (i32, i32)>(
+        "UPDATE events SET epoch = epoch + 1 WHERE event_id = $1 RETURNING capacity, epoch",
+    )
+    .bind(event.as_str())
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         return Ok(None);
     };
@@ -410,6 +478,7 @@ pub async fn snapshot(
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Some(EventSnapshot {
         capacity: capacity.max(0) as u32,
+        epoch,
         confirmed,
     }))
 }

@@ -25,6 +25,15 @@ pub struct Ask<'a> {
 /// reservation id can be a control character.
 const SENTINEL: &str = "\u{1}";
 
+/// What one decide call decided, and under which epoch of the event's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// PostgreSQL's `events.epoch` the Redis state was built under: the
+    /// winners are committed under it, and refused if it moved on since.
+    pub epoch: i32,
+    pub outcomes: Vec<Outcome>,
+}
+
 /// What Redis knows of one reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -100,7 +109,7 @@ impl Inventory {
         event: &EventId,
         limit: PerUserLimit,
         asks: &[Ask<'_>],
-    ) -> Result<Vec<Outcome>, InventoryError> {
+    ) -> Result<Decided, InventoryError> {
         let k = self.keys(event);
         let mut inv = self.scripts.decide.prepare_invoke();
         inv.key(&k.stock)
@@ -121,9 +130,13 @@ impl Inventory {
             Err(e) if e.code() == Some("NOSTOCK") => return Err(InventoryError::StockMissing),
             Err(e) => return Err(e.into()),
         };
-        raw.into_iter()
+        let mut raw = raw.into_iter();
+        let epoch = raw.next().unwrap_or_default();
+        let epoch = epoch.parse().map_err(|_| InventoryError::Corrupt(epoch))?;
+        let outcomes = raw
             .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(Decided { epoch, outcomes })
     }
 
     /// Marks confirmations as committed (after PostgreSQL's commit), so the
@@ -160,7 +173,8 @@ impl Inventory {
         inv.key(&k.stock)
             .key(&k.users)
             .key(&k.outcomes)
-            .arg(snap.capacity);
+            .arg(snap.capacity)
+            .arg(snap.epoch);
         for row in &snap.confirmed {
             inv.arg(row.id.to_string()).arg(&row.user).arg(row.quantity);
         }
@@ -191,8 +205,22 @@ impl Inventory {
         Ok(())
     }
 
-    /// Full stock, no decisions: a new event or a drill's reset.
-    pub async fn reset(&self, event: &EventId, capacity: u32) -> Result<(), InventoryError> {
+    /// Drops the event's stock, so that the next decision rebuilds the whole
+    /// state from PostgreSQL.
+    pub async fn drop_stock(&self, event: &EventId) -> Result<(), InventoryError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.keys(event).stock).await?;
+        Ok(())
+    }
+
+    /// Full stock, no decisions, under the event's `epoch` in PostgreSQL:
+    /// a new event or a drill's reset.
+    pub async fn reset(
+        &self,
+        event: &EventId,
+        capacity: u32,
+        epoch: i32,
+    ) -> Result<(), InventoryError> {
         let k = self.keys(event);
         let mut conn = self.conn.clone();
         let _: i64 = self
@@ -202,6 +230,7 @@ impl Inventory {
             .key(&k.users)
             .key(&k.outcomes)
             .arg(capacity)
+            .arg(epoch)
             .invoke_async(&mut conn)
             .await?;
         Ok(())

@@ -17,7 +17,11 @@
 -- lost part of the event's state: error NOSTOCK, and the caller rebuilds all
 -- of it from PostgreSQL (restock.lua) and retries.
 --
--- Returns one outcome string per reservation, in order.
+-- Returns the state's epoch (the value of the users hash's sentinel: the
+-- events.epoch of PostgreSQL the state was built under, see restock.lua),
+-- then one outcome string per reservation, in order. The worker commits
+-- the winners under that epoch, and PostgreSQL refuses them if the state
+-- was rebuilt or reset since (db.rs, commit_winners: the fence).
 --
 -- Invariants kept: stock never goes below 0 (no oversell); a reservation id
 -- that already has a decision gets that decision back and changes nothing
@@ -29,10 +33,11 @@ if not stock or redis.call('HEXISTS', KEYS[2], '\1') == 0
   return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
 stock = tonumber(stock)
+local epoch = redis.call('HGET', KEYS[2], '\1')
 local limit = tonumber(ARGV[1])
 local was_positive = stock > 0
 local saw_sold_out = false
-local out = {}
+local out = {epoch}
 for i = 4, #ARGV, 4 do
   local rid, user, qty, closed = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local prev = redis.call('HGET', KEYS[3], rid)

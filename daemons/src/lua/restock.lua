@@ -2,12 +2,18 @@
 --
 -- KEYS[1]  stock, KEYS[2] users, KEYS[3] outcomes (see decide.lua)
 -- ARGV[1]  capacity (from PostgreSQL)
--- ARGV[2..] groups of 3: reservation_id, user_id, quantity of every
+-- ARGV[2]  the epoch the snapshot was taken under (db.rs, snapshot: each
+--          snapshot moves the event's epoch on, fencing out commits of
+--          decisions made in the state before)
+-- ARGV[3..] groups of 3: reservation_id, user_id, quantity of every
 --           reservation PostgreSQL has confirmed
 --
 -- Returns the rebuilt stock, or -1 when the state was whole (another worker
--- rebuilt it first: nothing is changed). The state is whole when the stock
--- and the sentinel field "\1" of both hashes exist (see decide.lua).
+-- rebuilt it first: nothing is changed but the epoch, moved on to this
+-- snapshot's — the state is the one every commit since the other snapshot
+-- was decided in, so it agrees with PostgreSQL). The state is whole
+-- when the stock and the sentinel field "\1" of both hashes exist (see
+-- decide.lua).
 --
 -- Confirmed = what PostgreSQL committed UNION what Redis decided but no worker
 -- has committed yet (outcomes "C" still in the hash), so decisions in flight
@@ -15,9 +21,12 @@
 -- same set, so per_user_limit holds across the rebuild.
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[2], '\1') == 1
     and redis.call('HEXISTS', KEYS[3], '\1') == 1 then
+  if tonumber(redis.call('HGET', KEYS[2], '\1')) < tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[2], '\1', ARGV[2])
+  end
   return -1
 end
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local prev = redis.call('HGET', KEYS[3], ARGV[i])
   if not prev or string.lower(string.sub(prev, 1, 1)) ~= 'c' then
     redis.call('HSET', KEYS[3], ARGV[i], 'c||' .. ARGV[i + 2] .. '|' .. ARGV[i + 1])
@@ -40,6 +49,6 @@ if stock < 0 then
   stock = 0
 end
 redis.call('SET', KEYS[1], stock)
-redis.call('HSET', KEYS[2], '\1', 1)
+redis.call('HSET', KEYS[2], '\1', ARGV[2])
 redis.call('HSET', KEYS[3], '\1', 1)
 return stock

@@ -5,7 +5,7 @@
 //! redelivered after a crash, without counting anything twice.
 
 use crate::db::{self, CommitError, GuardedCommit, Winner};
-use crate::inventory::{Ask, Inventory, InventoryError};
+use crate::inventory::{Ask, Decided, Inventory, InventoryError};
 use crate::notify::{self, Notice};
 use crate::queue::Queued;
 use flashgrid_wire::sale::{Event, Outcome};
@@ -23,7 +23,14 @@ pub enum BatchError {
     Database(#[from] sqlx::Error),
     #[error("no answer within {0:?}")]
     TimedOut(std::time::Duration),
+    /// Decided in a Redis state that was rebuilt or reset since: nothing of
+    /// those events was written, and the batch is decided again.
+    #[error("decided in a Redis state older than PostgreSQL's (events {0:?}): deciding again")]
+    Fenced(Vec<EventId>),
 }
+
+/// The epoch each event's decisions were made under (see `db::commit_winners`).
+pub type Epochs = HashMap<EventId, i32>;
 
 impl BatchError {
     /// Whether a service refused this work for what it holds (bad data, a
@@ -55,6 +62,7 @@ impl BatchError {
                 .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("P0")),
             BatchError::Database(_) => false,
             BatchError::TimedOut(_) => false,
+            BatchError::Fenced(_) => false,
         }
     }
 }
@@ -77,6 +85,10 @@ pub struct Decider {
     inventory: Inventory,
     /// Events never change their limit or window, so they are cached forever.
     events: Arc<Mutex<HashMap<EventId, Arc<Event>>>>,
+    /// The epoch of each event's last fenced decision: fenced twice under
+    /// the same one, the Redis state is behind PostgreSQL for good (restored
+    /// from an older copy, a reset Redis missed) and is rebuilt.
+    fenced: Arc<Mutex<HashMap<EventId, i32>>>,
 }
 
 impl Decider {
@@ -85,6 +97,7 @@ impl Decider {
             pool,
             inventory,
             events: Arc::default(),
+            fenced: Arc::default(),
         }
     }
 
@@ -118,8 +131,8 @@ impl Decider {
     pub async fn process(&self, items: &[Queued]) -> Result<BatchReport, BatchError> {
         let span = tracing::debug_span!("batch", reservations = items.len());
         async {
-            let mut outcomes = self.decide(items).await?;
-            let report = self.commit(items, &mut outcomes).await?;
+            let (mut outcomes, epochs) = self.decide(items).await?;
+            let report = self.commit(items, &mut outcomes, &epochs).await?;
             self.settle(items, &outcomes).await?;
             self.announce(items).await;
             log_decisions(items, &outcomes);
@@ -132,7 +145,7 @@ impl Decider {
     /// Step 1: one atomic Lua call per event (all in flight at once on the
     /// multiplexed connection). A reservation decided before keeps its
     /// outcome. Rebuilds a missing stock from PostgreSQL.
-    pub async fn decide(&self, items: &[Queued]) -> Result<Vec<Outcome>, BatchError> {
+    pub async fn decide(&self, items: &[Queued]) -> Result<(Vec<Outcome>, Epochs), BatchError> {
         let mut by_event: HashMap<&EventId, Vec<usize>> = HashMap::new();
         for (i, q) in items.iter().enumerate() {
             by_event.entry(&q.event).or_default().push(i);
@@ -140,22 +153,25 @@ impl Decider {
         let calls = by_event.into_iter().map(|(event, idx)| {
             let span = tracing::debug_span!("decide", event_id = %event, reservations = idx.len());
             async move {
-                let outs = self.decide_event(event, items, &idx).await?;
-                Ok::<_, BatchError>((idx, outs))
+                let decided = self.decide_event(event, items, &idx).await?;
+                Ok::<_, BatchError>((event, idx, decided))
             }
             .instrument(span)
         });
         let mut outcomes: Vec<Option<Outcome>> = vec![None; items.len()];
+        let mut epochs = Epochs::new();
         for r in futures::future::join_all(calls).await {
-            let (idx, outs) = r?;
-            for (i, o) in idx.into_iter().zip(outs) {
+            let (event, idx, decided) = r?;
+            epochs.insert(event.clone(), decided.epoch);
+            for (i, o) in idx.into_iter().zip(decided.outcomes) {
                 outcomes[i] = Some(o);
             }
         }
-        Ok(outcomes
+        let outcomes = outcomes
             .into_iter()
             .map(|o| o.expect("every item decided"))
-            .collect())
+            .collect();
+        Ok((outcomes, epochs))
     }
 
     async fn decide_event(
@@ -163,7 +179,7 @@ impl Decider {
         event: &EventId,
         items: &[Queued],
         idx: &[usize],
-    ) -> Result<Vec<Outcome>, BatchError> {
+    ) -> Result<Decided, BatchError> {
         let Some(info) = self.event(event).await? else {
             // The gateway only accepts known events; a message naming another
             // one was not written by it. Reject, and record it so that its
@@ -177,7 +193,8 @@ impl Decider {
                 .collect();
             let ids: Vec<ReservationId> = idx.iter().map(|&i| items[i].id).collect();
             self.inventory.record(event, &ids, &outcomes).await?;
-            return Ok(outcomes);
+            // No winner to commit: the epoch is never read.
+            return Ok(Decided { epoch: 0, outcomes });
         };
         let asks: Vec<Ask<'_>> = idx
             .iter()
@@ -223,6 +240,7 @@ impl Decider {
         &self,
         items: &[Queued],
         outcomes: &mut [Outcome],
+        epochs: &Epochs,
     ) -> Result<BatchReport, BatchError> {
         let mut seen = HashSet::new();
         let winners: Vec<Winner> = items
@@ -235,11 +253,17 @@ impl Decider {
                 user: q.user.clone(),
                 quantity: o.quantity,
                 accepted_at: q.at,
+                epoch: epochs.get(&q.event).copied().unwrap_or_default(),
             })
             .collect();
         let mut report = BatchReport::default();
         match db::commit_winners(&self.pool, &winners).await {
-            Ok(written) => report.written = written,
+            // What the other events wrote is kept (idempotent): the retry
+            // decides the batch again and skips it.
+            Ok(done) if !done.fenced.is_empty() => {
+                return Err(self.fenced(&done.fenced, epochs).await);
+            }
+            Ok(done) => report.written = done.written,
             Err(CommitError::Guard(rule)) => {
                 tracing::warn!(
                     rule,
@@ -274,10 +298,18 @@ impl Decider {
             by_event.entry(&w.event).or_default().push(w.clone());
         }
         let mut refused = HashMap::new();
+        let mut fenced = Vec::new();
         for (event, ws) in by_event {
             let before = ws.len();
-            let GuardedCommit { overflow, seats } =
-                db::commit_event_guarded(&self.pool, event, &ws).await?;
+            let GuardedCommit {
+                overflow,
+                seats,
+                fenced: fence,
+            } = db::commit_event_guarded(&self.pool, event, &ws).await?;
+            if let Some(epoch) = fence {
+                fenced.push((event.clone(), epoch));
+                continue;
+            }
             if overflow.is_empty() {
                 continue; // this event fitted: its Redis state is right
             }
@@ -293,7 +325,30 @@ impl Decider {
             report.revoked += overflow.len() as u64;
             refused.extend(overflow.iter().map(|(w, reason)| (w.id, *reason)));
         }
+        if !fenced.is_empty() {
+            let epochs: Epochs = winners.iter().map(|w| (w.event.clone(), w.epoch)).collect();
+            return Err(self.fenced(&fenced, &epochs).await);
+        }
         Ok(refused)
+    }
+
+    /// PostgreSQL fenced out decisions of `fenced` (event, PostgreSQL's
+    /// epoch): they are decided again. A state ahead of PostgreSQL, or behind
+    /// it twice under the same epoch, is not being rebuilt by anyone: its
+    /// stock is dropped so the next decision rebuilds it.
+    async fn fenced(&self, fenced: &[(EventId, i32)], decided: &Epochs) -> BatchError {
+        for (event, pg) in fenced {
+            let ours = decided.get(event).copied().unwrap_or_default();
+            let stale = ours > *pg || {
+                let mut last = self.fenced.lock().expect("fenced epochs");
+                last.insert(event.clone(), ours) == Some(ours)
+            };
+            tracing::warn!(event_id = %event, decided_under = ours, postgresql = pg, rebuild = stale, "decisions made in an older Redis state: deciding them again");
+            if stale && let Err(e) = self.inventory.drop_stock(event).await {
+                return e.into();
+            }
+        }
+        BatchError::Fenced(fenced.iter().map(|(e, _)| e.clone()).collect())
     }
 
     /// Step 3: tell Redis the confirmations are committed, so status lookups

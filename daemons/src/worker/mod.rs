@@ -24,7 +24,7 @@ pub mod replay;
 mod report;
 mod retry;
 
-pub use batch::{BatchError, BatchReport, Decider};
+pub use batch::{BatchError, BatchReport, Decider, Epochs};
 pub use replay::{Replayed, replay};
 
 use crate::backoff::Backoff;

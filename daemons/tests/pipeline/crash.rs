@@ -45,7 +45,7 @@ async fn decided_but_uncommitted_batch_is_committed_once_after_restart() {
             .unwrap()
             .unwrap();
         let items = Group::decode(&d.data).unwrap().items;
-        let outcomes = decider.decide(&items).await.unwrap();
+        let (outcomes, _) = decider.decide(&items).await.unwrap();
         assert!(outcomes.iter().all(|o| o.status == Status::Confirmed));
         decided += items.len();
     }

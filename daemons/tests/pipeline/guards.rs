@@ -15,6 +15,7 @@ fn winner(event: &str, user: &str, qty: u8) -> Winner {
         user: UserId::parse(user).unwrap(),
         quantity: Quantity::new(qty.into()).unwrap(),
         accepted_at: Utc::now(),
+        epoch: 0,
     }
 }
 
@@ -42,7 +43,7 @@ async fn the_database_refuses_a_commit_over_the_per_user_limit() {
     // Two workers each confirmed one purchase of 2 for the same user (a
     // Redis rebuilt between their decisions forgot the first).
     let first = db::commit_winners(&stack.pool, &[winner("capped", "u", 2)]).await;
-    assert_eq!(first.unwrap(), 1);
+    assert_eq!(first.unwrap().written, 1);
     let second = db::commit_winners(
         &stack.pool,
         &[winner("capped", "someone", 1), winner("capped", "u", 1)],

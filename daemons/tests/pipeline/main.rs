@@ -11,6 +11,7 @@ mod attack;
 mod burst;
 mod crash;
 mod feed;
+mod fence;
 mod fuzz;
 mod guards;
 mod idempotency;

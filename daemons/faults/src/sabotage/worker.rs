@@ -8,7 +8,7 @@ use flashgrid::config::WorkerConfig;
 use flashgrid::db::{self, EventSnapshot};
 use flashgrid::inventory::{Ask, Inventory, InventoryError};
 use flashgrid::queue::{self, Group, Queued};
-use flashgrid::worker::Decider;
+use flashgrid::worker::{Decider, Epochs};
 use flashgrid_wire::sale::{Event, Outcome};
 use flashgrid_wire::{EventId, PerUserLimit};
 use futures::{FutureExt, StreamExt};
@@ -134,8 +134,8 @@ impl Sabotaged {
             self.decider.process(items).await?;
             return Ok(());
         }
-        let mut outcomes = self.decide(items).await?;
-        self.decider.commit(items, &mut outcomes).await?;
+        let (mut outcomes, epochs) = self.decide(items).await?;
+        self.decider.commit(items, &mut outcomes, &epochs).await?;
         self.decider.settle(items, &outcomes).await?;
         self.decider.announce(items).await;
         Ok(())
@@ -143,8 +143,11 @@ impl Sabotaged {
 
     /// The real decide, but for the defect: a stock rebuilt as if nothing
     /// were sold, or the limit of the largest purchase allowed.
-    async fn decide(&mut self, items: &[Queued]) -> anyhow::Result<Vec<Outcome>> {
+    async fn decide(&mut self, items: &[Queued]) -> anyhow::Result<(Vec<Outcome>, Epochs)> {
         let mut outcomes = Vec::with_capacity(items.len());
+        // The oldest state an event's items were decided in: a rebuild
+        // between two of them fences the batch, as in the real worker.
+        let mut epochs = Epochs::new();
         for q in items {
             if !self.events.contains_key(&q.event) {
                 let e = db::get_event(&self.pool, &q.event)
@@ -179,8 +182,8 @@ impl Sabotaged {
                             .context("the event's snapshot")?;
                         if self.sabotage == Sabotage::RestockFromCapacity {
                             snap = EventSnapshot {
-                                capacity: snap.capacity,
                                 confirmed: Vec::new(),
+                                ..snap
                             };
                         }
                         self.inventory.restock(&q.event, &snap).await?;
@@ -188,8 +191,10 @@ impl Sabotaged {
                     other => break other?,
                 }
             };
-            outcomes.extend(decided);
+            let epoch = epochs.entry(q.event.clone()).or_insert(decided.epoch);
+            *epoch = (*epoch).min(decided.epoch);
+            outcomes.extend(decided.outcomes);
         }
-        Ok(outcomes)
+        Ok((outcomes, epochs))
     }
 }

@@ -35,7 +35,7 @@ impl Gateway {
             .ok_or_else(|| ApiError::exists(format!("event {id:?} already exists")))?;
         // Best effort: if Redis is away the worker rebuilds the stock from
         // PostgreSQL on the first decision.
-        if let Err(e) = self.inventory.reset(&id, event.capacity()).await {
+        if let Err(e) = self.inventory.reset(&id, event.capacity(), 0).await {
             tracing::warn!(error = %e, event_id = %id, "could not set the stock in Redis; it will be rebuilt");
         }
         self.changed(&event).await;
@@ -56,12 +56,12 @@ impl Gateway {
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
         };
-        let event = db::reset_event(&self.pool, id, r.capacity)
+        let (event, epoch) = db::reset_event(&self.pool, id, r.capacity)
             .await
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
             .ok_or_else(|| ApiError::unknown_event(id.as_str()))?;
         self.inventory
-            .reset(id, event.capacity())
+            .reset(id, event.capacity(), epoch)
             .await
             .map_err(|e| ApiError::dependency("Redis (the reset is incomplete: retry it)", &e))?;
         self.changed(&event).await;

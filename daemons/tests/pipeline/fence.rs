@@ -1,0 +1,96 @@
+//! The fence: a batch decided in a Redis state that was rebuilt or reset
+//! before its commit is not written; it is decided again in the state as
+//! it is now. Driven step by step with the worker's own `Decider`, so the
+//! moment between decide and commit is the test's to choose.
+
+use crate::helpers::{TOKEN, TestStack};
+use flashgrid::inventory::Inventory;
+use flashgrid::queue::Queued;
+use flashgrid::worker::{BatchError, Decider};
+use flashgrid_wire::{EventId, Quantity, Reason, ReservationId, Status, UserId};
+
+fn purchase(event: &str, user: &str) -> Queued {
+    Queued {
+        id: ReservationId::random(),
+        event: EventId::parse(event).unwrap(),
+        user: UserId::parse(user).unwrap(),
+        qty: Quantity::ONE,
+        at: chrono::Utc::now(),
+    }
+}
+
+async fn decider(stack: &TestStack) -> Decider {
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()))
+}
+
+/// Worker A decides a purchase; Redis loses the event's state; worker B
+/// rebuilds it from PostgreSQL (A's decision is not there) and sells the
+/// same buyer a seat. A's late commit would put the buyer over the limit:
+/// it is fenced out, and deciding it again rejects it for the limit in
+/// Redis itself, with nothing for PostgreSQL's guard to revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_decided_before_a_rebuild_is_decided_again() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "fence", "name": "fence", "capacity": 10, "per_user_limit": 1
+        }))
+        .await;
+    let (a, b) = (decider(&stack).await, decider(&stack).await);
+    let first = [purchase("fence", "u")];
+    let (mut outcomes, epochs) = a.decide(&first).await.unwrap();
+    assert_eq!(outcomes[0].status, Status::Confirmed);
+
+    let keys = stack
+        .namespace()
+        .event_keys(&EventId::parse("fence").unwrap());
+    let gone: u32 = redis::cmd("DEL")
+        .arg(&keys.stock)
+        .arg(&keys.users)
+        .arg(&keys.outcomes)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(gone, 3);
+    let second = [purchase("fence", "u")];
+    let report = b.process(&second).await.unwrap();
+    assert_eq!(report.written, 1, "the rebuilt state sold u a seat");
+
+    let late = a.commit(&first, &mut outcomes, &epochs).await;
+    assert!(matches!(late, Err(BatchError::Fenced(_))), "{late:?}");
+    assert_eq!(stack.db_counts("fence").await, (1, 1, 1));
+    let again = a.process(&first).await.unwrap();
+    assert_eq!((again.written, again.rejected, again.revoked), (0, 1, 0));
+    let (decided, _) = a.decide(&first).await.unwrap();
+    assert_eq!(decided[0].reason, Some(Reason::UserLimit));
+    assert_eq!(stack.db_revoked("fence").await, 0);
+}
+
+/// A drill's reset while a worker holds a decided batch: nothing decided
+/// for the old sale lands in the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_decided_before_a_reset_does_not_land_in_the_new_sale() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("drill", 5).await;
+    let a = decider(&stack).await;
+    let old = [purchase("drill", "before")];
+    let (mut outcomes, epochs) = a.decide(&old).await.unwrap();
+    assert_eq!(outcomes[0].status, Status::Confirmed);
+
+    let r = stack
+        .http
+        .post(format!("{}/admin/events/drill/reset", stack.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let late = a.commit(&old, &mut outcomes, &epochs).await;
+    assert!(matches!(late, Err(BatchError::Fenced(_))), "{late:?}");
+    assert_eq!(stack.db_counts("drill").await, (0, 0, 0));
+    let view = stack.event("drill").await;
+    assert_eq!((view.confirmed, view.remaining), (0, 5));
+}
