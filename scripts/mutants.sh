@@ -3,8 +3,7 @@
 # when missing) over the code whose tests guard the promises: the fault
 # matrix's verdicts, the load generator's verify and judge, the wire ids, and
 # the worker's Lua-calling decide/settle steps. Each group runs the tests of
-# its own package only, in place (reusing target/release), and writes its
-# outcome under .run/mutants/<group>/. The counts go to docs/RELIABILITY.md
+# its own package only, and writes its outcome under .run/mutants/<group>/. The counts go to docs/RELIABILITY.md
 # by hand, beside what each surviving mutant means.
 #
 # Each run works on cargo-mutants' own copy of the tree (never in place: an
@@ -16,7 +15,7 @@
 # Groups: logic (the verdicts, loadgen's verify and conclude, the wire ids:
 # pure code, their unit tests; about 25 minutes here) and worker (decide,
 # commit, settle, restock and revoke, judged by the pipeline tests against
-# the real services: a rebuild of the daemons per mutant, over an hour).
+# the real services: a rebuild of the daemons per mutant, about 80 minutes).
 # Default: both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
