@@ -8,6 +8,25 @@ use flashgrid::queue::Group;
 use flashgrid_wire::Status;
 use std::time::Duration;
 
+/// The first group in the dead-letter queue (waited for), unacked: closing
+/// the returned connection puts it back.
+async fn set_aside(stack: &TestStack) -> (lapin::Connection, Group) {
+    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = stack.namespace().dead_letter_queue();
+    let got = eventually(
+        "a reservation set aside",
+        Duration::from_secs(30),
+        || async {
+            ch.basic_get(dead.as_str().into(), Default::default())
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    (conn, Group::decode(&got.delivery.data).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
     let stack = TestStack::spawn().await;
@@ -47,20 +66,7 @@ async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
     .await;
 
     // The poisoned reservation, alone, waits in the dead-letter queue.
-    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let dead = stack.namespace().dead_letter_queue();
-    let got = eventually(
-        "the set-aside reservation",
-        Duration::from_secs(30),
-        || async {
-            ch.basic_get(dead.as_str().into(), Default::default())
-                .await
-                .unwrap()
-        },
-    )
-    .await;
-    let group = Group::decode(&got.delivery.data).unwrap();
+    let (conn, group) = set_aside(stack).await;
     assert_eq!(group.items.len(), 1, "only the failing reservation");
     let poisoned = &accepted.iter().find(|(_, u)| u == "poison").unwrap().0;
     assert_eq!(group.items[0].id, poisoned.reservation_id);
@@ -152,20 +158,7 @@ async fn a_stock_key_of_the_wrong_type_sets_the_purchase_aside_instead_of_rebuil
     let _: () = redis.hset(&keys.stock, "not", "a number").await.unwrap();
 
     let stuck = stack.accepted("wrongtype", "second", 1, None).await;
-    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let dead = stack.namespace().dead_letter_queue();
-    let got = eventually(
-        "the purchase set aside",
-        Duration::from_secs(30),
-        || async {
-            ch.basic_get(dead.as_str().into(), Default::default())
-                .await
-                .unwrap()
-        },
-    )
-    .await;
-    let group = Group::decode(&got.delivery.data).unwrap();
+    let (conn, group) = set_aside(&stack).await;
     assert_eq!(group.items.len(), 1);
     assert_eq!(group.items[0].id, stuck.reservation_id);
     assert_eq!(stack.status(&stuck, 0).await.status, Status::Pending);
