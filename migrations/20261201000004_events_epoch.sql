@@ -5,3 +5,6 @@
 -- (db.rs, commit_winners): a decision made in a Redis state from before a
 -- rebuild or a reset never lands after it.
 ALTER TABLE events ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+-- Redis states built before this column hold 1 in the sentinel: existing
+-- events start there, so those states match, and the first rebuild is 2.
+UPDATE events SET epoch = 1;

@@ -376,12 +376,14 @@ pub async fn commit_event_guarded(
         let (user_has, user_limit) = held
             .entry(w.user.as_str().to_owned())
             .or_insert((0, i32::from(limit)));
-        if confirmed + q > capacity {
-            overflow.push((w.clone(), Reason::SoldOut));
-            continue;
-        }
+        // The limit first, in the order decide.lua and the status route's
+        // derivation check.
         if *user_has + q as i32 > *user_limit {
             overflow.push((w.clone(), Reason::UserLimit));
+            continue;
+        }
+        if confirmed + q > capacity {
+            overflow.push((w.clone(), Reason::SoldOut));
             continue;
         }
         sqlx::query(

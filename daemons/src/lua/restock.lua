@@ -9,9 +9,8 @@
 --           reservation PostgreSQL has confirmed
 --
 -- Returns the rebuilt stock, or -1 when the state was whole (another worker
--- rebuilt it first: nothing is changed but the epoch, moved on to this
--- snapshot's — the state is the one every commit since the other snapshot
--- was decided in, so it agrees with PostgreSQL). The state is whole
+-- rebuilt it from this snapshot's epoch or a newer one: nothing is
+-- changed). The state is whole
 -- when the stock and the sentinel field "\1" of both hashes exist (see
 -- decide.lua).
 --
@@ -20,12 +19,13 @@
 -- are not handed out a second time. Users' quantities are recomputed from the
 -- same set, so per_user_limit holds across the rebuild.
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[2], '\1') == 1
-    and redis.call('HEXISTS', KEYS[3], '\1') == 1 then
-  if tonumber(redis.call('HGET', KEYS[2], '\1')) < tonumber(ARGV[2]) then
-    redis.call('HSET', KEYS[2], '\1', ARGV[2])
-  end
+    and redis.call('HEXISTS', KEYS[3], '\1') == 1
+    and tonumber(redis.call('HGET', KEYS[2], '\1')) >= tonumber(ARGV[2]) then
   return -1
 end
+-- A whole state under an older epoch is rebuilt too: it may be a copy
+-- restored from before, or built from an older snapshot after this one's
+-- rows; only a rebuild from this snapshot makes it agree with PostgreSQL.
 for i = 3, #ARGV, 3 do
   local prev = redis.call('HGET', KEYS[3], ARGV[i])
   if not prev or string.lower(string.sub(prev, 1, 1)) ~= 'c' then

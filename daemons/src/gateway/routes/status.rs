@@ -99,9 +99,13 @@ impl Gateway {
             }
             _ => {}
         }
-        let certain = match receipt {
-            Some(r) => self.certain(event, id, r).await?,
-            None => self.committed(event, id).await?,
+        // Derived only where Redis holds nothing of it (or is away): while
+        // Redis holds a pending marker or an uncommitted confirmation, the
+        // worker is still to decide it, against counts PostgreSQL has not
+        // seen yet, and a derived reason could differ from its decision.
+        let certain = match (receipt, &cached) {
+            (Some(r), Ok(None) | Err(_)) => self.certain(event, id, r).await?,
+            _ => self.committed(event, id).await?,
         };
         if certain.is_some() {
             return Ok(certain);
