@@ -22,10 +22,19 @@ pub struct Event {
     pub closes_at: Option<DateTime<Utc>>,
 }
 
+/// Whether a sale window (either bound optional) is open at `at`.
+pub fn window_open(
+    opens_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> bool {
+    opens_at.is_none_or(|o| at >= o) && closes_at.is_none_or(|c| at < c)
+}
+
 impl Event {
     /// Whether the sale window is open at `at` (no bound means open on that side).
     pub fn is_open_at(&self, at: DateTime<Utc>) -> bool {
-        self.opens_at.is_none_or(|o| at >= o) && self.closes_at.is_none_or(|c| at < c)
+        window_open(self.opens_at, self.closes_at, at)
     }
 
     /// Why the window is closed at `now`, for the buyer.

@@ -160,8 +160,7 @@ fn committed_outcome(r: &db::CommittedRow) -> Option<Outcome> {
 /// of, checked in the order `decide.lua` checks (so a decision Redis made
 /// and lost is derived again alike).
 fn derived(c: &Certainty, r: &Receipt) -> Option<Reason> {
-    let at = r.accepted_at;
-    let open = c.opens_at.is_none_or(|o| at >= o) && c.closes_at.is_none_or(|e| at < e);
+    let open = flashgrid_wire::sale::window_open(c.opens_at, c.closes_at, r.accepted_at);
     let q = u32::from(r.quantity.get());
     if !open {
         Some(Reason::SaleClosed)
