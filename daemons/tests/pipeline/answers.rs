@@ -188,13 +188,15 @@ async fn a_rejection_redis_lost_is_read_again_from_postgresql() {
     let again = stack.accepted("full", "one", 1, None).await;
     let again_before = stack.decided(&again).await;
     assert_eq!(again_before.reason, Some(flashgrid_wire::Reason::UserLimit));
-    // Three buyers at once for the last seat: one queue message, decided by
-    // the worker (the gateway has not heard of a sell-out yet).
+    // Three buyers for the last seat, queued while no worker runs (the
+    // gateway has not heard of a sell-out): the worker decides them.
+    stack.stop("worker").await;
     let stack = &stack;
     let rest = futures::future::join_all(
         ["two", "three", "four"].map(|u| async move { stack.reserve("full", u, 1, None).await }),
     )
     .await;
+    stack.start_worker().await;
     let mut decided = Vec::new();
     for r in rest {
         let r = r.unwrap();
