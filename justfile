@@ -31,6 +31,12 @@ attack *ARGS:
 bench:
     scripts/bench.sh
 
+# Redis memory per accepted request for a sale of 1,000,000 requests, after it and once outcomes expired (one JSON line)
+bench-memory *ARGS:
+    scripts/services.sh check
+    cargo build --release --locked --workspace --bins
+    target/release/flashgrid-bench memory {{ARGS}}
+
 # run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one)
 faults *ARGS:
     scripts/services.sh check

@@ -6,6 +6,10 @@
 //! - `broker`: persistent publishes with confirms to RabbitMQ, one
 //!   reservation per message, many in flight — the per-message rate that
 //!   group publish is meant to beat.
+//! - `memory`: Redis memory per accepted request for a sale of a million
+//!   requests, after the sale and once the outcomes expired (`memory`).
+
+mod memory;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -55,6 +59,25 @@ enum Cmd {
         #[arg(long, default_value = "1")]
         per_message: usize,
     },
+    /// Redis memory per accepted request, after the sale and after expiry;
+    /// prints one JSON line. Run it on an otherwise idle Redis.
+    Memory {
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        #[arg(long, default_value = "1000000")]
+        requests: usize,
+        #[arg(long, default_value = "1000")]
+        capacity: u32,
+        /// Reservations per decision (the worker's batch).
+        #[arg(long, default_value = "256")]
+        batch: usize,
+        /// The outcomes' time to live for the run (seconds).
+        #[arg(long, default_value = "10")]
+        ttl: u64,
+        /// How long to wait for Redis to expire them (seconds).
+        #[arg(long, default_value = "120")]
+        expiry_limit: u64,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +94,25 @@ async fn main() -> anyhow::Result<()> {
             inflight,
             per_message,
         } => broker(&amqp_url, messages, inflight, per_message).await,
+        Cmd::Memory {
+            redis_url,
+            requests,
+            capacity,
+            batch,
+            ttl,
+            expiry_limit,
+        } => {
+            anyhow::ensure!(batch > 0 && ttl > 0, "--batch and --ttl must be at least 1");
+            memory::run(memory::Plan {
+                redis_url,
+                requests,
+                capacity,
+                batch,
+                ttl: Duration::from_secs(ttl),
+                expiry_limit: Duration::from_secs(expiry_limit),
+            })
+            .await
+        }
     }
 }
 
@@ -124,6 +166,7 @@ async fn broker(
             user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
             qty: Quantity::ONE,
             at: chrono::Utc::now(),
+            sale: 1,
         })
         .collect();
     let body = Group::encode(&items);

@@ -40,6 +40,12 @@ pub struct ServicesConfig {
     /// exiting with an error (seconds).
     #[arg(long, env = "FLASHGRID_STARTUP_TIMEOUT", default_value = "15", value_parser = parse_secs)]
     pub startup_timeout: Duration,
+
+    /// How long Redis keeps a reservation's pending marker or rejection
+    /// (seconds; confirmations stay with their seats). After it, a status
+    /// URL is answered from PostgreSQL: this bounds Redis's memory.
+    #[arg(long, env = "FLASHGRID_OUTCOME_TTL", default_value = "86400", value_parser = parse_ttl)]
+    pub outcome_ttl: Duration,
 }
 
 /// `flashgrid-gateway`.
@@ -162,6 +168,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("seconds must be within 0..=86400, got {secs}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A time to live of outcomes: whole seconds, from one to 30 days.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    const MAX: u64 = 30 * 86_400;
+    let secs: u64 = s
+        .parse()
+        .map_err(|_| format!("expected a whole number of seconds, got {s:?}"))?;
+    if !(1..=MAX).contains(&secs) {
+        return Err(format!(
+            "seconds must be within 1..={MAX} (30 days), got {secs}"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 impl GatewayConfig {

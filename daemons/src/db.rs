@@ -62,13 +62,14 @@ fn event_from_row(row: &PgRow) -> Result<Event, sqlx::Error> {
         per_user_limit: PerUserLimit::new(limit.into()).map_err(decode)?,
         opens_at: row.try_get("opens_at")?,
         closes_at: row.try_get("closes_at")?,
+        sale: row.try_get::<i32, _>("sale")?.max(0) as u32,
     })
 }
 
 /// The columns `event_from_row` reads (a macro so queries stay literals).
 macro_rules! event_columns {
     () => {
-        "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at"
+        "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at, sale"
     };
 }
 
@@ -122,8 +123,9 @@ pub async fn insert_event(
 
 /// Removes an event's reservations and restores its stock (to a new capacity
 /// if given), moving its epoch on so that nothing decided before the reset
-/// is committed after it; `None` when the event does not exist. Returns the
-/// event and its new epoch.
+/// is committed after it, and its sale generation, so that nothing accepted
+/// before it is sold in the new sale; `None` when the event does not exist.
+/// Returns the event (with its new sale) and its new epoch.
 pub async fn reset_event(
     pool: &PgPool,
     id: &EventId,
@@ -132,7 +134,7 @@ pub async fn reset_event(
     let mut tx = pool.begin().await?;
     let event = sqlx::query(concat!(
         "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity),
-                epoch = epoch + 1
+                epoch = epoch + 1, sale = sale + 1
          WHERE event_id = $1 RETURNING epoch, ",
         event_columns!(),
         ""
@@ -165,6 +167,9 @@ pub struct Winner {
     pub accepted_at: DateTime<Utc>,
     /// The epoch of the event's Redis state it was decided in.
     pub epoch: i32,
+    /// The sale generation it was accepted in (where Redis keeps its
+    /// outcome, should it be revoked).
+    pub sale: u32,
 }
 
 /// What a commit wrote, and what it fenced out.
@@ -430,6 +435,8 @@ pub async fn commit_event_guarded(
 #[derive(Debug, Clone, Default)]
 pub struct EventSnapshot {
     pub capacity: u32,
+    /// The event's sale generation (see `reset_event`).
+    pub sale: u32,
     /// The event's epoch, moved on by this snapshot (see `commit_winners`).
     pub epoch: i32,
     pub confirmed: Vec<SnapshotRow>,
@@ -452,8 +459,8 @@ pub async fn snapshot(
     // Moving the epoch on locks the event's row: no commit runs until this
     // transaction ends (each locks the row first), so the rows read next are
     // every commit under the old epoch, and none under it can follow.
-    let Some((capacity, epoch)) = sqlx::query_as::<_, (i32, i32)>(
-        "UPDATE events SET epoch = epoch + 1 WHERE event_id = $1 RETURNING capacity, epoch",
+    let Some((capacity, epoch, sale)) = sqlx::query_as::<_, (i32, i32, i32)>(
+        "UPDATE events SET epoch = epoch + 1 WHERE event_id = $1 RETURNING capacity, epoch, sale",
     )
     .bind(event.as_str())
     .fetch_optional(&mut *tx)
@@ -480,6 +487,7 @@ pub async fn snapshot(
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Some(EventSnapshot {
         capacity: capacity.max(0) as u32,
+        sale: sale.max(0) as u32,
         epoch,
         confirmed,
     }))
@@ -535,6 +543,8 @@ pub struct Certainty {
     pub closes_at: Option<DateTime<Utc>>,
     /// What the buyer holds in this event (their holdings row).
     pub held: u32,
+    /// The event's sale generation.
+    pub sale: u32,
 }
 
 /// `None` when the event does not exist.
@@ -548,7 +558,7 @@ pub async fn certainty(
         "SELECT e.capacity, e.confirmed, e.per_user_limit, e.opens_at, e.closes_at,
                 (SELECT h.quantity FROM holdings h
                  WHERE h.event_id = e.event_id AND h.user_id = $3) AS held,
-                r.user_id, r.quantity
+                r.user_id, r.quantity, e.sale
          FROM events e
          LEFT JOIN reservations r ON r.reservation_id = $2 AND r.event_id = e.event_id
          WHERE e.event_id = $1",
@@ -576,6 +586,7 @@ pub async fn certainty(
             opens_at: r.try_get(3)?,
             closes_at: r.try_get(4)?,
             held: r.try_get::<Option<i32>, _>(5)?.unwrap_or(0).max(0) as u32,
+            sale: r.try_get::<i32, _>(8)?.max(0) as u32,
         })
     })
     .transpose()

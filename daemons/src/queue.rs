@@ -32,6 +32,12 @@ pub struct Queued {
     pub qty: Quantity,
     /// When the gateway accepted it (judged against the sale window).
     pub at: DateTime<Utc>,
+    /// The event's sale generation it was accepted in (`Event::sale`): a
+    /// reservation still queued when its event is reset is rejected, not
+    /// sold in the new sale. 0 in messages of gateways older than
+    /// generations: taken as the current sale.
+    #[serde(default)]
+    pub sale: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,9 +227,17 @@ mod tests {
             user: UserId::parse("u").unwrap(),
             qty: Quantity::ONE,
             at: Utc::now(),
+            sale: 3,
         }];
         let g = Group::decode(&Group::encode(&items)).unwrap();
         assert_eq!(g.items, items);
+        // A message of a gateway older than sale generations: sale 0, which
+        // the worker takes as the current sale.
+        let old = format!(
+            r#"{{"v":1,"items":[{{"id":"{}","event":"e","user":"u","qty":1,"at":"2026-01-01T00:00:00Z"}}]}}"#,
+            items[0].id
+        );
+        assert_eq!(Group::decode(old.as_bytes()).unwrap().items[0].sale, 0);
         assert!(matches!(Group::decode(b"nope"), Err(FormatError::Json(_))));
         assert!(matches!(
             Group::decode(br#"{"v":9,"items":[]}"#),

@@ -76,7 +76,8 @@ pub async fn drain(ns: &Namespace, limit: Duration) -> anyhow::Result<QueueState
     }
 }
 
-/// What Redis holds of the event: its stock, outcomes and per-user counts.
+/// What Redis holds of the event: its stock, confirmations (the `won` hash:
+/// what the verdicts compare with the rows) and per-user counts.
 pub async fn cache(redis_url: &str, ns: &Namespace, event: &EventId) -> anyhow::Result<Cache> {
     let mut c = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
@@ -87,7 +88,7 @@ pub async fn cache(redis_url: &str, ns: &Namespace, event: &EventId) -> anyhow::
         .query_async(&mut c)
         .await?;
     let outcomes: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(&keys.outcomes)
+        .arg(&keys.won)
         .query_async(&mut c)
         .await?;
     let users: HashMap<String, i64> = redis::cmd("HGETALL")

@@ -78,7 +78,7 @@ pub async fn serve(
         redis,
         amqp,
     } = connected;
-    let inventory = Inventory::new(redis, ns.clone());
+    let inventory = Inventory::new(redis, ns.clone()).with_outcome_ttl(cfg.services.outcome_ttl);
     let refresh = Refresh {
         pool: pool.clone(),
         inventory: inventory.clone(),

@@ -206,11 +206,12 @@ async fn batcher(
         let items: Vec<&Queued> = group.iter().map(|p| &p.item).collect();
         let body = Group::encode(&items);
         // Record "pending" for status lookups; best effort, off the critical path.
-        let marks: Vec<(EventId, ReservationId, Outcome)> = group
+        let marks: Vec<(EventId, u32, ReservationId, Outcome)> = group
             .iter()
             .map(|p| {
                 (
                     p.item.event.clone(),
+                    p.item.sale,
                     p.item.id,
                     Outcome::pending(p.item.qty, p.item.user.clone()),
                 )
@@ -219,7 +220,7 @@ async fn batcher(
         let inv = inventory.clone();
         let marked = tokio::spawn(async move {
             if let Err(e) = inv
-                .mark_pending(marks.iter().map(|(e, id, o)| (e, *id, o)))
+                .mark_pending(marks.iter().map(|(e, sale, id, o)| (e, *sale, *id, o)))
                 .await
             {
                 tracing::debug!(error = %e, "could not record pending reservations in Redis");

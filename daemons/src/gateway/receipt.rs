@@ -7,8 +7,10 @@
 //!
 //! Layout of the last path segment: `<reservation id>.<token>`, the token
 //! base64url (no padding) of `version, quantity, accepted_at (ms, i64 BE),
-//! user id bytes, tag`, the tag the first 16 bytes of HMAC-SHA256 over the
-//! event id, a 0 byte, the reservation id and everything before the tag.
+//! sale (u32 BE), user id bytes, tag`, the tag the first 16 bytes of
+//! HMAC-SHA256 over the event id, a 0 byte, the reservation id and
+//! everything before the tag. Version 1 (before sale generations) has no
+//! sale field; it is still read.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,10 +20,12 @@ use hmac::{KeyInit, Mac};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG: usize = 16;
-/// version + quantity + accepted_at.
-const HEADER: usize = 1 + 1 + 8;
+/// version + quantity + accepted_at + sale.
+const HEADER: usize = 1 + 1 + 8 + 4;
+/// The header of version 1: no sale.
+const HEADER_V1: usize = 1 + 1 + 8;
 
 /// What a gateway accepted, as its receipt says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub struct Receipt {
     pub user: UserId,
     pub quantity: Quantity,
     pub accepted_at: DateTime<Utc>,
+    /// The event's sale generation it was accepted in (`None` in a receipt
+    /// of version 1, issued before generations).
+    pub sale: Option<u32>,
 }
 
 /// Writes and reads receipts under one key.
@@ -72,12 +79,14 @@ impl Receipts {
         user: &UserId,
         quantity: Quantity,
         accepted_at: DateTime<Utc>,
+        sale: u32,
     ) -> String {
         let user = user.as_str().as_bytes();
         let mut raw = Vec::with_capacity(HEADER + user.len() + TAG);
         raw.push(VERSION);
         raw.push(quantity.get());
         raw.extend_from_slice(&accepted_at.timestamp_millis().to_be_bytes());
+        raw.extend_from_slice(&sale.to_be_bytes());
         raw.extend_from_slice(user);
         let tag = self.tagger(event, id, &raw).finalize().into_bytes();
         raw.extend_from_slice(&tag[..TAG]);
@@ -105,7 +114,12 @@ impl Receipts {
             return Ok((id, None));
         };
         let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| Forged)?;
-        if raw.len() < HEADER + 1 + TAG || raw[0] != VERSION {
+        let header = match raw.first() {
+            Some(&VERSION) => HEADER,
+            Some(1) => HEADER_V1,
+            _ => return Err(Forged),
+        };
+        if raw.len() < header + 1 + TAG {
             return Err(Forged);
         }
         let (body, tag) = raw.split_at(raw.len() - TAG);
@@ -113,9 +127,13 @@ impl Receipts {
             .verify_truncated_left(tag)
             .map_err(|_| Forged)?;
         let quantity = Quantity::new(body[1].into()).map_err(|_| Forged)?;
-        let ms = i64::from_be_bytes(body[2..HEADER].try_into().map_err(|_| Forged)?);
+        let ms = i64::from_be_bytes(body[2..HEADER_V1].try_into().map_err(|_| Forged)?);
         let accepted_at = DateTime::from_timestamp_millis(ms).ok_or(Forged)?;
-        let user = std::str::from_utf8(&body[HEADER..]).map_err(|_| Forged)?;
+        let sale = (header == HEADER)
+            .then(|| body[HEADER_V1..HEADER].try_into().map(u32::from_be_bytes))
+            .transpose()
+            .map_err(|_| Forged)?;
+        let user = std::str::from_utf8(&body[header..]).map_err(|_| Forged)?;
         let user = UserId::parse(user).map_err(|_| Forged)?;
         Ok((
             id,
@@ -123,6 +141,7 @@ impl Receipts {
                 user,
                 quantity,
                 accepted_at,
+                sale,
             }),
         ))
     }
@@ -137,6 +156,7 @@ mod tests {
             user: UserId::parse("ünïcode buyer|1").unwrap(),
             quantity: Quantity::new(3).unwrap(),
             accepted_at: DateTime::from_timestamp_millis(1_764_000_000_123).unwrap(),
+            sale: Some(7),
         }
     }
 
@@ -150,7 +170,7 @@ mod tests {
         let event = EventId::parse("drop").unwrap();
         let id = ReservationId::random();
         let r = receipt();
-        let url = keys.status_url(&event, &id, &r.user, r.quantity, r.accepted_at);
+        let url = keys.status_url(&event, &id, &r.user, r.quantity, r.accepted_at, 7);
         assert!(url.starts_with(&format!("/events/drop/reservations/{id}.")));
         assert_eq!(
             keys.open(&event, last_segment(&url)),
@@ -170,7 +190,7 @@ mod tests {
         let event = EventId::parse("drop").unwrap();
         let id = ReservationId::random();
         let r = receipt();
-        let url = keys.status_url(&event, &id, &r.user, r.quantity, r.accepted_at);
+        let url = keys.status_url(&event, &id, &r.user, r.quantity, r.accepted_at, 7);
         let seg = last_segment(&url);
         // Another event, another id, another key.
         let other = EventId::parse("other").unwrap();
@@ -193,5 +213,28 @@ mod tests {
         assert_eq!(keys.open(&event, &format!("{id}.***")), Err(Forged));
         assert_eq!(keys.open(&event, &format!("{id}.")), Err(Forged));
         assert_eq!(keys.open(&event, "not-an-id"), Err(Forged));
+    }
+
+    /// A receipt issued before sale generations (version 1) still reads,
+    /// its sale unknown.
+    #[test]
+    fn a_receipt_of_version_1_reads_without_a_sale() {
+        let keys = Receipts::new(b"k");
+        let event = EventId::parse("drop").unwrap();
+        let id = ReservationId::random();
+        let r = receipt();
+        let mut raw = vec![1, r.quantity.get()];
+        raw.extend_from_slice(&r.accepted_at.timestamp_millis().to_be_bytes());
+        raw.extend_from_slice(r.user.as_str().as_bytes());
+        let tag = keys.tagger(&event, &id, &raw).finalize().into_bytes();
+        raw.extend_from_slice(&tag[..TAG]);
+        let seg = format!("{id}.{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(
+            keys.open(&event, &seg),
+            Ok((id, Some(Receipt { sale: None, ..r })))
+        );
+        raw[0] = 3;
+        let seg = format!("{id}.{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(keys.open(&event, &seg), Err(Forged), "an unknown version");
     }
 }

@@ -1,6 +1,9 @@
 //! Redis state of each event's sale and the Lua scripts that change it
 //! atomically: decide, rebuild, revoke and reset (see `lua/`). Outcomes are
-//! stored in the [`record`] format the scripts share.
+//! stored in the [`record`] format the scripts share: confirmations in the
+//! event's `won` hash, pending markers and rejections in keys of their own
+//! that expire (see `names::EventKeys`), so Redis holds the winners for good
+//! and everything else for [`DEFAULT_OUTCOME_TTL`].
 
 pub mod record;
 
@@ -10,6 +13,18 @@ use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, PerUserLimit, Quantity, Reason, ReservationId, UserId};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use std::time::Duration;
+
+/// How long a pending marker or a rejection stays readable in Redis; after
+/// that its status URL is answered from PostgreSQL (see the status route).
+pub const DEFAULT_OUTCOME_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Staged fields per command of a rebuild: each command stays well under a
+/// millisecond of Redis's time.
+const REBUILD_CHUNK: usize = 500;
+/// A rebuild abandoned half-way (its worker died) leaves staged hashes that
+/// vanish after this long.
+const STAGING_TTL_SECS: i64 = 300;
 
 /// One reservation handed to `decide`.
 #[derive(Debug, Clone)]
@@ -19,10 +34,26 @@ pub struct Ask<'a> {
     pub quantity: Quantity,
     /// Accepted outside the sale window: rejected `sale_closed`.
     pub closed: bool,
+    /// The event's sale generation it was accepted in (0: not stamped, by
+    /// a gateway older than generations); one older than Redis's state
+    /// was accepted before a reset and is rejected `sale_closed`.
+    pub sale: u32,
 }
 
-/// The field every whole outcomes hash holds (see `decide.lua`): no
-/// reservation id can be a control character.
+/// A confirmation PostgreSQL refused, to be turned into a rejection.
+#[derive(Debug, Clone)]
+pub struct Refused<'a> {
+    /// The sale generation it was accepted in (where its outcome is kept).
+    pub sale: u32,
+    pub id: ReservationId,
+    pub user: &'a UserId,
+    pub quantity: Quantity,
+    /// The rule PostgreSQL enforced.
+    pub reason: Reason,
+}
+
+/// The field every whole `won` and `users` hash holds (see `decide.lua`):
+/// no reservation id or user id can be a control character.
 const SENTINEL: &str = "\u{1}";
 
 /// What one decide call decided, and under which epoch of the event's state.
@@ -38,8 +69,9 @@ pub struct Decided {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
     pub outcome: Option<Outcome>,
-    /// The event's outcomes hash is whole: a missing outcome was never
-    /// recorded since the hash was built (else Redis may have lost it).
+    /// The event's `won` hash is whole: a reservation missing from it was
+    /// not confirmed in Redis since the hash was built (else Redis may have
+    /// lost its confirmation).
     pub whole: bool,
 }
 
@@ -59,6 +91,8 @@ pub enum InventoryError {
 pub struct Inventory {
     conn: ConnectionManager,
     ns: Namespace,
+    /// Seconds a pending marker or a rejection stays readable.
+    outcome_ttl: u64,
     scripts: std::sync::Arc<Scripts>,
 }
 
@@ -81,6 +115,7 @@ impl Inventory {
         Self {
             conn,
             ns,
+            outcome_ttl: DEFAULT_OUTCOME_TTL.as_secs(),
             scripts: std::sync::Arc::new(Scripts {
                 decide: Script::new(include_str!("../lua/decide.lua")),
                 settle: Script::new(include_str!("../lua/settle.lua")),
@@ -89,6 +124,12 @@ impl Inventory {
                 reset: Script::new(include_str!("../lua/reset.lua")),
             }),
         }
+    }
+
+    /// Pending markers and rejections expire after `ttl` (at least a second).
+    pub fn with_outcome_ttl(mut self, ttl: Duration) -> Self {
+        self.outcome_ttl = ttl.as_secs().max(1);
+        self
     }
 
     pub fn namespace(&self) -> &Namespace {
@@ -114,15 +155,18 @@ impl Inventory {
         let mut inv = self.scripts.decide.prepare_invoke();
         inv.key(&k.stock)
             .key(&k.users)
-            .key(&k.outcomes)
+            .key(&k.won)
             .arg(limit.get())
             .arg(self.ns.notify_channel())
-            .arg(event.as_str());
+            .arg(event.as_str())
+            .arg(self.outcome_ttl);
         for a in asks {
-            inv.arg(a.id.0.to_string())
+            inv.key(k.outcome(a.sale, &a.id))
+                .arg(a.id.0.to_string())
                 .arg(a.user.as_str())
                 .arg(a.quantity.get())
-                .arg(if a.closed { "1" } else { "0" });
+                .arg(if a.closed { "1" } else { "0" })
+                .arg(a.sale);
         }
         let mut conn = self.conn.clone();
         let raw: Vec<String> = match inv.invoke_async(&mut conn).await {
@@ -152,7 +196,7 @@ impl Inventory {
         }
         let k = self.keys(event);
         let mut inv = self.scripts.settle.prepare_invoke();
-        inv.key(&k.outcomes);
+        inv.key(&k.won);
         for id in ids {
             inv.arg(id.0.to_string());
         }
@@ -161,25 +205,63 @@ impl Inventory {
         Ok(())
     }
 
-    /// Rebuilds a missing stock from PostgreSQL's snapshot (no-op when another
-    /// worker already did). Returns the stock when this call rebuilt it.
+    /// Rebuilds the event's state from PostgreSQL's snapshot (a no-op when
+    /// another worker already rebuilt it from this snapshot or a newer one).
+    /// Returns the stock when this call rebuilt it.
+    ///
+    /// The snapshot's rows are staged in chunks of [`REBUILD_CHUNK`] fields,
+    /// then swapped in by one short script (`restock.lua`), so Redis is never
+    /// blocked for long, and the cost grows with the winners only.
     pub async fn restock(
         &self,
         event: &EventId,
         snap: &EventSnapshot,
     ) -> Result<Option<i64>, InventoryError> {
         let k = self.keys(event);
-        let mut inv = self.scripts.restock.prepare_invoke();
-        inv.key(&k.stock)
-            .key(&k.users)
-            .key(&k.outcomes)
-            .arg(snap.capacity)
-            .arg(snap.epoch);
-        for row in &snap.confirmed {
-            inv.arg(row.id.to_string()).arg(&row.user).arg(row.quantity);
-        }
+        let (staged_won, staged_users) = k.staging(snap.epoch);
         let mut conn = self.conn.clone();
-        let stock: i64 = inv.invoke_async(&mut conn).await?;
+        let _: i64 = conn.del(&[&staged_won, &staged_users]).await?;
+        let mut users: std::collections::HashMap<&str, i64> = Default::default();
+        let mut seats = 0i64;
+        for chunk in snap.confirmed.chunks(REBUILD_CHUNK) {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&staged_won);
+            for row in chunk {
+                hset.arg(row.id.to_string())
+                    .arg(format!("c||{}|{}", row.quantity, row.user));
+                *users.entry(&row.user).or_default() += i64::from(row.quantity);
+                seats += i64::from(row.quantity);
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(hset)
+                .ignore()
+                .expire(&staged_won, STAGING_TTL_SECS)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        let users: Vec<(&str, i64)> = users.into_iter().collect();
+        for chunk in users.chunks(REBUILD_CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.hset_multiple(&staged_users, chunk)
+                .ignore()
+                .expire(&staged_users, STAGING_TTL_SECS)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        let stock: i64 = self
+            .scripts
+            .restock
+            .key(&k.stock)
+            .key(&k.users)
+            .key(&k.won)
+            .key(&staged_won)
+            .key(&staged_users)
+            .arg(snap.capacity)
+            .arg(snap.epoch)
+            .arg(seats)
+            .arg(snap.sale)
+            .invoke_async(&mut conn)
+            .await?;
         Ok((stock >= 0).then_some(stock))
     }
 
@@ -189,13 +271,24 @@ impl Inventory {
     pub async fn revoke(
         &self,
         event: &EventId,
-        refused: &[(ReservationId, &UserId, Quantity, Reason)],
+        refused: &[Refused<'_>],
     ) -> Result<(), InventoryError> {
         let k = self.keys(event);
         let mut inv = self.scripts.revoke.prepare_invoke();
-        inv.key(&k.stock).key(&k.users).key(&k.outcomes);
-        for (id, user, qty, reason) in refused {
-            inv.arg(id.0.to_string())
+        inv.key(&k.stock)
+            .key(&k.users)
+            .key(&k.won)
+            .arg(self.outcome_ttl);
+        for Refused {
+            sale,
+            id,
+            user,
+            quantity: qty,
+            reason,
+        } in refused
+        {
+            inv.key(k.outcome(*sale, id))
+                .arg(id.0.to_string())
                 .arg(user.as_str())
                 .arg(qty.get())
                 .arg(reason.as_str());
@@ -213,13 +306,14 @@ impl Inventory {
         Ok(())
     }
 
-    /// Full stock, no decisions, under the event's `epoch` in PostgreSQL:
-    /// a new event or a drill's reset.
+    /// Full stock, no decisions, under the event's `epoch` and `sale`
+    /// generation in PostgreSQL: a new event or a drill's reset.
     pub async fn reset(
         &self,
         event: &EventId,
         capacity: u32,
         epoch: i32,
+        sale: u32,
     ) -> Result<(), InventoryError> {
         let k = self.keys(event);
         let mut conn = self.conn.clone();
@@ -228,26 +322,31 @@ impl Inventory {
             .reset
             .key(&k.stock)
             .key(&k.users)
-            .key(&k.outcomes)
+            .key(&k.won)
             .arg(capacity)
             .arg(epoch)
+            .arg(sale)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
 
     /// Records freshly accepted reservations as pending (never overwriting a
-    /// decision that raced ahead), in one round trip.
+    /// rejection that raced ahead; a confirmation that did lives in the won
+    /// hash, which is read first), in one round trip.
     pub async fn mark_pending<'a>(
         &self,
-        items: impl Iterator<Item = (&'a EventId, ReservationId, &'a Outcome)>,
+        items: impl Iterator<Item = (&'a EventId, u32, ReservationId, &'a Outcome)>,
     ) -> Result<(), InventoryError> {
         let mut pipe = redis::pipe();
-        for (event, id, outcome) in items {
-            pipe.hset_nx(
-                self.keys(event).outcomes,
-                id.0.to_string(),
+        let ttl = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::EX(self.outcome_ttl));
+        for (event, sale, id, outcome) in items {
+            pipe.set_options(
+                self.keys(event).outcome(sale, &id),
                 record::encode(outcome),
+                ttl.clone(),
             )
             .ignore();
         }
@@ -260,13 +359,13 @@ impl Inventory {
     pub async fn record(
         &self,
         event: &EventId,
-        ids: &[ReservationId],
+        ids: &[(u32, ReservationId)],
         outcomes: &[Outcome],
     ) -> Result<(), InventoryError> {
-        let key = self.keys(event).outcomes;
+        let keys = self.keys(event);
         let mut pipe = redis::pipe();
-        for (id, o) in ids.iter().zip(outcomes) {
-            pipe.hset(&key, id.0.to_string(), record::encode(o))
+        for ((sale, id), o) in ids.iter().zip(outcomes) {
+            pipe.set_ex(keys.outcome(*sale, id), record::encode(o), self.outcome_ttl)
                 .ignore();
         }
         let mut conn = self.conn.clone();
@@ -274,22 +373,28 @@ impl Inventory {
         Ok(())
     }
 
-    /// The recorded outcome of one reservation and whether the event's
-    /// outcomes are whole (their sentinel is there: Redis has not lost the
-    /// hash since it was last built), in one round trip.
+    /// The recorded outcome of one reservation (its confirmation, else its
+    /// rejection or pending marker) and whether the event's `won` hash is
+    /// whole (its sentinel is there: Redis has not lost it since it was
+    /// last built), in one round trip.
     pub async fn lookup(
         &self,
         event: &EventId,
+        sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
-        let mut conn = self.conn.clone();
-        let (raw, sentinel): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.keys(event).outcomes)
+        let k = self.keys(event);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(&k.won)
             .arg(id.0.to_string())
             .arg(SENTINEL)
-            .query_async(&mut conn)
-            .await?;
-        let outcome = raw
+            .get(k.outcome(sale, id));
+        let mut conn = self.conn.clone();
+        let ((won, sentinel), other): ((Option<String>, Option<String>), Option<String>) =
+            pipe.query_async(&mut conn).await?;
+        let outcome = won
+            .or(other)
             .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
             .transpose()?;
         Ok(Lookup {
@@ -298,18 +403,15 @@ impl Inventory {
         })
     }
 
-    /// The recorded outcome of one reservation, if Redis has it.
+    /// The recorded outcome of one reservation of sale generation `sale`,
+    /// if Redis has it.
     pub async fn outcome(
         &self,
         event: &EventId,
+        sale: u32,
         id: &ReservationId,
     ) -> Result<Option<Outcome>, InventoryError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<String> = conn
-            .hget(self.keys(event).outcomes, id.0.to_string())
-            .await?;
-        raw.map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
-            .transpose()
+        Ok(self.lookup(event, sale, id).await?.outcome)
     }
 
     /// Seats left per event (`None` where Redis has no stock).

@@ -2,53 +2,77 @@
 --
 -- KEYS[1]  stock     seats left (integer)
 -- KEYS[2]  users     hash user_id -> confirmed quantity
--- KEYS[3]  outcomes  hash reservation_id -> outcome "<s>|<reason>|<qty>|<user>",
---                    s = p (pending marker), C (confirmed here, not yet
---                    committed), c (confirmed and committed: settle.lua),
---                    r (rejected)
+-- KEYS[3]  won       hash reservation_id -> confirmation "<s>||<qty>|<user>",
+--                    s = C (confirmed here, not yet committed) or c
+--                    (confirmed and committed: settle.lua)
+-- KEYS[4..] one per reservation, in ARGV's order: its outcome key, a string
+--           "<s>|<reason>|<qty>|<user>" with s = p (pending marker, set by
+--           the gateway) or r (rejected), expiring OUTCOME_TTL after it was
+--           last written
 -- ARGV[1]  per_user_limit
 -- ARGV[2]  pub/sub channel for "soldout <event>"
 -- ARGV[3]  event id
--- ARGV[4..] groups of 4: reservation_id, user_id, quantity, closed (1 = the
---           request arrived outside the sale window)
+-- ARGV[4]  time to live of a rejection (seconds)
+-- ARGV[5..] groups of 5: reservation_id, user_id, quantity, closed (1 = the
+--           request arrived outside the sale window), sale (the event's sale
+--           generation the gateway accepted it in; 0 = not stamped)
 --
--- Both hashes carry a sentinel field "\1" (no user id or reservation id can
--- be a control character). If the stock or either sentinel is missing, Redis
--- lost part of the event's state: error NOSTOCK, and the caller rebuilds all
--- of it from PostgreSQL (restock.lua) and retries.
+-- Memory: only confirmations stay (bounded by the seats); rejections expire.
 --
--- Returns the state's epoch (the value of the users hash's sentinel: the
--- events.epoch of PostgreSQL the state was built under, see restock.lua),
--- then one outcome string per reservation, in order. The worker commits
--- the winners under that epoch, and PostgreSQL refuses them if the state
--- was rebuilt or reset since (db.rs, commit_winners: the fence).
+-- The users hash and the won hash carry a sentinel field "\1" (no user id or
+-- reservation id can be a control character): the users hash's holds the
+-- state's epoch (the events.epoch of PostgreSQL it was built under, see
+-- restock.lua), the won hash's the event's sale generation. If the stock or
+-- either sentinel is missing, Redis lost part of the event's state: error
+-- NOSTOCK, and the caller rebuilds all of it from PostgreSQL (restock.lua)
+-- and retries. A reservation stamped with a later sale than the state's
+-- means the state missed a reset: NOSTOCK too.
+--
+-- Returns the state's epoch, then one outcome string per reservation, in
+-- order. The worker commits the winners under that epoch, and PostgreSQL
+-- refuses them if the state was rebuilt or reset since (db.rs,
+-- commit_winners: the fence).
 --
 -- Invariants kept: stock never goes below 0 (no oversell); a reservation id
 -- that already has a decision gets that decision back and changes nothing
 -- (a redelivered message or a retried idempotency key is counted once); a
--- user's confirmed quantity never exceeds per_user_limit.
+-- user's confirmed quantity never exceeds per_user_limit; a reservation of
+-- a sale that was reset since is rejected (sale_closed), never sold in the
+-- new one.
 local stock = redis.call('GET', KEYS[1])
-if not stock or redis.call('HEXISTS', KEYS[2], '\1') == 0
-    or redis.call('HEXISTS', KEYS[3], '\1') == 0 then
+local epoch = redis.call('HGET', KEYS[2], '\1')
+local sale = redis.call('HGET', KEYS[3], '\1')
+if not stock or not epoch or not sale then
   return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
+sale = tonumber(sale)
+for i = 5, #ARGV, 5 do
+  if tonumber(ARGV[i + 4]) > sale then
+    return redis.error_reply('NOSTOCK state older than the sale, rebuild from PostgreSQL')
+  end
+end
 stock = tonumber(stock)
-local epoch = redis.call('HGET', KEYS[2], '\1')
 local limit = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[4])
 local was_positive = stock > 0
 local saw_sold_out = false
 local out = {epoch}
-for i = 4, #ARGV, 4 do
-  local rid, user, qty, closed = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local prev = redis.call('HGET', KEYS[3], rid)
-  local o
-  if prev and string.sub(prev, 1, 1) ~= 'p' then
-    o = prev
-  else
+local k = 3
+for i = 5, #ARGV, 5 do
+  k = k + 1
+  local rid, user, qty, closed, of_sale = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  local o = redis.call('HGET', KEYS[3], rid)
+  if not o then
+    local prev = redis.call('GET', KEYS[k])
+    if prev and string.sub(prev, 1, 1) == 'r' then
+      o = prev
+    end
+  end
+  if not o then
     local reason
     -- In this order, the order the status route derives a lost rejection
     -- from PostgreSQL (gateway/routes/status.rs): the same answer again.
-    if closed == '1' then
+    if closed == '1' or (of_sale > 0 and of_sale < sale) then
       reason = 'sale_closed'
     elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
       reason = 'user_limit'
@@ -58,12 +82,15 @@ for i = 4, #ARGV, 4 do
     end
     if reason then
       o = 'r|' .. reason .. '|' .. qty .. '|' .. user
+      redis.call('SET', KEYS[k], o, 'EX', ttl)
     else
       stock = stock - qty
       redis.call('HINCRBY', KEYS[2], user, qty)
       o = 'C||' .. qty .. '|' .. user
+      redis.call('HSET', KEYS[3], rid, o)
+      -- The pending marker is no longer needed: the won hash answers.
+      redis.call('DEL', KEYS[k])
     end
-    redis.call('HSET', KEYS[3], rid, o)
   end
   out[#out + 1] = o
 end

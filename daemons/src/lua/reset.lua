@@ -1,13 +1,19 @@
--- reset.lua: restore an event for a drill: full stock, no decisions.
+-- reset.lua: restore an event for a drill (or set up a new one): full
+-- stock, no confirmations, a new sale.
 --
--- KEYS[1]  stock, KEYS[2] users, KEYS[3] outcomes (see decide.lua)
+-- KEYS[1]  stock, KEYS[2] users, KEYS[3] won (see decide.lua)
 -- ARGV[1]  capacity
 -- ARGV[2]  the event's epoch in PostgreSQL after the reset (see decide.lua)
+-- ARGV[3]  the event's sale generation after the reset
+--
+-- The old sale's outcome keys (pending markers, rejections) are left to
+-- expire: a reservation of the old sale still queued is rejected when it is
+-- decided (its sale is older than the state's).
 --
 -- Returns the stock set.
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1])
 -- The sentinels that say "this state is whole" (see decide.lua).
 redis.call('HSET', KEYS[2], '\1', ARGV[2])
-redis.call('HSET', KEYS[3], '\1', 1)
+redis.call('HSET', KEYS[3], '\1', ARGV[3])
 return tonumber(ARGV[1])

@@ -1,54 +1,57 @@
--- restock.lua: rebuild one event's stock when it is missing from Redis.
+-- restock.lua: the last step of rebuilding one event's state from a
+-- PostgreSQL snapshot, swapping in what the worker staged.
 --
--- KEYS[1]  stock, KEYS[2] users, KEYS[3] outcomes (see decide.lua)
+-- KEYS[1]  stock, KEYS[2] users, KEYS[3] won (see decide.lua)
+-- KEYS[4]  the staged won hash: every committed reservation of the snapshot
+--          as "c||<qty>|<user>"
+-- KEYS[5]  the staged users hash: each user's committed quantity
 -- ARGV[1]  capacity (from PostgreSQL)
 -- ARGV[2]  the epoch the snapshot was taken under (db.rs, snapshot: each
 --          snapshot moves the event's epoch on, fencing out commits of
 --          decisions made in the state before)
--- ARGV[3..] groups of 3: reservation_id, user_id, quantity of every
---           reservation PostgreSQL has confirmed
+-- ARGV[3]  the seats the snapshot holds (the sum of its quantities)
+-- ARGV[4]  the event's sale generation
 --
--- Returns the rebuilt stock, or -1 when the state was whole (another worker
--- rebuilt it from this snapshot's epoch or a newer one: nothing is
--- changed). The state is whole
--- when the stock and the sentinel field "\1" of both hashes exist (see
--- decide.lua).
+-- The worker fills the staged hashes in chunks (a few hundred fields a
+-- command), so no single step blocks Redis for long however many winners
+-- there are; this script only renames them into place: O(1), plus freeing
+-- the old hashes (bounded by the winners too). The cost of a rebuild grows
+-- with the winners, never with the requests, since rejections are not part
+-- of the state.
 --
--- Confirmed = what PostgreSQL committed UNION what Redis decided but no worker
--- has committed yet (outcomes "C" still in the hash), so decisions in flight
--- are not handed out a second time. Users' quantities are recomputed from the
--- same set, so per_user_limit holds across the rebuild.
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[2], '\1') == 1
-    and redis.call('HEXISTS', KEYS[3], '\1') == 1
-    and tonumber(redis.call('HGET', KEYS[2], '\1')) >= tonumber(ARGV[2]) then
+-- Returns the rebuilt stock, or -1 when the state was whole under this
+-- snapshot's epoch or a newer one (another worker rebuilt it): nothing is
+-- changed. A whole state under an older epoch is rebuilt: it may be a copy
+-- restored from before, or built from an older snapshot after this one's.
+--
+-- Decisions made in the state being replaced and not yet committed (won
+-- entries "C") are not carried over: they were made under an older epoch,
+-- so PostgreSQL fences their commit and they are decided again, in this
+-- state. Their buyers never read them (a "C" reads pending).
+local function whole()
+  return redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[3], '\1') == 1
+    and redis.call('HEXISTS', KEYS[2], '\1') == 1
+end
+if whole() and tonumber(redis.call('HGET', KEYS[2], '\1')) >= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[4], KEYS[5])
   return -1
 end
--- A whole state under an older epoch is rebuilt too: it may be a copy
--- restored from before, or built from an older snapshot after this one's
--- rows; only a rebuild from this snapshot makes it agree with PostgreSQL.
-for i = 3, #ARGV, 3 do
-  local prev = redis.call('HGET', KEYS[3], ARGV[i])
-  if not prev or string.lower(string.sub(prev, 1, 1)) ~= 'c' then
-    redis.call('HSET', KEYS[3], ARGV[i], 'c||' .. ARGV[i + 2] .. '|' .. ARGV[i + 1])
+-- An empty snapshot stages nothing: the live hash is emptied instead.
+local function swap(staged, live)
+  if redis.call('EXISTS', staged) == 1 then
+    redis.call('RENAME', staged, live)
+    redis.call('PERSIST', live)
+  else
+    redis.call('DEL', live)
   end
 end
-redis.call('DEL', KEYS[2])
-local confirmed = 0
-local all = redis.call('HGETALL', KEYS[3])
-for i = 2, #all, 2 do
-  local v = all[i]
-  if string.lower(string.sub(v, 1, 1)) == 'c' then
-    local qty, user = string.match(v, '^[cC]|[^|]*|(%d+)|(.*)$')
-    qty = tonumber(qty)
-    confirmed = confirmed + qty
-    redis.call('HINCRBY', KEYS[2], user, qty)
-  end
-end
-local stock = tonumber(ARGV[1]) - confirmed
+swap(KEYS[4], KEYS[3])
+swap(KEYS[5], KEYS[2])
+local stock = tonumber(ARGV[1]) - tonumber(ARGV[3])
 if stock < 0 then
   stock = 0
 end
 redis.call('SET', KEYS[1], stock)
 redis.call('HSET', KEYS[2], '\1', ARGV[2])
-redis.call('HSET', KEYS[3], '\1', 1)
+redis.call('HSET', KEYS[3], '\1', ARGV[4])
 return stock

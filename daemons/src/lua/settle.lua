@@ -1,6 +1,6 @@
 -- settle.lua: mark confirmations as committed once PostgreSQL holds them.
 --
--- KEYS[1]  outcomes (see decide.lua)
+-- KEYS[1]  won (see decide.lua)
 -- ARGV[1..] reservation ids
 --
 -- Returns how many were settled. Only "C" (confirmed, uncommitted) entries

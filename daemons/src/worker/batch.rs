@@ -5,7 +5,7 @@
 //! redelivered after a crash, without counting anything twice.
 
 use crate::db::{self, CommitError, GuardedCommit, Winner};
-use crate::inventory::{Ask, Decided, Inventory, InventoryError};
+use crate::inventory::{Ask, Decided, Inventory, InventoryError, Refused};
 use crate::notify::{self, Notice};
 use crate::queue::Queued;
 use flashgrid_wire::sale::{Event, Outcome};
@@ -191,7 +191,8 @@ impl Decider {
                     Outcome::rejected(Reason::SaleClosed, items[i].qty, items[i].user.clone())
                 })
                 .collect();
-            let ids: Vec<ReservationId> = idx.iter().map(|&i| items[i].id).collect();
+            let ids: Vec<(u32, ReservationId)> =
+                idx.iter().map(|&i| (items[i].sale, items[i].id)).collect();
             self.inventory.record(event, &ids, &outcomes).await?;
             // No winner to commit: the epoch is never read.
             return Ok(Decided { epoch: 0, outcomes });
@@ -205,6 +206,7 @@ impl Decider {
                     user: &q.user,
                     quantity: q.qty,
                     closed: !info.is_open_at(q.at),
+                    sale: q.sale,
                 }
             })
             .collect();
@@ -254,6 +256,7 @@ impl Decider {
                 quantity: o.quantity,
                 accepted_at: q.at,
                 epoch: epochs.get(&q.event).copied().unwrap_or_default(),
+                sale: q.sale,
             })
             .collect();
         let mut report = BatchReport::default();
@@ -319,7 +322,13 @@ impl Decider {
             );
             let list: Vec<_> = overflow
                 .iter()
-                .map(|(w, reason)| (w.id, &w.user, w.quantity, *reason))
+                .map(|(w, reason)| Refused {
+                    sale: w.sale,
+                    id: w.id,
+                    user: &w.user,
+                    quantity: w.quantity,
+                    reason: *reason,
+                })
                 .collect();
             self.inventory.revoke(event, &list).await?;
             report.revoked += overflow.len() as u64;

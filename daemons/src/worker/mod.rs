@@ -54,7 +54,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ns = connected.ns;
-    let inventory = Inventory::new(connected.redis, ns.clone());
+    let inventory =
+        Inventory::new(connected.redis, ns.clone()).with_outcome_ttl(cfg.services.outcome_ttl);
     let decider = Decider::new(connected.pool, inventory.clone());
     let unreported = Arc::new(Unreported::default());
     let reporting = CancellationToken::new();

@@ -138,6 +138,7 @@ impl Stack {
             amqp_url: AMQP.into(),
             namespace: self.namespace(),
             startup_timeout: Duration::from_secs(10),
+            outcome_ttl: flashgrid::inventory::DEFAULT_OUTCOME_TTL,
         }
     }
 

@@ -8,13 +8,6 @@ use flashgrid_wire::{Accepted, EventId, Status};
 use reqwest::StatusCode;
 use std::time::Duration;
 
-async fn outcomes_key(stack: &TestStack, event: &str) -> String {
-    stack
-        .namespace()
-        .event_keys(&EventId::parse(event).unwrap())
-        .outcomes
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_read_while_redis_is_away_is_503_not_404() {
     let stack = TestStack::empty().await;
@@ -49,22 +42,27 @@ async fn a_status_read_while_redis_is_away_is_503_not_404() {
     .await;
 }
 
-/// Redis's outcome of a committed winner reads `pending` (the outcomes
-/// came back from an older copy, taken before the worker decided): the
-/// status URL asks PostgreSQL before it answers pending.
+/// Redis's outcome of a committed winner reads `pending` (its state came
+/// back from an older copy, taken before the worker decided: no
+/// confirmation, the gateway's pending marker): the status URL asks
+/// PostgreSQL before it answers pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_pending_marker_of_a_committed_winner_reads_confirmed() {
     let stack = TestStack::spawn().await;
     stack.create_event("stale", 10).await;
     let a = stack.accepted("stale", "winner", 1, None).await;
     assert_eq!(stack.decided(&a).await.status, Status::Confirmed);
-    let _: () = redis::cmd("HSET")
-        .arg(outcomes_key(&stack, "stale").await)
-        .arg(a.reservation_id.0.to_string())
-        .arg("p||1|winner")
-        .query_async(&mut stack.redis().await)
-        .await
-        .unwrap();
+    let k = stack.keys("stale");
+    let mut older = redis::pipe();
+    older
+        .hdel(&k.won, a.reservation_id.0.to_string())
+        .set(k.outcome(1, &a.reservation_id), "p||1|winner");
+    let (dropped, ()): (u32, ()) = older.query_async(&mut stack.redis().await).await.unwrap();
+    assert_eq!(dropped, 1, "the confirmation was in the won hash");
+    assert_eq!(stack.status(&a, 0).await.status, Status::Confirmed);
+    // Read as a long-poll: pending while it waits, confirmed at its end.
+    let view = stack.status(&a, 300).await;
+    assert_eq!(view.status, Status::Confirmed);
     let view = stack.status(&a, 0).await;
     assert_eq!(view.status, Status::Confirmed);
     assert_eq!(view.user_id.as_str(), "winner");
@@ -88,12 +86,7 @@ async fn a_retried_winner_after_sell_out_and_redis_loss_keeps_its_seat() {
         },
     )
     .await;
-    let gone: u32 = redis::cmd("DEL")
-        .arg(outcomes_key(&stack, "kept").await)
-        .query_async(&mut stack.redis().await)
-        .await
-        .unwrap();
-    assert_eq!(gone, 1);
+    assert!(stack.forget_outcomes("kept").await >= 1);
 
     let r = stack
         .reserve("kept", "winner", 1, Some("k-1"))
@@ -158,7 +151,7 @@ async fn a_queued_purchase_whose_marker_redis_lost_reads_pending_then_decided() 
     stack.create_event("queued", 10).await;
     let a = stack.accepted("queued", "buyer", 2, None).await;
     let gone: u32 = redis::cmd("DEL")
-        .arg(outcomes_key(&stack, "queued").await)
+        .arg(stack.keys("queued").outcome(1, &a.reservation_id))
         .query_async(&mut stack.redis().await)
         .await
         .unwrap();
@@ -215,12 +208,9 @@ async fn a_rejection_redis_lost_is_read_again_from_postgresql() {
         "no sold_out decided by the worker: {decided:?}"
     );
 
-    let gone: u32 = redis::cmd("DEL")
-        .arg(outcomes_key(stack, "full").await)
-        .query_async(&mut stack.redis().await)
-        .await
-        .unwrap();
-    assert_eq!(gone, 1);
+    // The won hash, the user_limit rejection's key and the sold_outs'.
+    let gone = stack.forget_outcomes("full").await;
+    assert!(gone >= 2 + rejected.len(), "{gone} keys");
     let mut reads = vec![(&again, &again_before)];
     reads.extend(rejected.iter().map(|(a, v)| (a, v)));
     for (a, was) in reads {

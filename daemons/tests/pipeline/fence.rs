@@ -16,6 +16,7 @@ fn purchase(event: &str, user: &str) -> Queued {
         user: UserId::parse(user).unwrap(),
         qty: Quantity::ONE,
         at: chrono::Utc::now(),
+        sale: 1,
     }
 }
 
@@ -49,7 +50,7 @@ async fn a_commit_decided_before_a_rebuild_is_decided_again() {
     let gone: u32 = redis::cmd("DEL")
         .arg(&keys.stock)
         .arg(&keys.users)
-        .arg(&keys.outcomes)
+        .arg(&keys.won)
         .query_async(&mut stack.redis().await)
         .await
         .unwrap();
@@ -93,4 +94,44 @@ async fn a_commit_decided_before_a_reset_does_not_land_in_the_new_sale() {
     assert_eq!(stack.db_counts("drill").await, (0, 0, 0));
     let view = stack.event("drill").await;
     assert_eq!((view.confirmed, view.remaining), (0, 5));
+}
+
+/// A purchase still in the queue when its event is reset (no worker was
+/// running) belongs to the old sale: it is rejected `sale_closed` when the
+/// worker gets to it, never sold in the new sale, and its buyer reads that
+/// rejection through the status URL they were given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_queued_before_a_reset_is_not_sold_in_the_new_sale() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("regen", 1).await;
+    let old = stack.accepted("regen", "early", 1, None).await;
+    let r = stack
+        .http
+        .post(format!("{}/admin/events/regen/reset", stack.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new = stack.accepted("regen", "late", 1, None).await;
+    stack.start_worker().await;
+
+    let v = stack.decided(&old).await;
+    assert_eq!(
+        (v.status, v.reason),
+        (Status::Rejected, Some(Reason::SaleClosed)),
+        "a purchase of the old sale"
+    );
+    assert_eq!(stack.decided(&new).await.status, Status::Confirmed);
+    assert_eq!(stack.db_counts("regen").await, (1, 1, 1));
+
+    // Redis forgets the rejection: the receipt still tells the sale it was
+    // made in, so PostgreSQL makes the rejection certain.
+    assert!(stack.forget_outcomes("regen").await >= 1);
+    let again = stack.status(&old, 0).await;
+    assert_eq!(
+        (again.status, again.reason),
+        (Status::Rejected, Some(Reason::SaleClosed))
+    );
 }

@@ -16,6 +16,7 @@ fn winner(event: &str, user: &str, qty: u8) -> Winner {
         quantity: Quantity::new(qty.into()).unwrap(),
         accepted_at: Utc::now(),
         epoch: 0,
+        sale: 1,
     }
 }
 

@@ -271,6 +271,33 @@ impl TestStack {
             .unwrap()
     }
 
+    /// The Redis keys of one of this stack's events.
+    pub fn keys(&self, event: &str) -> flashgrid::names::EventKeys {
+        self.namespace()
+            .event_keys(&flashgrid_wire::EventId::parse(event).unwrap())
+    }
+
+    /// Deletes what Redis records of the event's reservations — the won
+    /// hash and every outcome key (pending markers, rejections) — as a
+    /// partial loss would, keeping the stock and the users hash; returns
+    /// how many keys went.
+    pub async fn forget_outcomes(&self, event: &str) -> usize {
+        let k = self.keys(event);
+        let mut conn = self.redis().await;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(k.outcome_pattern())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.push(k.won);
+        let gone: usize = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        gone
+    }
+
     /// Messages waiting in (and unacked from) the reservation queue.
     pub async fn queue_depth(&self) -> u32 {
         self.messages_in(&self.namespace().queue()).await

@@ -92,6 +92,7 @@ async fn the_same_message_delivered_twice_is_counted_once() {
             user: UserId::parse(&format!("u{i}")).unwrap(),
             qty: Quantity::ONE,
             at: chrono::Utc::now(),
+            sale: 1,
         })
         .collect();
     let body = Group::encode(&items);
@@ -154,7 +155,7 @@ async fn a_retry_after_sell_out_of_a_purchase_that_never_reached_the_queue_is_st
     let user = UserId::parse("late").unwrap();
     let id = ReservationId::idempotent(&event, &user, "k-1");
     let pending = flashgrid_wire::sale::Outcome::pending(Quantity::ONE, user.clone());
-    inv.mark_pending(std::iter::once((&event, id, &pending)))
+    inv.mark_pending(std::iter::once((&event, 1, id, &pending)))
         .await
         .unwrap();
     // Someone else buys the only seat; the gateway learns sold-out.

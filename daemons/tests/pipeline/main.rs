@@ -15,6 +15,7 @@ mod fence;
 mod fuzz;
 mod guards;
 mod idempotency;
+mod memory;
 mod poison;
 mod rate_limit;
 mod reconnect;

@@ -111,6 +111,7 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
         user: flashgrid_wire::UserId::parse("from-the-dead").unwrap(),
         qty: flashgrid_wire::Quantity::new(1).unwrap(),
         at: chrono::Utc::now(),
+        sale: 1,
     };
     let dead = stack.namespace().dead_letter_queue();
     stack

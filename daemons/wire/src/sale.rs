@@ -20,6 +20,9 @@ pub struct Event {
     pub per_user_limit: PerUserLimit,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
+    /// The sale generation: 1 when created, moved on by every reset. A
+    /// reservation accepted in one generation is never sold in another.
+    pub sale: u32,
 }
 
 /// Whether a sale window (either bound optional) is open at `at`.
@@ -255,6 +258,7 @@ mod tests {
             per_user_limit: PerUserLimit::DEFAULT,
             opens_at: Some(at("2026-01-01T10:00:00Z")),
             closes_at: Some(at("2026-01-01T11:00:00Z")),
+            sale: 1,
         };
         assert!(!e.is_open_at(at("2026-01-01T09:59:59Z")));
         assert!(e.is_open_at(at("2026-01-01T10:00:00Z")));

@@ -169,6 +169,7 @@ impl Sabotaged {
                 user: &q.user,
                 quantity: q.qty,
                 closed: !e.is_open_at(q.at),
+                sale: q.sale,
             };
             let decided = loop {
                 match self

@@ -35,7 +35,11 @@ impl Gateway {
             .ok_or_else(|| ApiError::exists(format!("event {id:?} already exists")))?;
         // Best effort: if Redis is away the worker rebuilds the stock from
         // PostgreSQL on the first decision.
-        if let Err(e) = self.inventory.reset(&id, event.capacity(), 0).await {
+        if let Err(e) = self
+            .inventory
+            .reset(&id, event.capacity(), 0, event.sale)
+            .await
+        {
             tracing::warn!(error = %e, event_id = %id, "could not set the stock in Redis; it will be rebuilt");
         }
         self.changed(&event).await;
@@ -61,7 +65,7 @@ impl Gateway {
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
             .ok_or_else(|| ApiError::unknown_event(id.as_str()))?;
         self.inventory
-            .reset(id, event.capacity(), epoch)
+            .reset(id, event.capacity(), epoch, event.sale)
             .await
             .map_err(|e| ApiError::dependency("Redis (the reset is incomplete: retry it)", &e))?;
         self.changed(&event).await;

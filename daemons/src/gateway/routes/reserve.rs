@@ -56,7 +56,7 @@ impl Gateway {
             {
                 return Ok(refused);
             }
-            self.publish(purchase).await
+            self.publish(purchase, entry.event.sale).await
         }
         .instrument(span)
         .await
@@ -128,7 +128,8 @@ impl Gateway {
                 entry.sold_out_body.clone(),
             )));
         }
-        let (known, whole) = match self.inventory.lookup(event, &p.id).await {
+        let sale = entry.event.sale;
+        let (known, whole) = match self.inventory.lookup(event, sale, &p.id).await {
             Ok(l) => (l.outcome, l.whole),
             // Redis away: a winner's retry is still told its seat
             // (PostgreSQL), anyone else sold_out, as the door always says.
@@ -140,9 +141,14 @@ impl Gateway {
         };
         Ok(match known {
             Some(o) if o.status != Status::Pending => {
-                let url =
-                    self.receipts
-                        .status_url(event, &p.id, &p.request.user_id, o.quantity, p.at);
+                let url = self.receipts.status_url(
+                    event,
+                    &p.id,
+                    &p.request.user_id,
+                    o.quantity,
+                    p.at,
+                    sale,
+                );
                 Some(accepted(p.id, o.public_status(), url))
             }
             Some(_) => self.route_of_copies(p, Route::Queue, entry),
@@ -173,7 +179,7 @@ impl Gateway {
 
     /// Publish, then answer: `202` once the broker confirmed the message
     /// that holds the reservation, `503` when it could not.
-    async fn publish(&self, p: Purchase) -> Result<Response<Body>, ApiError> {
+    async fn publish(&self, p: Purchase, sale: u32) -> Result<Response<Body>, ApiError> {
         let Purchase {
             request, id, at, ..
         } = p;
@@ -184,6 +190,7 @@ impl Gateway {
             &request.user_id,
             request.quantity,
             at,
+            sale,
         );
         let item = Queued {
             id,
@@ -191,6 +198,7 @@ impl Gateway {
             user: request.user_id,
             qty: request.quantity,
             at,
+            sale,
         };
         match self.publisher.submit(item).await {
             Ok(()) => {

@@ -89,7 +89,17 @@ impl Gateway {
         receipt: Option<&Receipt>,
         last: bool,
     ) -> Result<Option<Outcome>, ApiError> {
-        let cached = self.inventory.lookup(event, id).await.map(|l| l.outcome);
+        // Outcomes are recorded per sale generation: the receipt's, else
+        // the current one as this gateway knows it (an event it does not
+        // know yet: the first).
+        let sale = receipt
+            .and_then(|r| r.sale)
+            .unwrap_or_else(|| self.catalog.get(event).map_or(1, |e| e.event.sale));
+        let cached = self
+            .inventory
+            .lookup(event, sale, id)
+            .await
+            .map(|l| l.outcome);
         match &cached {
             Ok(Some(o)) if o.status == Status::Pending && !last => {
                 return Ok(cached.ok().flatten());
@@ -158,11 +168,13 @@ fn committed_outcome(r: &db::CommittedRow) -> Option<Outcome> {
 
 /// The rejection PostgreSQL makes certain for a reservation it has no row
 /// of, checked in the order `decide.lua` checks (so a decision Redis made
-/// and lost is derived again alike).
+/// and lost is derived again alike). A reservation of a sale reset since is
+/// `sale_closed`, as the worker decides it.
 fn derived(c: &Certainty, r: &Receipt) -> Option<Reason> {
     let open = flashgrid_wire::sale::window_open(c.opens_at, c.closes_at, r.accepted_at);
     let q = u32::from(r.quantity.get());
-    if !open {
+    let reset_since = r.sale.is_some_and(|s| s < c.sale);
+    if !open || reset_since {
         Some(Reason::SaleClosed)
     } else if c.held + q > c.per_user_limit {
         Some(Reason::UserLimit)
@@ -206,6 +218,7 @@ mod tests {
             user: UserId::parse("u").unwrap(),
             quantity: Quantity::new(2).unwrap(),
             accepted_at: at,
+            sale: Some(2),
         };
         let c = Certainty {
             row: None,
@@ -217,6 +230,7 @@ mod tests {
             opens_at: None,
             closes_at: None,
             held: 2,
+            sale: 2,
         };
         assert_eq!(derived(&c, &r), None, "2 seats left, 2 more allowed");
         let full = Certainty {
@@ -252,6 +266,17 @@ mod tests {
             ..c
         };
         assert_eq!(derived(&open_at, &r), None);
+        let reset = Certainty {
+            sale: 3,
+            ..open_at.clone()
+        };
+        assert_eq!(
+            derived(&reset, &r),
+            Some(Reason::SaleClosed),
+            "accepted in a sale reset since"
+        );
+        let unknown = Receipt { sale: None, ..r };
+        assert_eq!(derived(&reset, &unknown), None, "a receipt of version 1");
     }
 
     #[test]
