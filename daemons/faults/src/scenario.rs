@@ -359,20 +359,20 @@ impl std::fmt::Display for Held {
     }
 }
 
-/// Stalls every worker's proxy until one holds bytes its worker sent (a
-/// commit sent that cannot arrive; or the 5-byte ping the pool sends when
-/// it hands the commit its connection — mid-sale a worker's only query is
-/// its commit, the event being cached — so either way a batch decided in
-/// Redis is held before PostgreSQL), then lets the others go on at once:
-/// that worker holds a commit while the others keep selling. A stall that
-/// lands while a worker awaits an answer holds that answer instead, and the
-/// worker sends nothing more: then the answers are let through and the
-/// stall tried again. (Stalling one chosen worker only would often find it
-/// waiting for an answer while the others sell the event out, after which
+/// Stalls what every worker sends to PostgreSQL until one worker's proxy
+/// holds bytes it sent (a commit sent that cannot arrive; or the 5-byte
+/// ping the pool sends when it hands the commit its connection — mid-sale
+/// a worker's only query is its commit, the event being cached — so either
+/// way a batch decided in Redis is held before PostgreSQL), then lets the
+/// others go on at once: that worker holds a commit while the others keep
+/// selling. PostgreSQL's answers pass meanwhile, so a worker awaiting one
+/// when the stall lands gets it and its next request is held. (A stall of
+/// both ways held that answer instead, the worker sent nothing more, and
+/// by the next try other workers had often sold the event out, after which
 /// nothing is committed any more.)
 async fn stall_a_commit(proxies: &[Proxy]) -> anyhow::Result<Held> {
     for stalls in 1..=20 {
-        proxies.iter().for_each(Proxy::stall);
+        proxies.iter().for_each(Proxy::stall_requests);
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
             if let Some((worker, bytes)) = proxies
