@@ -119,11 +119,20 @@ impl Scenario {
     }
 
     /// Why the scenario fails today, naming the issue that fixes it; its
-    /// verdicts stay strict, and `just test` leaves it out. None today: the
-    /// last one (`redis-wipe-sold-out`) was fixed by issue 12.
+    /// verdicts stay strict, and `just test` leaves it out (its tests are
+    /// `#[ignore]`d, run by `--ignored`).
     pub fn known_failure(self) -> Option<&'static str> {
-        let _ = self;
-        None
+        match self {
+            // Measured in 6 runs, one and two instances (RELIABILITY.md).
+            Scenario::RedisRestoreOlder => Some(
+                "issue 12: a Redis restored from an older copy keeps its epoch, so only PostgreSQL's \
+                 guards notice it (revoked 1–7); a rejection decided between the copy and the restore \
+                 reads pending for good, since the copy holds its pending marker and a rejection is \
+                 derived only where Redis holds nothing (unanswered 1, in 2 of 6 runs); the copy's \
+                 confirmed-uncommitted records of seats committed since are never settled (cache 0–7)",
+            ),
+            _ => None,
+        }
     }
 
     /// Seats committed to PostgreSQL when each step of the fault fires
