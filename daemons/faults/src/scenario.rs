@@ -123,12 +123,12 @@ impl Scenario {
     /// `#[ignore]`d, run by `--ignored`).
     pub fn known_failure(self) -> Option<&'static str> {
         match self {
-            // Measured in 6 runs, one and two instances (RELIABILITY.md).
+            // Measured in 8 runs, one and two instances (RELIABILITY.md).
             Scenario::RedisRestoreOlder => Some(
                 "issue 12: a Redis restored from an older copy keeps its epoch, so only PostgreSQL's \
-                 guards notice it (revoked 1–7); a rejection decided between the copy and the restore \
+                 guards notice it (revoked 1–47); a rejection decided between the copy and the restore \
                  reads pending for good, since the copy holds its pending marker and a rejection is \
-                 derived only where Redis holds nothing (unanswered 1, in 2 of 6 runs); the copy's \
+                 derived only where Redis holds nothing (unanswered 1–5, in 3 of 8 runs); the copy's \
                  confirmed-uncommitted records of seats committed since are never settled (cache 0–7)",
             ),
             _ => None,
