@@ -37,13 +37,13 @@ bench-memory *ARGS:
     cargo build --release --locked --workspace --bins
     target/release/flashgrid-bench memory {{ARGS}}
 
-# run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one)
+# run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one; `--instances 2` two gateways and two workers)
 faults *ARGS:
     scripts/services.sh check
     cargo build --release --locked --workspace --bins
     target/release/flashgrid-faults {{ARGS}}
 
-# run every fault scenario 10 times (SOAK_RUNS) and write the counts to docs/RELIABILITY.md
+# run every fault scenario 10 times (SOAK_RUNS), one and two instances (SOAK_INSTANCES), and write the counts to docs/RELIABILITY.md
 soak *ARGS:
     scripts/soak.sh {{ARGS}}
 

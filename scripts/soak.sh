@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `just soak`: every fault scenario 10 times (SOAK_RUNS), one line per run,
-# then the counts per scenario written into docs/RELIABILITY.md between its
-# soak markers. Extra arguments go to flashgrid-faults (e.g. scenario names).
+# `just soak`: every fault scenario 10 times (SOAK_RUNS) in each topology
+# (SOAK_INSTANCES, default 1,2: one gateway and one worker, then two of
+# each), one line per run, then the counts per scenario and topology written
+# into docs/RELIABILITY.md between its soak markers. Extra arguments go to
+# flashgrid-faults (e.g. scenario names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${SOAK_RUNS:-10}
+INSTANCES=${SOAK_INSTANCES:-1,2}
 DOC=docs/RELIABILITY.md
 TABLE=$(mktemp)
 trap 'rm -f "$TABLE"' EXIT
@@ -13,12 +16,12 @@ trap 'rm -f "$TABLE"' EXIT
 scripts/services.sh check
 cargo build --release --locked --workspace --bins
 status=0
-target/release/flashgrid-faults --runs "$RUNS" --table "$TABLE" "$@" || status=$?
+target/release/flashgrid-faults --runs "$RUNS" --instances "$INSTANCES" --table "$TABLE" "$@" || status=$?
 
 {
   echo "<!-- soak:begin (written by \`just soak\`; edit outside the markers) -->"
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, everything co-located, release build:"
-  echo "\`just soak$( [ $# -gt 0 ] && printf ' %s' "$@")\` ($RUNS runs of each scenario; 3,000 buyers for 300 seats per run)."
+  echo "\`just soak$( [ $# -gt 0 ] && printf ' %s' "$@")\` ($RUNS runs of each scenario in each topology, instances $INSTANCES: \`×2\` is two gateways and two workers; 3,000 buyers for 300 seats per run)."
   echo
   cat "$TABLE"
   echo "<!-- soak:end -->"

@@ -1,6 +1,9 @@
 //! Buyers that behave as real clients do: one `Idempotency-Key` per purchase,
 //! retried with that same key on `503`, `429` and transport errors (honouring
 //! `Retry-After`), then the status URL followed until the sale is decided.
+//! With several gateways, buyer `i` buys through gateway `i % n` and reads
+//! its status through the next one ([`Plan::read_through`]): a decision must
+//! be readable through any gateway.
 
 use bytes::Bytes;
 use flashgrid::backoff::Backoff;
@@ -37,8 +40,8 @@ pub fn client() -> Http {
 /// How the crowd buys.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// `http://host:port` of the gateway.
-    pub base: String,
+    /// `http://host:port` of each gateway.
+    pub gateways: Vec<String>,
     pub event: EventId,
     /// Copies of each purchase sent at once with the same key (a retry storm: 3).
     pub copies: usize,
@@ -49,6 +52,20 @@ pub struct Plan {
     /// Buyers stop following a status URL after this: a `202` still pending
     /// then is lost.
     pub decide_deadline: Instant,
+}
+
+impl Plan {
+    /// The gateway buyer `i` buys through (and keeps retrying on, as a
+    /// client with a fixed URL would).
+    pub fn buy_through(&self, i: usize) -> &str {
+        &self.gateways[i % self.gateways.len()]
+    }
+
+    /// The gateway buyer `i` reads its status URL through: the next one,
+    /// another than it bought through whenever there are two or more.
+    pub fn read_through(&self, i: usize) -> &str {
+        &self.gateways[(i + 1) % self.gateways.len()]
+    }
 }
 
 /// The last answer a purchase got to its `POST /reserve`.
@@ -142,7 +159,7 @@ pub async fn crowd(http: &Http, plan: Arc<Plan>, n: usize, spread: Duration) -> 
                 UserId::parse(&format!("buyer-{i}")).expect("a valid user id")
             };
             let key = uuid::Uuid::new_v4().to_string();
-            (i, buy(&http, &plan, user, key).await)
+            (i, buy(&http, &plan, i, user, key).await)
         });
     }
     let mut journeys: Vec<Option<Journey>> = vec![None; n];
@@ -156,16 +173,17 @@ pub async fn crowd(http: &Http, plan: Arc<Plan>, n: usize, spread: Duration) -> 
         .collect()
 }
 
-/// One purchase: `plan.copies` request loops at once with the same key, then
-/// the status URL of each id they were given.
-pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey {
+/// Buyer `i`'s purchase: `plan.copies` request loops at once with the same
+/// key, then the status URL of each id they were given.
+pub async fn buy(http: &Http, plan: &Plan, i: usize, user: UserId, key: String) -> Journey {
     let body = Bytes::from(
         serde_json::to_vec(&serde_json::json!({
             "event_id": plan.event, "user_id": user, "quantity": 1
         }))
         .expect("a JSON body"),
     );
-    let loops = (0..plan.copies.max(1)).map(|_| purchase(http, plan, &key, body.clone()));
+    let via = plan.buy_through(i);
+    let loops = (0..plan.copies.max(1)).map(|_| purchase(http, plan, via, &key, body.clone()));
     let mut tally = Attempts::default();
     let mut answer = Answer::GaveUp;
     let mut answers = Vec::with_capacity(plan.copies);
@@ -186,7 +204,8 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
     let mut status_urls = BTreeMap::new();
     for a in accepted {
         if let Entry::Vacant(slot) = status_urls.entry(a.reservation_id) {
-            let d = follow(http, plan, &a.status_url, &mut tally).await;
+            let url = format!("{}{}", plan.read_through(i), a.status_url);
+            let d = follow(http, plan, &url, &mut tally).await;
             decided = decided.or(d);
             slot.insert(a.status_url);
         }
@@ -207,12 +226,13 @@ pub async fn buy(http: &Http, plan: &Plan, user: UserId, key: String) -> Journey
 async fn purchase(
     http: &Http,
     plan: &Plan,
+    gateway: &str,
     key: &str,
     body: Bytes,
 ) -> (Answer, Option<Accepted>, Attempts) {
     let mut tally = Attempts::default();
     let mut backoff = buyer_backoff();
-    let uri = format!("{}/reserve", plan.base);
+    let uri = format!("{gateway}/reserve");
     while Instant::now() < plan.purchase_deadline {
         tally.attempts += 1;
         let req = Request::post(&uri)
@@ -264,14 +284,15 @@ async fn purchase(
     (Answer::GaveUp, None, tally)
 }
 
-/// Long-polls a status URL until it says confirmed or rejected.
+/// Long-polls a status URL (`http://host:port/events/…`) until it says
+/// confirmed or rejected.
 async fn follow(
     http: &Http,
     plan: &Plan,
     status_url: &str,
     tally: &mut Attempts,
 ) -> Option<ReservationView> {
-    let uri = format!("{}{}?wait_ms=2000", plan.base, status_url);
+    let uri = format!("{status_url}?wait_ms=2000");
     let mut backoff = buyer_backoff();
     while Instant::now() < plan.decide_deadline {
         let req = Request::get(&uri)
@@ -349,6 +370,28 @@ mod tests {
         assert_eq!(users[8], users[9]);
         assert_eq!(users[18], users[19]);
         assert_ne!(users[9], users[10]);
+    }
+
+    #[test]
+    fn with_two_gateways_each_buyer_reads_through_the_other() {
+        let plan = |n: usize| Plan {
+            gateways: (0..n).map(|g| format!("http://g{g}")).collect(),
+            event: EventId::parse("e").unwrap(),
+            copies: 1,
+            second_tries: true,
+            purchase_deadline: Instant::now(),
+            decide_deadline: Instant::now(),
+        };
+        let two = plan(2);
+        for i in 0..10 {
+            assert_ne!(two.buy_through(i), two.read_through(i), "buyer {i}");
+        }
+        assert_eq!(
+            (two.buy_through(0), two.buy_through(1)),
+            ("http://g0", "http://g1")
+        );
+        let one = plan(1);
+        assert_eq!(one.buy_through(3), one.read_through(3));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! Every run is a [`Stack`] of its own (database, namespace), with both
 //! daemons as real processes reaching PostgreSQL, Redis and RabbitMQ through
-//! [`Proxy`]s the run controls.
+//! [`Proxy`]s the run controls: one gateway and one worker, or two (or more)
+//! of each ([`Options::instances`]) sharing the services as a scaled-out
+//! deployment does.
 
 pub mod buyers;
 pub mod endstate;
@@ -20,7 +22,7 @@ pub use verdict::Verdicts;
 
 use anyhow::{Context, bail};
 use buyers::{Answer, Plan};
-use flashgrid_testkit::{Proxy, Role, Stack, TOKEN};
+use flashgrid_testkit::{Instance, Proxy, Role, Stack, TOKEN};
 use flashgrid_wire::{EventId, EventView, ReservationId, Status};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,10 @@ pub struct Options {
     /// A defect to run the daemons with (`binaries.worker` is then the
     /// sabotaged worker for a worker's defect): the run must fail.
     pub sabotage: Option<sabotage::Sabotage>,
+    /// Gateways, and workers, the run starts (at least the scenario's
+    /// [`Scenario::min_instances`]): buyer `i` buys through gateway
+    /// `i % n` and reads its status through the next one.
+    pub instances: usize,
 }
 
 impl Options {
@@ -84,6 +90,7 @@ impl Options {
             spread: Duration::from_secs(3),
             log_dir,
             sabotage: None,
+            instances: 1,
         }
     }
 }
@@ -98,18 +105,31 @@ const DECIDE_WINDOW: Duration = Duration::from_secs(60);
 /// How long the queue may take to drain once the buyers are done.
 const DRAIN_WINDOW: Duration = Duration::from_secs(30);
 
+/// The most instances of each daemon a run starts: each is a process, and
+/// the matrix runs on a couple of cores.
+pub const MAX_INSTANCES: usize = 4;
+
 /// Runs one scenario on a stack of its own and judges it.
 pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let stack = Stack::empty().await;
-    // The worker reaches PostgreSQL through a proxy of its own, so that a
-    // stall there holds its commits and nothing of the gateway's.
-    let (postgres, worker_postgres, redis, rabbitmq) = (
-        Proxy::start(5432).await,
+    let instances = opts.instances.max(scenario.min_instances());
+    anyhow::ensure!(
+        (1..=MAX_INSTANCES).contains(&instances),
+        "instances must be 1..={MAX_INSTANCES}, not {instances}"
+    );
+    let stack = Stack::empty_with_gateways(instances).await;
+    // Each worker reaches PostgreSQL through a proxy of its own, so that a
+    // stall there holds its commits and nothing of the gateways' or the
+    // other workers'.
+    let (postgres, redis, rabbitmq) = (
         Proxy::start(5432).await,
         Proxy::start(6379).await,
         Proxy::start(5672).await,
     );
+    let mut worker_postgres = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        worker_postgres.push(Proxy::start(5432).await);
+    }
     let db_via = |p: &Proxy| stack.db_url.replace(":5432/", &format!(":{}/", p.port));
     let mut env = vec![
         ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
@@ -123,11 +143,26 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     }
     std::fs::create_dir_all(&opts.log_dir)
         .with_context(|| format!("create {}", opts.log_dir.display()))?;
-    let logs: Vec<PathBuf> = ["gateway", "worker"]
+    // Every daemon instance, gateways first; one log file each.
+    let daemons: Vec<Instance> = [Role::Gateway, Role::Worker]
+        .into_iter()
+        .flat_map(|role| (0..instances).map(move |n| Instance { role, n }))
+        .collect();
+    let logs: HashMap<Instance, PathBuf> = daemons
         .iter()
-        .map(|d| {
-            opts.log_dir
-                .join(format!("{}-{}-{d}.log", scenario.name(), stack.ns))
+        .map(|&d| {
+            let role = match d.role {
+                Role::Gateway => "gateway",
+                Role::Worker => "worker",
+            };
+            // One instance keeps the names it always had.
+            let name = if instances == 1 {
+                role.to_owned()
+            } else {
+                format!("{role}{}", d.n)
+            };
+            let file = format!("{}-{}-{name}.log", scenario.name(), stack.ns);
+            (d, opts.log_dir.join(file))
         })
         .collect();
     let gateway_env: Vec<_> = env
@@ -135,41 +170,62 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         .cloned()
         .chain([("DATABASE_URL", db_via(&postgres))])
         .collect();
-    let worker_env: Vec<_> = env
+    let worker_env: Vec<Vec<_>> = worker_postgres
         .iter()
-        .cloned()
-        .chain([("DATABASE_URL", db_via(&worker_postgres))])
+        .map(|p| {
+            env.iter()
+                .cloned()
+                .chain([("DATABASE_URL", db_via(p))])
+                .collect()
+        })
         .collect();
-    let start = |which: Role| {
-        let (bin, log, env): (&Path, &Path, _) = match which {
-            Role::Gateway => (&opts.binaries.gateway, &logs[0], &gateway_env),
-            Role::Worker => (&opts.binaries.worker, &logs[1], &worker_env),
+    let start = |which: Instance| {
+        let (bin, env): (&Path, _) = match which.role {
+            Role::Gateway => (&opts.binaries.gateway, &gateway_env),
+            Role::Worker => (&opts.binaries.worker, &worker_env[which.n]),
         };
-        stack.start_process_with(which, bin, env, Some(log));
+        stack.start_process_with(which, bin, env, Some(&logs[&which]));
     };
-    start(Role::Worker);
-    start(Role::Gateway);
+    // Workers first, as ever, then gateway 0, which the event is created
+    // through. The other gateways start after it, so that they load it
+    // with their catalog before serving: a gateway learns of an event
+    // created through another by a notice, and a purchase arriving in the
+    // milliseconds before it is answered `404 unknown_event` — a window a
+    // real sale (created long before it opens) never meets, but a burst
+    // starting right after the creation does.
+    for &d in daemons.iter().filter(|d| d.role == Role::Worker) {
+        start(d);
+    }
+    start(Instance::gateway(0));
     stack.wait_ready().await;
-
-    // Buyers and the verdicts reach the gateway here: through a lying
-    // status route when that is the sabotage.
-    let lying = match opts.sabotage {
-        Some(sabotage::Sabotage::UnknownIsRejected) => {
-            Some(sabotage::status::LyingStatus::start(&stack.url).await?)
-        }
-        _ => None,
-    };
-    let base = lying
-        .as_ref()
-        .map_or(stack.url.as_str(), |l| l.url.as_str());
-
     let http = buyers::client();
     let event = EventId::parse("fault-sale").expect("a valid event id");
-    create_event(&http, base, &event, opts.capacity).await?;
+    create_event(&http, &stack.gateway_url(0), &event, opts.capacity).await?;
+    for n in 1..instances {
+        start(Instance::gateway(n));
+    }
+    for n in 1..instances {
+        stack.wait_gateway_ready(n).await;
+    }
+
+    // Buyers and the verdicts reach the gateways here: through a lying
+    // status route in front of each when that is the sabotage.
+    let mut lying = Vec::new();
+    if opts.sabotage == Some(sabotage::Sabotage::UnknownIsRejected) {
+        for n in 0..instances {
+            lying.push(sabotage::status::LyingStatus::start(&stack.gateway_url(n)).await?);
+        }
+    }
+    let gateways: Vec<String> = if lying.is_empty() {
+        (0..instances).map(|n| stack.gateway_url(n)).collect()
+    } else {
+        lying.iter().map(|l| l.url.clone()).collect()
+    };
+    let base = gateways[0].as_str();
 
     let burst_start = Instant::now();
     let plan = Arc::new(Plan {
-        base: base.to_owned(),
+        gateways: gateways.clone(),
         event: event.clone(),
         copies: scenario.copies(),
         // In every scenario: a wiped rejection for the limit is derived
@@ -178,9 +234,10 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         purchase_deadline: burst_start + PURCHASE_WINDOW,
         decide_deadline: burst_start + DECIDE_WINDOW,
     });
-    let crowd = buyers::crowd(&http, plan, opts.buyers, opts.spread);
+    let crowd = buyers::crowd(&http, plan.clone(), opts.buyers, opts.spread);
     let reach = scenario::Reach {
         stack: &stack,
+        event: &event,
         postgres: &postgres,
         worker_postgres: &worker_postgres,
         redis: &redis,
@@ -188,12 +245,33 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         restart: &start,
     };
     let fault = async {
-        let landed = wait_for_sales(&stack, &event, scenario.fires_at(opts.capacity)).await?;
-        let at = burst_start.elapsed();
-        let detail = scenario::inject(scenario, &reach).await?;
+        // Each step once PostgreSQL holds its seats; the first step's
+        // moment is the fault's.
+        let mut carry = scenario::Carry::default();
+        let (mut first, mut details) = (None, Vec::new());
+        for (step, seats) in scenario.fires_at(opts.capacity).into_iter().enumerate() {
+            let landed = wait_for_sales(&stack, &event, seats).await?;
+            let at = burst_start.elapsed();
+            first.get_or_insert((landed, at));
+            let detail = scenario::inject(scenario, step, &reach, &mut carry).await?;
+            details.push(if step == 0 {
+                detail
+            } else {
+                format!(
+                    "then at {:.2} s with {landed} sold: {detail}",
+                    at.as_secs_f64()
+                )
+            });
+        }
+        let (landed, at) = first.context("a fault has at least one step")?;
         let ended = Instant::now();
-        let ready = ready_within(&http, base, Duration::from_secs(30)).await;
-        Ok::<_, anyhow::Error>((landed, at, detail, ready.then(|| ended.elapsed())))
+        let ready = every_ready_within(&http, &gateways, Duration::from_secs(30)).await;
+        Ok::<_, anyhow::Error>((
+            landed,
+            at,
+            details.join("; "),
+            ready.then(|| ended.elapsed()),
+        ))
     };
     let (journeys, fault) = tokio::join!(crowd, fault);
     let (landed, fault_at, detail, ready_after) = fault?;
@@ -237,19 +315,22 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let view = event_view(&http, base, &event).await;
     // Each read through the status URL its buyer was given (a receipt the
     // gateway can answer from even when Redis forgot).
+    // Through the gateway each buyer reads from (another than it bought
+    // through, with two or more).
+    let event_ref = &event;
     let accepted: Vec<(ReservationId, String)> = journeys
         .iter()
-        .flat_map(|j| {
-            j.ids.iter().map(|id| {
-                let url = j.status_urls.get(id).cloned();
-                (
-                    *id,
-                    url.unwrap_or_else(|| flashgrid_wire::status_path(&event, id)),
-                )
+        .enumerate()
+        .flat_map(|(i, j)| {
+            let via = plan.read_through(i);
+            j.ids.iter().map(move |id| {
+                let path = j.status_urls.get(id).cloned();
+                let path = path.unwrap_or_else(|| flashgrid_wire::status_path(event_ref, id));
+                (*id, format!("{via}{path}"))
             })
         })
         .collect();
-    let statuses = final_statuses(&http, base, &accepted).await;
+    let statuses = final_statuses(&http, &accepted).await;
     let cache = match endstate::cache(flashgrid_testkit::REDIS, &ns, &event).await {
         Ok(c) => Some(c),
         Err(e) => {
@@ -258,11 +339,11 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         }
     };
     if ready_after.is_none() {
-        dead.push("the gateway was not ready 30 s after the fault".to_owned());
+        dead.push("a gateway was not ready 30 s after the fault".to_owned());
     }
-    for (which, name) in [(Role::Gateway, "gateway"), (Role::Worker, "worker")] {
-        if stack.process_alive(which) != Some(true) {
-            dead.push(format!("the {name} process exited"));
+    for &d in &daemons {
+        if stack.process_alive(d) != Some(true) {
+            dead.push(format!("the {d} process exited"));
         }
     }
 
@@ -287,6 +368,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     let count = |a: Answer| journeys.iter().filter(|j| j.answer == a).count();
     Ok(Report {
         scenario,
+        instances,
         verdicts,
         problems,
         capacity: opts.capacity,
@@ -301,7 +383,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         fault_at,
         ready_after,
         wall: started.elapsed(),
-        logs,
+        logs: daemons.iter().map(|d| logs[d].clone()).collect(),
     })
 }
 
@@ -351,18 +433,17 @@ async fn event_view(http: &buyers::Http, base: &str, event: &EventId) -> Option<
 }
 
 /// Every accepted reservation's status, read once more at the end through
-/// its status URL (long-polled).
+/// its status URL (`http://host:port/events/…`, long-polled).
 async fn final_statuses(
     http: &buyers::Http,
-    base: &str,
     accepted: &[(ReservationId, String)],
 ) -> HashMap<ReservationId, Option<Status>> {
     use futures::StreamExt;
-    futures::stream::iter(accepted.iter().map(|(id, path)| async move {
+    futures::stream::iter(accepted.iter().map(|(id, url)| async move {
         // Long-polled: a decision may still be on its way (8 s at most,
         // within the 10 s a read may take here).
         let v: Option<flashgrid_wire::ReservationView> =
-            get_json(http, format!("{base}{path}?wait_ms=8000")).await;
+            get_json(http, format!("{url}?wait_ms=8000")).await;
         (*id, v.map(|v| v.status).filter(|s| *s != Status::Pending))
     }))
     .buffer_unordered(32)
@@ -370,17 +451,22 @@ async fn final_statuses(
     .await
 }
 
-/// Whether `/readyz` answers 200 before `limit`.
-async fn ready_within(http: &buyers::Http, base: &str, limit: Duration) -> bool {
+/// Whether every gateway's `/readyz` answers 200 before `limit`.
+async fn every_ready_within(http: &buyers::Http, gateways: &[String], limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let v: Option<serde_json::Value> = get_json(http, format!("{base}/readyz")).await;
-        if v.is_some() {
-            return true;
+    for base in gateways {
+        loop {
+            let v: Option<serde_json::Value> = get_json(http, format!("{base}/readyz")).await;
+            if v.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    false
+    true
 }
 
 /// Waits until PostgreSQL holds at least `seats` confirmed; returns how many.

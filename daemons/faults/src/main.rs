@@ -25,6 +25,12 @@ struct Opts {
     #[arg(long, default_value = "3000")]
     buyers: usize,
 
+    /// Gateways, and workers, each run starts: `2` for two of each,
+    /// `1,2` for every scenario in both topologies (a scenario needing more,
+    /// such as redis-wipe-commit-held, always gets its minimum).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    instances: Vec<usize>,
+
     /// Seats on sale.
     #[arg(long, default_value = "300")]
     capacity: u32,
@@ -65,7 +71,7 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
                 .known_failure()
                 .map(|k| format!(" [known to fail: {k}]"))
                 .unwrap_or_default();
-            println!("{:<19} {}{known}", s.name(), s.describe());
+            println!("{:<22} {}{known}", s.name(), s.describe());
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -91,25 +97,43 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         (0.0..=600.0).contains(&o.spread),
         "--spread must be 0..=600 seconds"
     );
+    anyhow::ensure!(
+        !o.instances.is_empty()
+            && o.instances
+                .iter()
+                .all(|n| (1..=faults::MAX_INSTANCES).contains(n)),
+        "--instances takes 1 to {} (or a list: 1,2)",
+        faults::MAX_INSTANCES
+    );
+    let runs_of = topologies(&scenarios, &o.instances);
     let mut opts = Options::new(Binaries::beside_current_exe()?, o.log_dir.clone());
     opts.buyers = o.buyers;
     opts.capacity = o.capacity;
     opts.spread = Duration::from_secs_f64(o.spread);
 
     println!(
-        "fault matrix: {} buyers for {} seats over {:.1} s, {} run(s) each; logs in {}",
+        "fault matrix: {} buyers for {} seats over {:.1} s, {} run(s) each, instances {}; logs in {}",
         opts.buyers,
         opts.capacity,
         o.spread,
         o.runs,
+        o.instances
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         o.log_dir.display()
     );
     let mut reports: Vec<Report> = Vec::new();
     for run in 1..=o.runs {
-        for &s in &scenarios {
-            let r = faults::run(s, &opts)
-                .await
-                .with_context(|| format!("scenario {} could not run", s.name()))?;
+        for &(s, instances) in &runs_of {
+            opts.instances = instances;
+            let r = faults::run(s, &opts).await.with_context(|| {
+                format!(
+                    "scenario {} could not run",
+                    faults::report::label(s, instances)
+                )
+            })?;
             let prefix = if o.runs > 1 {
                 format!("[{run}/{}] ", o.runs)
             } else {
@@ -152,4 +176,36 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+/// Each scenario in each topology asked for, topology by topology; a
+/// scenario needing more instances than asked runs with its minimum, once
+/// (not again for a topology that gives it the same).
+fn topologies(scenarios: &[Scenario], instances: &[usize]) -> Vec<(Scenario, usize)> {
+    let mut runs: Vec<(Scenario, usize)> = Vec::new();
+    for &n in instances {
+        for &s in scenarios {
+            let run = (s, n.max(s.min_instances()));
+            if !runs.contains(&run) {
+                runs.push(run);
+            }
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scenario_runs_once_per_topology_and_never_below_its_minimum() {
+        let held = Scenario::RedisWipeCommitHeld;
+        let both = topologies(&[Scenario::RedisCut, held], &[1, 2]);
+        assert_eq!(
+            both,
+            [(Scenario::RedisCut, 1), (held, 2), (Scenario::RedisCut, 2)]
+        );
+        assert_eq!(topologies(&[held], &[1]), [(held, 2)]);
+    }
 }

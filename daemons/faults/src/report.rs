@@ -12,6 +12,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Report {
     pub scenario: Scenario,
+    /// Gateways, and workers, the run had.
+    pub instances: usize,
     pub verdicts: Verdicts,
     /// A line per problem the verdicts counted.
     pub problems: Vec<String>,
@@ -42,6 +44,12 @@ impl Report {
         self.verdicts.passed()
     }
 
+    /// The scenario and its topology: `redis-wipe` with one instance of
+    /// each daemon, `redis-wipe×2` with two gateways and two workers.
+    pub fn label(&self) -> String {
+        label(self.scenario, self.instances)
+    }
+
     /// Retries the buyers made beyond their first request.
     pub fn retries(&self) -> u64 {
         let copies = self.scenario.copies() as u64;
@@ -54,7 +62,7 @@ impl Report {
     pub fn line(&self) -> String {
         let mut s = format!(
             "{:<13} {}  sold {}/{} · 202 × {} · 409 × {} · retries {}",
-            self.scenario.name(),
+            self.label(),
             if self.passed() { "PASS" } else { "FAIL" },
             self.sold,
             self.capacity,
@@ -116,7 +124,17 @@ impl Report {
     }
 }
 
-/// The soak's counts per scenario, as a Markdown table.
+/// A scenario's name, suffixed `×n` when it ran with `n` > 1 instances of
+/// each daemon.
+pub fn label(scenario: Scenario, instances: usize) -> String {
+    if instances > 1 {
+        format!("{}×{instances}", scenario.name())
+    } else {
+        scenario.name().to_owned()
+    }
+}
+
+/// The soak's counts per scenario and topology, as a Markdown table.
 pub fn soak_table(reports: &[Report]) -> String {
     let names = Verdicts::default().pairs().map(|(k, _)| k);
     let mut s = format!(
@@ -124,8 +142,17 @@ pub fn soak_table(reports: &[Report]) -> String {
         names.join(" | "),
         "---|".repeat(names.len() + 7),
     );
-    for scenario in Scenario::ALL {
-        let runs: Vec<&Report> = reports.iter().filter(|r| r.scenario == scenario).collect();
+    let mut topologies: Vec<usize> = reports.iter().map(|r| r.instances).collect();
+    topologies.sort_unstable();
+    topologies.dedup();
+    let rows = Scenario::ALL
+        .into_iter()
+        .flat_map(|s| topologies.iter().map(move |&n| (s, n)));
+    for (scenario, instances) in rows {
+        let runs: Vec<&Report> = reports
+            .iter()
+            .filter(|r| r.scenario == scenario && r.instances == instances)
+            .collect();
         if runs.is_empty() {
             continue;
         }
@@ -152,7 +179,7 @@ pub fn soak_table(reports: &[Report]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
-            scenario.name(),
+            label(scenario, instances),
             runs.len(),
             passed,
             counts.join(" | "),
@@ -172,6 +199,7 @@ mod tests {
     fn report(scenario: Scenario, verdicts: Verdicts) -> Report {
         Report {
             scenario,
+            instances: 1,
             verdicts,
             problems: vec!["lost: b1 never decided".into()],
             capacity: 300,
@@ -214,6 +242,13 @@ mod tests {
         assert!(bad.line().contains("FAIL"));
         assert!(bad.line().ends_with("lost 1"), "{}", bad.line());
         assert!(bad.explain().contains("b1 never decided"));
+        let mut two = report(Scenario::RedisWipe, Verdicts::default());
+        two.instances = 2;
+        assert!(
+            two.line().starts_with("redis-wipe×2  PASS"),
+            "{}",
+            two.line()
+        );
     }
 
     #[test]
@@ -228,6 +263,9 @@ mod tests {
                 },
             ),
         ];
+        let mut two = report(Scenario::WorkerKill, Verdicts::default());
+        two.instances = 2;
+        let runs = [runs[0].clone(), runs[1].clone(), two];
         let t = soak_table(&runs);
         assert!(
             t.contains(
@@ -246,5 +284,14 @@ mod tests {
         let cells = |l: &str| l.matches('|').count();
         assert!(t.lines().all(|l| cells(l) == cells(header)), "{t}");
         assert!(!t.contains("redis-cut"));
+        // The topologies apart, one instance first.
+        assert!(
+            t.contains("| worker-kill×2 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 |"),
+            "{t}"
+        );
+        assert!(
+            t.find("| worker-kill |") < t.find("| worker-kill×2 |"),
+            "{t}"
+        );
     }
 }

@@ -15,7 +15,7 @@ pub mod proxy;
 pub mod stack;
 
 pub use proxy::Proxy;
-pub use stack::{Role, Stack};
+pub use stack::{Instance, Role, Stack};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

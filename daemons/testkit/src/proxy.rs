@@ -2,7 +2,7 @@
 //! place faults are injected (cut, delay, stall), never on the shared servers.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -20,6 +20,8 @@ pub struct Proxy {
     delay: std::sync::Arc<AtomicU32>,
     /// Bytes sent toward the service, read and not yet passed on or dropped.
     held: std::sync::Arc<AtomicU64>,
+    /// Whether what is sent toward the service is held (answers pass).
+    requests_stalled: std::sync::Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -27,11 +29,12 @@ pub struct Proxy {
 const STALLED: u32 = u32::MAX;
 
 /// Copies one direction of a proxied connection, holding each chunk for the
-/// proxy's current delay.
+/// proxy's current delay, and while `stalled` is set.
 async fn pump(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     delay_ms: &AtomicU32,
+    stalled: &AtomicBool,
     held: &AtomicU64,
     epoch: &CancellationToken,
 ) {
@@ -46,6 +49,10 @@ async fn pump(
         // or this pump dropped with its connection.
         let _held = HeldGuard(held, n as u64);
         loop {
+            if stalled.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
             match delay_ms.load(Ordering::Relaxed) {
                 0 => break,
                 STALLED => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -86,8 +93,14 @@ impl Proxy {
         let open = std::sync::Arc::new(AtomicU32::new(0));
         let delay = std::sync::Arc::new(AtomicU32::new(0));
         let held = std::sync::Arc::new(AtomicU64::new(0));
-        let (st, count, delay_ms, held_bytes) =
-            (state.clone(), open.clone(), delay.clone(), held.clone());
+        let requests_stalled = std::sync::Arc::new(AtomicBool::new(false));
+        let (st, count, delay_ms, held_bytes, stalled) = (
+            state.clone(),
+            open.clone(),
+            delay.clone(),
+            held.clone(),
+            requests_stalled.clone(),
+        );
         let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -104,9 +117,11 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let (count, delay, held) = (count.clone(), delay.clone(), held.clone());
-                // The service's answers are held too, but not counted.
-                let unheld = AtomicU64::new(0);
+                let (count, delay, held, stalled) =
+                    (count.clone(), delay.clone(), held.clone(), stalled.clone());
+                // The service's answers are held too (but for
+                // `stall_requests`), and not counted.
+                let (unheld, answers_pass) = (AtomicU64::new(0), AtomicBool::new(false));
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -119,8 +134,8 @@ impl Proxy {
                     tokio::select! {
                         biased;
                         _ = epoch.cancelled() => {}
-                        _ = pump(cr, sw, &delay, &held, &epoch) => {}
-                        _ = pump(sr, cw, &delay, &unheld, &epoch) => {}
+                        _ = pump(cr, sw, &delay, &stalled, &held, &epoch) => {}
+                        _ = pump(sr, cw, &delay, &answers_pass, &unheld, &epoch) => {}
                     }
                     count.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -132,6 +147,7 @@ impl Proxy {
             open,
             delay: delay_ms,
             held: held_bytes,
+            requests_stalled,
             task,
         }
     }
@@ -159,6 +175,14 @@ impl Proxy {
         self.delay.store(STALLED, Ordering::Relaxed);
     }
 
+    /// Holds every chunk sent toward the service until `restore` (which
+    /// passes them on) or `cut` (which drops them), while the service's
+    /// answers still pass: unlike [`stall`](Self::stall), a client waiting
+    /// for an answer gets it, and the next request it sends is held.
+    pub fn stall_requests(&self) {
+        self.requests_stalled.store(true, Ordering::Relaxed);
+    }
+
     /// Drops every connection and refuses new ones; returns how many were
     /// open.
     pub fn cut(&self) -> u32 {
@@ -173,6 +197,7 @@ impl Proxy {
         let mut g = self.state.lock().unwrap();
         *g = ProxyState::default();
         self.delay.store(0, Ordering::Relaxed);
+        self.requests_stalled.store(false, Ordering::Relaxed);
     }
 }
 
@@ -232,6 +257,46 @@ mod tests {
         assert!(got.try_recv().is_err(), "a stall let bytes through");
         p.restore();
         assert_eq!(got.recv().await.unwrap(), b"held");
+        until("nothing held", || p.held() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_requests_stall_holds_what_is_sent_and_lets_answers_through() {
+        // A server that reports what it receives and sends what it is told.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let (say, mut to_say) = tokio::sync::mpsc::unbounded_channel::<&'static [u8]>();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (mut r, mut w) = s.into_split();
+            tokio::spawn(async move {
+                while let Some(b) = to_say.recv().await {
+                    w.write_all(b).await.unwrap();
+                }
+            });
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = r.read(&mut buf).await {
+                let _ = got_tx.send(buf[..n].to_vec());
+            }
+        });
+        let p = Proxy::start(port).await;
+        let mut c = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+        c.write_all(b"q1").await.unwrap();
+        assert_eq!(got.recv().await.unwrap(), b"q1");
+        p.stall_requests();
+        say.send(b"a1").unwrap();
+        let mut buf = [0u8; 2];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"a1", "the answer passed");
+        c.write_all(b"q2").await.unwrap();
+        until("the request to be held", || p.held() == 2).await;
+        assert!(
+            got.try_recv().is_err(),
+            "a requests stall let bytes through"
+        );
+        p.restore();
+        assert_eq!(got.recv().await.unwrap(), b"q2");
         until("nothing held", || p.held() == 0).await;
     }
 

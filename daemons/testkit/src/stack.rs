@@ -1,11 +1,13 @@
 //! One test's stack: its own database and namespace, the daemons it runs
-//! (in-process, or as child processes to signal and kill), and the cleanup
-//! when it is dropped.
+//! (in-process, or as child processes to signal and kill; one gateway and
+//! one worker, or several of each as [`Instance`]s), and the cleanup when it
+//! is dropped.
 
 use crate::{AMQP, PG_ADMIN, REDIS, TOKEN, eventually, require_services};
 use flashgrid::config::{GatewayConfig, ServicesConfig, WorkerConfig};
 use flashgrid::names::Namespace;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,10 +52,12 @@ pub struct Stack {
     pub db_name: String,
     pub db_url: String,
     pub pool: PgPool,
+    /// The first gateway's URL (`http://127.0.0.1:port`).
     pub url: String,
-    gateway: Mutex<Option<Running>>,
-    worker: Mutex<Option<Running>>,
-    gateway_port: u16,
+    daemons: Mutex<BTreeMap<Instance, Running>>,
+    /// Each gateway's port, by instance number, fixed for the stack's life
+    /// so that a restarted gateway is found again.
+    gateway_ports: Vec<u16>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -80,15 +84,63 @@ fn gateway_port() -> u16 {
 }
 
 /// Which of the two daemons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     Gateway,
     Worker,
 }
 
+/// One daemon of the stack: its role and which instance of it (0, 1, …).
+/// A bare [`Role`] is instance 0, so that a one-gateway, one-worker test
+/// never names instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instance {
+    pub role: Role,
+    pub n: usize,
+}
+
+impl Instance {
+    pub fn gateway(n: usize) -> Self {
+        Self {
+            role: Role::Gateway,
+            n,
+        }
+    }
+
+    pub fn worker(n: usize) -> Self {
+        Self {
+            role: Role::Worker,
+            n,
+        }
+    }
+}
+
+impl From<Role> for Instance {
+    fn from(role: Role) -> Self {
+        Self { role, n: 0 }
+    }
+}
+
+impl std::fmt::Display for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = match self.role {
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+        };
+        write!(f, "{role} {}", self.n)
+    }
+}
+
 impl Stack {
-    /// A database and namespace, no daemons yet.
+    /// A database and namespace, no daemons yet, room for one gateway.
     pub async fn empty() -> Self {
+        Self::empty_with_gateways(1).await
+    }
+
+    /// A database and namespace, no daemons yet, a port for each of
+    /// `gateways` gateway instances (any number of workers may run).
+    pub async fn empty_with_gateways(gateways: usize) -> Self {
+        assert!(gateways >= 1, "a stack has at least one gateway");
         require_services();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
@@ -105,18 +157,43 @@ impl Stack {
         let pool = flashgrid::db::connect(&db_url, 4)
             .await
             .expect("create the test database");
-        // One port for the stack's life, so a restarted gateway is found again.
-        let gateway_port = gateway_port();
+        // One port per gateway for the stack's life, so a restarted gateway
+        // is found again.
+        let mut gateway_ports = Vec::with_capacity(gateways);
+        while gateway_ports.len() < gateways {
+            let port = gateway_port();
+            if !gateway_ports.contains(&port) {
+                gateway_ports.push(port);
+            }
+        }
         Self {
             ns,
             db_name,
             db_url,
             pool,
-            url: format!("http://127.0.0.1:{gateway_port}"),
-            gateway: Mutex::new(None),
-            worker: Mutex::new(None),
-            gateway_port,
+            url: format!("http://127.0.0.1:{}", gateway_ports[0]),
+            daemons: Mutex::new(BTreeMap::new()),
+            gateway_ports,
         }
+    }
+
+    /// How many gateways the stack has room for.
+    pub fn gateways(&self) -> usize {
+        self.gateway_ports.len()
+    }
+
+    /// Gateway `n`'s URL (`http://127.0.0.1:port`); gateway 0's is [`Stack::url`].
+    pub fn gateway_url(&self, n: usize) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port(n))
+    }
+
+    fn gateway_port(&self, n: usize) -> u16 {
+        *self.gateway_ports.get(n).unwrap_or_else(|| {
+            panic!(
+                "gateway {n}: the stack has room for {} (Stack::empty_with_gateways)",
+                self.gateways()
+            )
+        })
     }
 
     /// A stack with both daemons running in-process.
@@ -145,7 +222,7 @@ impl Stack {
     pub fn gateway_config(&self) -> GatewayConfig {
         GatewayConfig {
             services: self.services(),
-            listen: ([127, 0, 0, 1], self.gateway_port).into(),
+            listen: ([127, 0, 0, 1], self.gateway_port(0)).into(),
             admin_token: Some(TOKEN.into()),
             max_body_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(2),
@@ -175,8 +252,7 @@ impl Stack {
     }
 
     pub async fn start_gateway_with(&self, cfg: GatewayConfig) {
-        let listener = flashgrid::gateway::http::bind(([127, 0, 0, 1], self.gateway_port).into())
-            .expect("bind the test gateway");
+        let listener = flashgrid::gateway::http::bind(cfg.listen).expect("bind the test gateway");
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         let task = tokio::spawn(async move {
@@ -184,7 +260,7 @@ impl Stack {
                 flashgrid::services::connect(&cfg.services, "flashgrid-gateway", 8).await?;
             flashgrid::gateway::serve(&cfg, listener, connected, shutdown).await
         });
-        *self.slot(Role::Gateway).lock().expect("slot") = Some(Running::InProcess { stop, task });
+        self.put(Role::Gateway.into(), Running::InProcess { stop, task });
         self.wait_ready().await;
     }
 
@@ -195,20 +271,21 @@ impl Stack {
     pub async fn start_worker_with(&self, cfg: WorkerConfig) {
         let stop = CancellationToken::new();
         let task = tokio::spawn(flashgrid::worker::run(cfg, stop.clone()));
-        *self.slot(Role::Worker).lock().expect("slot") = Some(Running::InProcess { stop, task });
+        self.put(Role::Worker.into(), Running::InProcess { stop, task });
     }
 
     /// Starts a daemon's real binary (its path: `env!("CARGO_BIN_EXE_…")`).
-    pub fn start_process(&self, which: Role, binary: &str) {
+    pub fn start_process(&self, which: impl Into<Instance>, binary: &str) {
         self.start_process_with(which, binary.as_ref(), &[], None);
     }
 
     /// Starts a daemon's real binary with extra environment (which overrides
     /// the stack's own, e.g. to route a service through a [`Proxy`]) and its
-    /// log appended to `log` instead of the test's stderr.
+    /// log appended to `log` instead of the test's stderr. A gateway listens
+    /// on its instance's port.
     pub fn start_process_with(
         &self,
-        which: Role,
+        which: impl Into<Instance>,
         binary: &std::path::Path,
         env: &[(&str, String)],
         log: Option<&std::path::Path>,
@@ -223,15 +300,18 @@ impl Stack {
             ),
             None => Stdio::inherit(),
         };
+        let which = which.into();
+        // A worker listens nowhere; it is given gateway 0's port, unused.
+        let port = match which.role {
+            Role::Gateway => self.gateway_port(which.n),
+            Role::Worker => self.gateway_port(0),
+        };
         let child = Command::new(binary)
             .env("DATABASE_URL", &self.db_url)
             .env("REDIS_URL", REDIS)
             .env("AMQP_URL", AMQP)
             .env("FLASHGRID_NAMESPACE", &self.ns)
-            .env(
-                "FLASHGRID_LISTEN",
-                format!("127.0.0.1:{}", self.gateway_port),
-            )
+            .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
             .env(
                 "RUST_LOG",
@@ -243,32 +323,34 @@ impl Stack {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        *self.slot(which).lock().expect("slot") = Some(Running::Process(child));
+        self.put(which, Running::Process(child));
     }
 
-    fn slot(&self, which: Role) -> &Mutex<Option<Running>> {
-        match which {
-            Role::Gateway => &self.gateway,
-            Role::Worker => &self.worker,
-        }
+    /// Puts a started daemon in its instance's slot (replacing what was
+    /// there, as a one-slot stack always did).
+    fn put(&self, which: Instance, daemon: Running) {
+        self.daemons.lock().expect("daemons").insert(which, daemon);
     }
 
     /// Whether a daemon process is still running (`None` if it is not a
     /// process, or was stopped).
-    pub fn process_alive(&self, which: Role) -> Option<bool> {
-        match &mut *self.slot(which).lock().expect("slot") {
+    pub fn process_alive(&self, which: impl Into<Instance>) -> Option<bool> {
+        match self.daemons.lock().expect("daemons").get_mut(&which.into()) {
             Some(Running::Process(c)) => Some(matches!(c.try_wait(), Ok(None))),
             _ => None,
         }
     }
 
     /// Hands over a daemon process (to signal it); `None` if it is not one.
-    pub fn take_process(&self, which: Role) -> Option<Child> {
-        let mut slot = self.slot(which).lock().expect("slot");
-        match slot.take() {
+    pub fn take_process(&self, which: impl Into<Instance>) -> Option<Child> {
+        let which = which.into();
+        let mut daemons = self.daemons.lock().expect("daemons");
+        match daemons.remove(&which) {
             Some(Running::Process(c)) => Some(c),
             other => {
-                *slot = other;
+                if let Some(d) = other {
+                    daemons.insert(which, d);
+                }
                 None
             }
         }
@@ -276,18 +358,23 @@ impl Stack {
 
     /// Stops a daemon: in-process ones gracefully (failing if that takes
     /// more than 20 s), processes with SIGKILL.
-    pub async fn stop(&self, which: Role) {
-        let d = self.slot(which).lock().expect("slot").take();
+    pub async fn stop(&self, which: impl Into<Instance>) {
+        let d = self.daemons.lock().expect("daemons").remove(&which.into());
         if let Some(d) = d {
             d.stop().await;
         }
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until gateway 0's `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let addr = format!("127.0.0.1:{}", self.gateway_port);
+        self.wait_gateway_ready(0).await;
+    }
+
+    /// Waits until gateway `n`'s `/readyz` answers 200.
+    pub async fn wait_gateway_ready(&self, n: usize) {
+        let addr = format!("127.0.0.1:{}", self.gateway_port(n));
         eventually(
-            "the gateway to be ready",
+            &format!("gateway {n} to be ready"),
             Duration::from_secs(30),
             || async {
                 let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
@@ -305,13 +392,9 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let daemons: Vec<Running> = [
-            self.gateway.lock().unwrap().take(),
-            self.worker.lock().unwrap().take(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let daemons: Vec<Running> = std::mem::take(&mut *self.daemons.lock().unwrap())
+            .into_values()
+            .collect();
         // Stop in-process daemons first, so none re-declares what is removed below.
         for d in &daemons {
             if let Running::InProcess { stop, .. } = d {
