@@ -78,7 +78,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                         sale: 1,
                     })
                     .collect();
-                let decided = inv.decide(event, limit, &asks).await?;
+                let decided = inv.decide(event, limit, None, &asks).await?;
                 let winners: Vec<ReservationId> = ids
                     .iter()
                     .zip(&decided.outcomes)

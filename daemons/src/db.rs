@@ -172,11 +172,23 @@ pub struct Winner {
     pub sale: u32,
 }
 
+/// What PostgreSQL holds of one event's sale, read under its row lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The sale generation (`reset_event` moves it on).
+    pub sale: u32,
+    pub seats: SeatCounts,
+}
+
 /// What a commit wrote, and what it fenced out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Committed {
     /// Rows newly written.
     pub written: u64,
+    /// Each event of the batch as PostgreSQL holds it after the commit: a
+    /// Redis state claiming more seats left than this is behind (see
+    /// `inventory::Floor`).
+    pub held: Vec<(EventId, Held)>,
     /// Events whose winners were decided under another epoch than
     /// PostgreSQL's (the state was rebuilt or reset since): nothing of
     /// theirs was written. With PostgreSQL's epoch.
@@ -227,7 +239,7 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
     let res = sqlx::query(
         "WITH locked AS (
              -- In a fixed order, so two batches never deadlock.
-             SELECT event_id, epoch FROM events
+             SELECT event_id, epoch, sale, capacity, confirmed FROM events
              WHERE event_id IN (SELECT DISTINCT unnest($2::text[]))
              ORDER BY event_id FOR UPDATE
          ), ins AS (
@@ -254,9 +266,11 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
          ), counted AS (
              UPDATE events e SET confirmed = e.confirmed + p.q
              FROM per_event p WHERE e.event_id = p.event_id
-             RETURNING p.event_id, p.n
+             RETURNING p.event_id, p.n, e.confirmed
          )
-         SELECT l.event_id, l.epoch, COALESCE(c.n, 0) FROM locked l
+         SELECT l.event_id, l.epoch, COALESCE(c.n, 0), l.sale, l.capacity,
+                COALESCE(c.confirmed, l.confirmed)
+         FROM locked l
          LEFT JOIN counted c USING (event_id)",
     )
     .bind(&ids)
@@ -274,14 +288,27 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
                 let event: String = r.try_get(0).map_err(CommitError::Database)?;
                 let epoch: i32 = r.try_get(1).map_err(CommitError::Database)?;
                 done.written += r.try_get::<i64, _>(2).unwrap_or(0) as u64;
+                let count = |i: usize| -> Result<u32, CommitError> {
+                    Ok(r.try_get::<i32, _>(i)
+                        .map_err(CommitError::Database)?
+                        .max(0) as u32)
+                };
+                let held = Held {
+                    sale: count(3)?,
+                    seats: SeatCounts {
+                        capacity: count(4)?,
+                        confirmed: count(5)?,
+                    },
+                };
+                let id = EventId::parse(&event)
+                    .map_err(|e| CommitError::Database(sqlx::Error::Decode(e.into())))?;
                 if winners
                     .iter()
                     .any(|w| w.event.as_str() == event && w.epoch != epoch)
                 {
-                    let id = EventId::parse(&event)
-                        .map_err(|e| CommitError::Database(sqlx::Error::Decode(e.into())))?;
-                    done.fenced.push((id, epoch));
+                    done.fenced.push((id.clone(), epoch));
                 }
+                done.held.push((id, held));
             }
             Ok(done)
         }

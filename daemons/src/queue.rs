@@ -34,10 +34,14 @@ pub struct Queued {
     pub at: DateTime<Utc>,
     /// The event's sale generation it was accepted in (`Event::sale`): a
     /// reservation still queued when its event is reset is rejected, not
-    /// sold in the new sale. 0 in messages of gateways older than
-    /// generations: taken as the current sale.
-    #[serde(default)]
+    /// sold in the new sale. Absent from messages of gateways older than
+    /// generations: 1, the generation every event had then.
+    #[serde(default = "first_sale")]
     pub sale: u32,
+}
+
+fn first_sale() -> u32 {
+    1
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,13 +235,13 @@ mod tests {
         }];
         let g = Group::decode(&Group::encode(&items)).unwrap();
         assert_eq!(g.items, items);
-        // A message of a gateway older than sale generations: sale 0, which
-        // the worker takes as the current sale.
+        // A message of a gateway older than sale generations: of the first
+        // sale, the one every event was in then.
         let old = format!(
             r#"{{"v":1,"items":[{{"id":"{}","event":"e","user":"u","qty":1,"at":"2026-01-01T00:00:00Z"}}]}}"#,
             items[0].id
         );
-        assert_eq!(Group::decode(old.as_bytes()).unwrap().items[0].sale, 0);
+        assert_eq!(Group::decode(old.as_bytes()).unwrap().items[0].sale, 1);
         assert!(matches!(Group::decode(b"nope"), Err(FormatError::Json(_))));
         assert!(matches!(
             Group::decode(br#"{"v":9,"items":[]}"#),

@@ -85,9 +85,7 @@ async fn redis_outcomes_lost() {
     check(Scenario::RedisOutcomesLost, 1).await;
 }
 
-/// Fails today (`Scenario::known_failure`): run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure, issue 12: a Redis restored older is noticed only by the guards (revoked), and leaves stale pending markers (unanswered) and unsettled confirmations (cache)"]
 async fn redis_restore_older() {
     check(Scenario::RedisRestoreOlder, 1).await;
 }
@@ -123,9 +121,7 @@ async fn redis_wipe_sold_out_x2() {
     check(Scenario::RedisWipeSoldOut, 2).await;
 }
 
-/// Fails today (`Scenario::known_failure`): run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure, issue 12: a Redis restored older is noticed only by the guards (revoked), and leaves stale pending markers (unanswered) and unsettled confirmations (cache)"]
 async fn redis_restore_older_x2() {
     check(Scenario::RedisRestoreOlder, 2).await;
 }

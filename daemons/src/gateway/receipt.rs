@@ -10,7 +10,7 @@
 //! sale (u32 BE), user id bytes, tag`, the tag the first 16 bytes of
 //! HMAC-SHA256 over the event id, a 0 byte, the reservation id and
 //! everything before the tag. Version 1 (before sale generations) has no
-//! sale field; it is still read.
+//! sale field; it is still read, as of the first sale (every event's then).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,9 +33,8 @@ pub struct Receipt {
     pub user: UserId,
     pub quantity: Quantity,
     pub accepted_at: DateTime<Utc>,
-    /// The event's sale generation it was accepted in (`None` in a receipt
-    /// of version 1, issued before generations).
-    pub sale: Option<u32>,
+    /// The event's sale generation it was accepted in.
+    pub sale: u32,
 }
 
 /// Writes and reads receipts under one key.
@@ -129,10 +128,11 @@ impl Receipts {
         let quantity = Quantity::new(body[1].into()).map_err(|_| Forged)?;
         let ms = i64::from_be_bytes(body[2..HEADER_V1].try_into().map_err(|_| Forged)?);
         let accepted_at = DateTime::from_timestamp_millis(ms).ok_or(Forged)?;
-        let sale = (header == HEADER)
-            .then(|| body[HEADER_V1..HEADER].try_into().map(u32::from_be_bytes))
-            .transpose()
-            .map_err(|_| Forged)?;
+        let sale = if header == HEADER {
+            u32::from_be_bytes(body[HEADER_V1..HEADER].try_into().map_err(|_| Forged)?)
+        } else {
+            1
+        };
         let user = std::str::from_utf8(&body[header..]).map_err(|_| Forged)?;
         let user = UserId::parse(user).map_err(|_| Forged)?;
         Ok((
@@ -156,7 +156,7 @@ mod tests {
             user: UserId::parse("ünïcode buyer|1").unwrap(),
             quantity: Quantity::new(3).unwrap(),
             accepted_at: DateTime::from_timestamp_millis(1_764_000_000_123).unwrap(),
-            sale: Some(7),
+            sale: 7,
         }
     }
 
@@ -215,8 +215,8 @@ mod tests {
         assert_eq!(keys.open(&event, "not-an-id"), Err(Forged));
     }
 
-    /// A receipt issued before sale generations (version 1) still reads,
-    /// its sale unknown.
+    /// A receipt issued before sale generations (version 1) still reads, as
+    /// of the first sale.
     #[test]
     fn a_receipt_of_version_1_reads_without_a_sale() {
         let keys = Receipts::new(b"k");
@@ -231,7 +231,7 @@ mod tests {
         let seg = format!("{id}.{}", URL_SAFE_NO_PAD.encode(&raw));
         assert_eq!(
             keys.open(&event, &seg),
-            Ok((id, Some(Receipt { sale: None, ..r })))
+            Ok((id, Some(Receipt { sale: 1, ..r })))
         );
         raw[0] = 3;
         let seg = format!("{id}.{}", URL_SAFE_NO_PAD.encode(&raw));

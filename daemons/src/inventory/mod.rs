@@ -40,6 +40,26 @@ pub struct Ask<'a> {
     pub sale: u32,
 }
 
+/// The most seats an event's Redis state may claim are left, from what
+/// PostgreSQL held at the worker's last commit or snapshot of it: seats
+/// confirmed there are never offered again. A state above it is behind
+/// PostgreSQL and is rebuilt (`decide.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floor {
+    /// The sale generation it holds for (a reset gives the seats back).
+    pub sale: u32,
+    pub max_stock: i64,
+}
+
+impl Floor {
+    pub fn of(sale: u32, seats: flashgrid_wire::sale::SeatCounts) -> Self {
+        Self {
+            sale,
+            max_stock: i64::from(seats.capacity) - i64::from(seats.confirmed),
+        }
+    }
+}
+
 /// A confirmation PostgreSQL refused, to be turned into a rejection.
 #[derive(Debug, Clone)]
 pub struct Refused<'a> {
@@ -108,6 +128,7 @@ struct Scripts {
     restock: Script,
     revoke: Script,
     reset: Script,
+    derive: Script,
 }
 
 impl Inventory {
@@ -122,6 +143,7 @@ impl Inventory {
                 restock: Script::new(include_str!("../lua/restock.lua")),
                 revoke: Script::new(include_str!("../lua/revoke.lua")),
                 reset: Script::new(include_str!("../lua/reset.lua")),
+                derive: Script::new(include_str!("../lua/derive.lua")),
             }),
         }
     }
@@ -144,11 +166,14 @@ impl Inventory {
         self.ns.event_keys(event)
     }
 
-    /// Decides `asks` (all of `event`) in one atomic script call.
+    /// Decides `asks` (all of `event`) in one atomic script call; a state
+    /// claiming more seats left than `floor` is rebuilt first
+    /// (`StockMissing`).
     pub async fn decide(
         &self,
         event: &EventId,
         limit: PerUserLimit,
+        floor: Option<Floor>,
         asks: &[Ask<'_>],
     ) -> Result<Decided, InventoryError> {
         let k = self.keys(event);
@@ -159,7 +184,9 @@ impl Inventory {
             .arg(limit.get())
             .arg(self.ns.notify_channel())
             .arg(event.as_str())
-            .arg(self.outcome_ttl);
+            .arg(self.outcome_ttl)
+            .arg(floor.map_or(0, |f| f.sale))
+            .arg(floor.map_or(0, |f| f.max_stock));
         for a in asks {
             inv.key(k.outcome(a.sale, &a.id))
                 .arg(a.id.0.to_string())
@@ -232,8 +259,10 @@ impl Inventory {
                 *users.entry(&row.user).or_default() += i64::from(row.quantity);
                 seats += i64::from(row.quantity);
             }
+            // In one transaction: a staged key never outlives its expiry.
             let mut pipe = redis::pipe();
-            pipe.add_command(hset)
+            pipe.atomic()
+                .add_command(hset)
                 .ignore()
                 .expire(&staged_won, STAGING_TTL_SECS)
                 .ignore();
@@ -242,7 +271,8 @@ impl Inventory {
         let users: Vec<(&str, i64)> = users.into_iter().collect();
         for chunk in users.chunks(REBUILD_CHUNK) {
             let mut pipe = redis::pipe();
-            pipe.hset_multiple(&staged_users, chunk)
+            pipe.atomic()
+                .hset_multiple(&staged_users, chunk)
                 .ignore()
                 .expire(&staged_users, STAGING_TTL_SECS)
                 .ignore();
@@ -260,8 +290,13 @@ impl Inventory {
             .arg(snap.epoch)
             .arg(seats)
             .arg(snap.sale)
+            .arg(snap.confirmed.len())
+            .arg(users.len())
             .invoke_async(&mut conn)
             .await?;
+        if stock == -2 {
+            tracing::warn!(event_id = %event, "Redis lost part of a rebuild while it was staged: taking a new snapshot");
+        }
         Ok((stock >= 0).then_some(stock))
     }
 
@@ -353,6 +388,31 @@ impl Inventory {
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
+    }
+
+    /// Records a rejection derived from what PostgreSQL makes certain,
+    /// unless Redis already holds a decision of the reservation; returns
+    /// the outcome recorded (see `derive.lua`).
+    pub async fn record_derived(
+        &self,
+        event: &EventId,
+        sale: u32,
+        id: &ReservationId,
+        rejection: &Outcome,
+    ) -> Result<Outcome, InventoryError> {
+        let k = self.keys(event);
+        let mut conn = self.conn.clone();
+        let raw: String = self
+            .scripts
+            .derive
+            .key(&k.won)
+            .key(k.outcome(sale, id))
+            .arg(id.0.to_string())
+            .arg(record::encode(rejection))
+            .arg(self.outcome_ttl)
+            .invoke_async(&mut conn)
+            .await?;
+        record::decode(&raw).ok_or(InventoryError::Corrupt(raw))
     }
 
     /// Records outcomes decided outside `decide.lua` (never a confirmation).

@@ -13,9 +13,13 @@
 -- ARGV[2]  pub/sub channel for "soldout <event>"
 -- ARGV[3]  event id
 -- ARGV[4]  time to live of a rejection (seconds)
--- ARGV[5..] groups of 5: reservation_id, user_id, quantity, closed (1 = the
+-- ARGV[5]  the floor's sale generation (0: no floor known)
+-- ARGV[6]  the floor: the most seats that can be left in that sale, as of
+--          the worker's last commit or snapshot (capacity − PostgreSQL's
+--          confirmed seats; those only grow within a sale)
+-- ARGV[7..] groups of 5: reservation_id, user_id, quantity, closed (1 = the
 --           request arrived outside the sale window), sale (the event's sale
---           generation the gateway accepted it in; 0 = not stamped)
+--           generation the gateway accepted it in)
 --
 -- Memory: only confirmations stay (bounded by the seats); rejections expire.
 --
@@ -26,7 +30,10 @@
 -- either sentinel is missing, Redis lost part of the event's state: error
 -- NOSTOCK, and the caller rebuilds all of it from PostgreSQL (restock.lua)
 -- and retries. A reservation stamped with a later sale than the state's
--- means the state missed a reset: NOSTOCK too.
+-- means the state missed a reset: NOSTOCK too. So does a stock above the
+-- floor: the state looks whole but is older than what PostgreSQL already
+-- holds (a copy restored from before, a lagging replica promoted), and
+-- would hand out seats and limits a second time.
 --
 -- Returns the state's epoch, then one outcome string per reservation, in
 -- order. The worker commits the winners under that epoch, and PostgreSQL
@@ -46,22 +53,36 @@ if not stock or not epoch or not sale then
   return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
 sale = tonumber(sale)
-for i = 5, #ARGV, 5 do
+stock = tonumber(stock)
+if tonumber(ARGV[5]) == sale and stock > tonumber(ARGV[6]) then
+  return redis.error_reply('NOSTOCK state behind PostgreSQL, rebuild from PostgreSQL')
+end
+for i = 7, #ARGV, 5 do
   if tonumber(ARGV[i + 4]) > sale then
     return redis.error_reply('NOSTOCK state older than the sale, rebuild from PostgreSQL')
   end
 end
-stock = tonumber(stock)
 local limit = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
 local was_positive = stock > 0
 local saw_sold_out = false
 local out = {epoch}
 local k = 3
-for i = 5, #ARGV, 5 do
+for i = 7, #ARGV, 5 do
   k = k + 1
   local rid, user, qty, closed, of_sale = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
-  local o = redis.call('HGET', KEYS[3], rid)
+  local o
+  if of_sale < sale then
+    -- Of a sale reset since: whatever its id holds in the won hash is the
+    -- new sale's (a retried idempotency key gives the same id).
+    o = redis.call('GET', KEYS[k])
+    if not o or string.sub(o, 1, 1) ~= 'r' then
+      o = 'r|sale_closed|' .. qty .. '|' .. user
+      redis.call('SET', KEYS[k], o, 'EX', ttl)
+    end
+  else
+    o = redis.call('HGET', KEYS[3], rid)
+  end
   if not o then
     local prev = redis.call('GET', KEYS[k])
     if prev and string.sub(prev, 1, 1) == 'r' then
@@ -72,7 +93,7 @@ for i = 5, #ARGV, 5 do
     local reason
     -- In this order, the order the status route derives a lost rejection
     -- from PostgreSQL (gateway/routes/status.rs): the same answer again.
-    if closed == '1' or (of_sale > 0 and of_sale < sale) then
+    if closed == '1' then
       reason = 'sale_closed'
     elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
       reason = 'user_limit'
@@ -88,8 +109,10 @@ for i = 5, #ARGV, 5 do
       redis.call('HINCRBY', KEYS[2], user, qty)
       o = 'C||' .. qty .. '|' .. user
       redis.call('HSET', KEYS[3], rid, o)
-      -- The pending marker is no longer needed: the won hash answers.
-      redis.call('DEL', KEYS[k])
+      -- The pending marker stays (the won hash is read first): should a
+      -- rebuild drop this uncommitted confirmation, the reservation still
+      -- reads pending, and a keyed retry is queued, not told sold_out.
+      redis.call('SET', KEYS[k], 'p||' .. qty .. '|' .. user, 'EX', ttl)
     end
   end
   out[#out + 1] = o

@@ -10,7 +10,13 @@
 -- expire: a reservation of the old sale still queued is rejected when it is
 -- decided (its sale is older than the state's).
 --
--- Returns the stock set.
+-- Returns the stock set, or -1 when the state is already of a later epoch:
+-- a worker rebuilt it from a snapshot taken after this reset (which holds
+-- the reset), and wiping it would lower the epoch under its feet.
+local epoch = redis.call('HGET', KEYS[2], '\1')
+if epoch and tonumber(epoch) > tonumber(ARGV[2]) then
+  return -1
+end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1])
 -- The sentinels that say "this state is whole" (see decide.lua).

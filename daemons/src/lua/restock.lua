@@ -11,6 +11,8 @@
 --          decisions made in the state before)
 -- ARGV[3]  the seats the snapshot holds (the sum of its quantities)
 -- ARGV[4]  the event's sale generation
+-- ARGV[5]  the fields the worker staged in KEYS[4] (the snapshot's rows)
+-- ARGV[6]  the fields it staged in KEYS[5] (the snapshot's buyers)
 --
 -- The worker fills the staged hashes in chunks (a few hundred fields a
 -- command), so no single step blocks Redis for long however many winners
@@ -19,22 +21,28 @@
 -- with the winners, never with the requests, since rejections are not part
 -- of the state.
 --
--- Returns the rebuilt stock, or -1 when the state was whole under this
--- snapshot's epoch or a newer one (another worker rebuilt it): nothing is
--- changed. A whole state under an older epoch is rebuilt: it may be a copy
--- restored from before, or built from an older snapshot after this one's.
+-- Returns the rebuilt stock; -1 when the state is of this snapshot's epoch
+-- or a newer one (another worker rebuilt it from a later snapshot, whole
+-- or since partly lost: an older snapshot must not replace it, the caller
+-- takes a new one); -2 when the staged hashes are not what the worker
+-- staged (Redis lost them half-way: a restart, a failover), so nothing is
+-- swapped in and the caller takes a new snapshot. A state under an older
+-- epoch is rebuilt: it may be a copy restored from before, or built from
+-- an older snapshot after this one's.
 --
 -- Decisions made in the state being replaced and not yet committed (won
 -- entries "C") are not carried over: they were made under an older epoch,
 -- so PostgreSQL fences their commit and they are decided again, in this
 -- state. Their buyers never read them (a "C" reads pending).
-local function whole()
-  return redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[3], '\1') == 1
-    and redis.call('HEXISTS', KEYS[2], '\1') == 1
-end
-if whole() and tonumber(redis.call('HGET', KEYS[2], '\1')) >= tonumber(ARGV[2]) then
+local epoch = redis.call('HGET', KEYS[2], '\1')
+if epoch and tonumber(epoch) >= tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[4], KEYS[5])
   return -1
+end
+if redis.call('HLEN', KEYS[4]) ~= tonumber(ARGV[5])
+    or redis.call('HLEN', KEYS[5]) ~= tonumber(ARGV[6]) then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return -2
 end
 -- An empty snapshot stages nothing: the live hash is emptied instead.
 local function swap(staged, live)

@@ -5,7 +5,7 @@
 //! redelivered after a crash, without counting anything twice.
 
 use crate::db::{self, CommitError, GuardedCommit, Winner};
-use crate::inventory::{Ask, Decided, Inventory, InventoryError, Refused};
+use crate::inventory::{Ask, Decided, Floor, Inventory, InventoryError, Refused};
 use crate::notify::{self, Notice};
 use crate::queue::Queued;
 use flashgrid_wire::sale::{Event, Outcome};
@@ -89,6 +89,11 @@ pub struct Decider {
     /// the same one, the Redis state is behind PostgreSQL for good (restored
     /// from an older copy, a reset Redis missed) and is rebuilt.
     fenced: Arc<Mutex<HashMap<EventId, i32>>>,
+    /// What PostgreSQL held of each event at this worker's last commit or
+    /// snapshot: a Redis state claiming more seats left is behind (a copy
+    /// restored from before, a lagging replica promoted) and is rebuilt
+    /// before it decides anything.
+    floors: Arc<Mutex<HashMap<EventId, Floor>>>,
 }
 
 impl Decider {
@@ -98,6 +103,7 @@ impl Decider {
             inventory,
             events: Arc::default(),
             fenced: Arc::default(),
+            floors: Arc::default(),
         }
     }
 
@@ -213,9 +219,10 @@ impl Decider {
         // A stock can go missing again right after a rebuild (Redis flushed
         // twice); three rounds then give up and let the batch be retried.
         for _ in 0..3 {
+            let floor = self.floor(event);
             match self
                 .inventory
-                .decide(event, info.per_user_limit, &asks)
+                .decide(event, info.per_user_limit, floor, &asks)
                 .await
             {
                 Err(InventoryError::StockMissing) => self.restock(event).await?,
@@ -226,12 +233,45 @@ impl Decider {
     }
 
     async fn restock(&self, event: &EventId) -> Result<(), BatchError> {
-        if let Some(snap) = db::snapshot(&self.pool, event).await?
-            && let Some(stock) = self.inventory.restock(event, &snap).await?
-        {
-            tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "stock was missing from Redis: rebuilt from PostgreSQL");
+        let Some(snap) = db::snapshot(&self.pool, event).await? else {
+            return Ok(());
+        };
+        let seats: u32 = snap
+            .confirmed
+            .iter()
+            .map(|r| r.quantity.max(0) as u32)
+            .sum();
+        self.raise_floor(
+            event,
+            Floor::of(
+                snap.sale,
+                flashgrid_wire::sale::SeatCounts {
+                    capacity: snap.capacity,
+                    confirmed: seats,
+                },
+            ),
+        );
+        if let Some(stock) = self.inventory.restock(event, &snap).await? {
+            tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "the event's Redis state was missing, partial or behind PostgreSQL: rebuilt from PostgreSQL");
         }
         Ok(())
+    }
+
+    fn floor(&self, event: &EventId) -> Option<Floor> {
+        self.floors.lock().expect("floors").get(event).copied()
+    }
+
+    /// Records what PostgreSQL held of `event`: kept if it is of a later
+    /// sale, or of the same sale with fewer seats left (PostgreSQL's count
+    /// only grows within a sale; readings can arrive out of order).
+    fn raise_floor(&self, event: &EventId, new: Floor) {
+        let mut floors = self.floors.lock().expect("floors");
+        let keep = floors.get(event).is_none_or(|old| {
+            new.sale > old.sale || (new.sale == old.sale && new.max_stock < old.max_stock)
+        });
+        if keep {
+            floors.insert(event.clone(), new);
+        }
     }
 
     /// Step 2: write the winners. If PostgreSQL's capacity guard refuses the
@@ -260,7 +300,13 @@ impl Decider {
             })
             .collect();
         let mut report = BatchReport::default();
-        match db::commit_winners(&self.pool, &winners).await {
+        let committed = db::commit_winners(&self.pool, &winners).await;
+        if let Ok(done) = &committed {
+            for (event, held) in &done.held {
+                self.raise_floor(event, Floor::of(held.sale, held.seats));
+            }
+        }
+        match committed {
             // What the other events wrote is kept (idempotent): the retry
             // decides the batch again and skips it.
             Ok(done) if !done.fenced.is_empty() => {

@@ -219,3 +219,38 @@ async fn a_rejection_redis_lost_is_read_again_from_postgresql() {
     }
     assert_eq!(stack.status(&first, 0).await.status, Status::Confirmed);
 }
+
+/// A restored older copy brings back the pending marker of a reservation
+/// whose rejection was decided (and acked) since: nothing will decide it
+/// again, so the status URL's last read derives the rejection from
+/// PostgreSQL and records it, rather than reading pending for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pending_marker_of_a_decided_rejection_is_derived_and_recorded() {
+    let stack = TestStack::spawn().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "restored", "name": "r", "capacity": 5, "per_user_limit": 1
+        }))
+        .await;
+    let won = stack.accepted("restored", "buyer", 1, None).await;
+    assert_eq!(stack.decided(&won).await.status, Status::Confirmed);
+    let lost = stack.accepted("restored", "buyer", 1, None).await;
+    let was = stack.decided(&lost).await;
+    assert_eq!(was.reason, Some(flashgrid_wire::Reason::UserLimit));
+
+    let key = stack.keys("restored").outcome(1, &lost.reservation_id);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("p||1|buyer")
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    let now = stack.status(&lost, 0).await;
+    assert_eq!((now.status, now.reason), (was.status, was.reason));
+    let recorded: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(recorded, "r|user_limit|1|buyer");
+}

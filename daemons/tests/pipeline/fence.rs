@@ -135,3 +135,36 @@ async fn a_purchase_queued_before_a_reset_is_not_sold_in_the_new_sale() {
         (Status::Rejected, Some(Reason::SaleClosed))
     );
 }
+
+/// A keyed purchase queued before a reset, retried with the same key after
+/// it: the same reservation id, rejected in the old sale and sold in the
+/// new one. Each receipt reads its own sale's answer: the old one stays
+/// `sale_closed` (a decision never changes), the new one `confirmed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_retried_after_a_reset_keeps_the_old_receipts_answer() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("again", 1).await;
+    let old = stack.accepted("again", "buyer", 1, Some("k-1")).await;
+    let r = stack
+        .http
+        .post(format!("{}/admin/events/again/reset", stack.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    stack.start_worker().await;
+    let before = stack.decided(&old).await;
+    assert_eq!(before.reason, Some(Reason::SaleClosed));
+
+    let new = stack.accepted("again", "buyer", 1, Some("k-1")).await;
+    assert_eq!(new.reservation_id, old.reservation_id);
+    assert_eq!(stack.decided(&new).await.status, Status::Confirmed);
+    let after = stack.status(&old, 0).await;
+    assert_eq!(
+        (after.status, after.reason),
+        (Status::Rejected, Some(Reason::SaleClosed)),
+        "the old sale's receipt changed its answer"
+    );
+}

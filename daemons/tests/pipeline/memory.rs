@@ -69,8 +69,10 @@ async fn rejections_expire_winners_stay_and_both_are_still_answered() {
         "the won hash holds the winners and its sentinel"
     );
     assert_eq!(won_ttl, -1, "confirmations do not expire");
+    // One key per rejection, and each winner's pending marker (kept, so a
+    // confirmation a rebuild drops still reads pending).
     let ttls = outcome_ttls(&stack, "bounded").await;
-    assert_eq!(ttls.len(), 37, "one key per rejection: {ttls:?}");
+    assert_eq!(ttls.len(), 40, "{ttls:?}");
     assert!(ttls.iter().all(|t| (1..=2).contains(t)), "{ttls:?}");
 
     eventually(
@@ -154,4 +156,103 @@ async fn a_rebuild_of_many_winners_is_staged_and_swapped_whole() {
     // Whole under this epoch: a second rebuild of the same snapshot is a
     // no-op.
     assert_eq!(inv.restock(&event, &snap).await.unwrap(), None);
+}
+
+fn snapshot(epoch: i32, rows: usize) -> EventSnapshot {
+    EventSnapshot {
+        capacity: 100,
+        sale: 1,
+        epoch,
+        confirmed: (0..rows)
+            .map(|i| SnapshotRow {
+                id: ReservationId::random(),
+                user: format!("u{i}"),
+                quantity: 1,
+            })
+            .collect(),
+    }
+}
+
+/// A rebuild from an older snapshot, landing after a newer one whose
+/// stock was since dropped (a revoke): it must not replace the newer
+/// state, whose rows it does not hold; nor may a reset of an older epoch
+/// wipe a state rebuilt after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_snapshot_or_reset_never_replaces_a_newer_state() {
+    let stack = TestStack::empty().await;
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    let inv = Inventory::new(redis, stack.namespace());
+    let event = EventId::parse("late").unwrap();
+    let k = stack.keys("late");
+    let mut conn = stack.redis().await;
+    assert_eq!(
+        inv.restock(&event, &snapshot(6, 10)).await.unwrap(),
+        Some(90)
+    );
+    inv.drop_stock(&event).await.unwrap();
+    assert_eq!(inv.restock(&event, &snapshot(5, 4)).await.unwrap(), None);
+    let entries: usize = redis::cmd("HLEN")
+        .arg(&k.won)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries, 10 + 1, "the newer state's winners are kept");
+
+    assert_eq!(
+        inv.restock(&event, &snapshot(7, 10)).await.unwrap(),
+        Some(90)
+    );
+    inv.reset(&event, 100, 6, 1).await.unwrap();
+    let (entries, stock): (usize, i64) = redis::pipe()
+        .hlen(&k.won)
+        .get(&k.stock)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (entries, stock),
+        (10 + 1, 90),
+        "a late reset of epoch 6 changed nothing"
+    );
+}
+
+/// A confirmation not yet committed when a rebuild replaces the state
+/// (its commit will be fenced and it is decided again) still reads
+/// pending meanwhile, not unknown: a keyed retry of it is queued, never
+/// told sold_out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncommitted_confirmation_dropped_by_a_rebuild_still_reads_pending() {
+    use flashgrid::queue::Queued;
+    use flashgrid::worker::Decider;
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("dropped", 5).await;
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    let inv = Inventory::new(redis, stack.namespace());
+    let a = Decider::new(stack.pool.clone(), inv.clone());
+    let item = |user: &str| Queued {
+        id: ReservationId::random(),
+        event: EventId::parse("dropped").unwrap(),
+        user: flashgrid_wire::UserId::parse(user).unwrap(),
+        qty: flashgrid_wire::Quantity::ONE,
+        at: chrono::Utc::now(),
+        sale: 1,
+    };
+    let first = [item("first")];
+    let (outcomes, _) = a.decide(&first).await.unwrap();
+    assert_eq!(outcomes[0].status, Status::Confirmed);
+    // The stock dropped (a revoke elsewhere); the next decision rebuilds
+    // the state from PostgreSQL, which does not hold `first`.
+    inv.drop_stock(&EventId::parse("dropped").unwrap())
+        .await
+        .unwrap();
+    let b = Decider::new(stack.pool.clone(), inv.clone());
+    b.process(&[item("second")]).await.unwrap();
+    let event = EventId::parse("dropped").unwrap();
+    let now = inv.lookup(&event, 1, &first[0].id).await.unwrap();
+    assert_eq!(
+        now.outcome.map(|o| o.status),
+        Some(Status::Pending),
+        "dropped from the won hash, it must still read pending"
+    );
 }

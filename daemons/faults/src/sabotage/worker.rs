@@ -174,7 +174,7 @@ impl Sabotaged {
             let decided = loop {
                 match self
                     .inventory
-                    .decide(&q.event, limit, std::slice::from_ref(&ask))
+                    .decide(&q.event, limit, None, std::slice::from_ref(&ask))
                     .await
                 {
                     Err(InventoryError::StockMissing) => {

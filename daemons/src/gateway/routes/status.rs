@@ -89,12 +89,23 @@ impl Gateway {
         receipt: Option<&Receipt>,
         last: bool,
     ) -> Result<Option<Outcome>, ApiError> {
+        let current = self.catalog.get(event).map(|e| e.event.sale);
+        // A receipt of a sale reset since: that sale is over, whatever its
+        // id holds now (a retried idempotency key gives the same id in the
+        // new sale, and its row or confirmation is the new sale's).
+        if let (Some(r), Some(now)) = (receipt, current)
+            && r.sale < now
+        {
+            return Ok(Some(Outcome::rejected(
+                Reason::SaleClosed,
+                r.quantity,
+                r.user.clone(),
+            )));
+        }
         // Outcomes are recorded per sale generation: the receipt's, else
         // the current one as this gateway knows it (an event it does not
         // know yet: the first).
-        let sale = receipt
-            .and_then(|r| r.sale)
-            .unwrap_or_else(|| self.catalog.get(event).map_or(1, |e| e.event.sale));
+        let sale = receipt.map(|r| r.sale).or(current).unwrap_or(1);
         let cached = self
             .inventory
             .lookup(event, sale, id)
@@ -109,12 +120,18 @@ impl Gateway {
             }
             _ => {}
         }
-        // Derived only where Redis holds nothing of it (or is away): while
-        // Redis holds a pending marker or an uncommitted confirmation, the
-        // worker is still to decide it, against counts PostgreSQL has not
-        // seen yet, and a derived reason could differ from its decision.
-        let certain = match (receipt, &cached) {
-            (Some(r), Ok(None) | Err(_)) => self.certain(event, id, r).await?,
+        // Derived where Redis holds nothing of it, only a pending marker
+        // (this request's last read: a marker may be stale, e.g. restored
+        // from an older copy after its rejection was decided), or is away;
+        // not while it holds an uncommitted confirmation. A derived
+        // rejection is recorded in Redis, so that the worker, should it
+        // still be to decide the reservation, decides it alike.
+        let confirming = matches!(&cached, Ok(Some(o)) if o.status == Status::Confirmed);
+        let certain = match receipt {
+            Some(r) if !confirming => {
+                let record = cached.is_ok().then_some(sale);
+                self.certain(event, id, r, record).await?
+            }
             _ => self.committed(event, id).await?,
         };
         if certain.is_some() {
@@ -127,12 +144,15 @@ impl Gateway {
         }
     }
 
-    /// A committed row or a certain rejection of a receipt's reservation.
+    /// A committed row or a certain rejection of a receipt's reservation;
+    /// the rejection is recorded in Redis under `record` (its sale), where
+    /// the decision recorded first is kept and answered.
     async fn certain(
         &self,
         event: &EventId,
         id: &ReservationId,
         r: &Receipt,
+        record: Option<u32>,
     ) -> Result<Option<Outcome>, ApiError> {
         let Some(c) = db::certainty(&self.pool, event, id, &r.user)
             .await
@@ -143,7 +163,25 @@ impl Gateway {
         if let Some(row) = &c.row {
             return Ok(committed_outcome(row));
         }
-        Ok(derived(&c, r).map(|reason| Outcome::rejected(reason, r.quantity, r.user.clone())))
+        let Some(reason) = derived(&c, r) else {
+            return Ok(None);
+        };
+        let rejection = Outcome::rejected(reason, r.quantity, r.user.clone());
+        let Some(sale) = record else {
+            return Ok(Some(rejection));
+        };
+        match self
+            .inventory
+            .record_derived(event, sale, id, &rejection)
+            .await
+        {
+            Ok(recorded) => Ok(Some(recorded)),
+            // Redis went away meanwhile: still certain.
+            Err(e) => {
+                tracing::debug!(error = %e, "could not record a derived rejection");
+                Ok(Some(rejection))
+            }
+        }
     }
 
     /// The reservation as PostgreSQL holds it, if it was committed.
@@ -173,7 +211,7 @@ fn committed_outcome(r: &db::CommittedRow) -> Option<Outcome> {
 fn derived(c: &Certainty, r: &Receipt) -> Option<Reason> {
     let open = flashgrid_wire::sale::window_open(c.opens_at, c.closes_at, r.accepted_at);
     let q = u32::from(r.quantity.get());
-    let reset_since = r.sale.is_some_and(|s| s < c.sale);
+    let reset_since = r.sale < c.sale;
     if !open || reset_since {
         Some(Reason::SaleClosed)
     } else if c.held + q > c.per_user_limit {
@@ -218,7 +256,7 @@ mod tests {
             user: UserId::parse("u").unwrap(),
             quantity: Quantity::new(2).unwrap(),
             accepted_at: at,
-            sale: Some(2),
+            sale: 2,
         };
         let c = Certainty {
             row: None,
@@ -275,8 +313,6 @@ mod tests {
             Some(Reason::SaleClosed),
             "accepted in a sale reset since"
         );
-        let unknown = Receipt { sale: None, ..r };
-        assert_eq!(derived(&reset, &unknown), None, "a receipt of version 1");
     }
 
     #[test]
