@@ -29,6 +29,7 @@ pub mod receipt;
 pub mod refresh;
 pub mod routes;
 pub mod stats;
+pub mod unknown;
 pub mod waiters;
 
 use crate::config::GatewayConfig;
@@ -135,6 +136,7 @@ pub async fn serve(
         pool: pool.clone(),
         inventory,
         catalog: refresh.catalog.clone(),
+        unknown: Default::default(),
         publisher: publisher.clone(),
         waiters: refresh.waiters.clone(),
         copies: copies::CopyRoutes::default(),

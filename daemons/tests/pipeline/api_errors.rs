@@ -399,3 +399,27 @@ async fn broker_away_means_503_with_retry_after_then_recovery() {
         );
     }
 }
+
+/// An event created through another gateway (here: written to PostgreSQL
+/// behind this gateway's back, so no notice reaches it) is sold at once,
+/// not told `404 unknown_event` until the next reload; an id nobody
+/// created is still `404`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_created_elsewhere_is_sold_before_its_notice_arrives() {
+    let stack = TestStack::spawn().await;
+    sqlx::query(
+        "INSERT INTO events (event_id, name, capacity, per_user_limit) VALUES ('elsewhere', 'e', 5, 4)",
+    )
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    let a = stack.accepted("elsewhere", "first", 1, None).await;
+    assert_eq!(
+        stack.decided(&a).await.status,
+        flashgrid_wire::Status::Confirmed
+    );
+    for _ in 0..2 {
+        let r = stack.reserve("nowhere", "x", 1, None).await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+    }
+}

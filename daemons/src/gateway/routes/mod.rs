@@ -33,6 +33,8 @@ pub struct Gateway {
     pub pool: PgPool,
     pub inventory: Inventory,
     pub catalog: Arc<Catalog>,
+    /// Events the catalog does not hold, looked up in PostgreSQL.
+    pub unknown: super::unknown::UnknownEvents,
     pub publisher: Publisher,
     pub waiters: Arc<Waiters>,
     /// The route each keyed purchase took, so that its copies agree.

@@ -1,11 +1,13 @@
 //! `POST /reserve`, the hot path. It reads top to bottom: parse the request,
 //! answer from memory when the sale is decided (unknown event, window
 //! closed, sold out), else publish the reservation and answer `202` once the
-//! broker confirmed it. Nothing here waits on PostgreSQL; copies of a keyed
+//! broker confirmed it. Nothing here waits on PostgreSQL (but for an event
+//! this gateway has not heard of yet: `unknown`); copies of a keyed
 //! purchase are all answered alike (`copies`).
 
 use super::Gateway;
 use crate::config::RateKey;
+use crate::db;
 use crate::gateway::catalog::Entry;
 use crate::gateway::copies::Route;
 use crate::gateway::error::{ApiError, Body, json, json_bytes};
@@ -15,7 +17,8 @@ use crate::gateway::publisher::Unavailable;
 use crate::queue::Queued;
 use chrono::{DateTime, Utc};
 use flashgrid_wire::{
-    Accepted, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, ReservationId, ReserveRequest, Status,
+    Accepted, EventId, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX, ReservationId, ReserveRequest,
+    Status,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -46,7 +49,7 @@ impl Gateway {
             reservation_id = %purchase.id,
         );
         async move {
-            let entry = self.open_event(&purchase)?;
+            let entry = self.open_event(&purchase).await?;
             if let Some(answer) = self.fast_path(&entry, &purchase).await? {
                 return Ok(answer);
             }
@@ -92,16 +95,41 @@ impl Gateway {
     }
 
     /// The event, if it exists and its window is open.
-    fn open_event(&self, p: &Purchase) -> Result<Arc<Entry>, ApiError> {
+    async fn open_event(&self, p: &Purchase) -> Result<Arc<Entry>, ApiError> {
         let event = &p.request.event_id;
-        let entry = self
-            .catalog
-            .get(event)
-            .ok_or_else(|| ApiError::unknown_event(event.as_str()))?;
+        let entry = match self.catalog.get(event) {
+            Some(entry) => entry,
+            None => self
+                .created_elsewhere(event)
+                .await
+                .ok_or_else(|| ApiError::unknown_event(event.as_str()))?,
+        };
         if !entry.event.is_open_at(p.at) {
             return Err(ApiError::sale_closed(entry.event.closed_message(p.at)));
         }
         Ok(entry)
+    }
+
+    /// An event the catalog does not hold yet, from PostgreSQL (see
+    /// `unknown`): created through another gateway a moment ago.
+    async fn created_elsewhere(&self, event: &EventId) -> Option<Arc<Entry>> {
+        let _permit = self.unknown.may_ask(event)?;
+        match db::get_event(&self.pool, event).await {
+            Ok(Some(e)) => {
+                // Not known sold out: the worker decides, and the next
+                // reload or notice brings the stock.
+                self.catalog.upsert(e, false);
+                self.catalog.get(event)
+            }
+            Ok(None) => {
+                self.unknown.missed(event);
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, event_id = %event, "could not look an unknown event up");
+                None
+            }
+        }
     }
 
     /// Fast path: a sold-out event is answered without touching the queue.
