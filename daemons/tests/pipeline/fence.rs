@@ -3,7 +3,7 @@
 //! it is now. Driven step by step with the worker's own `Decider`, so the
 //! moment between decide and commit is the test's to choose.
 
-use crate::helpers::{TOKEN, TestStack};
+use crate::helpers::TestStack;
 use flashgrid::inventory::Inventory;
 use flashgrid::queue::Queued;
 use flashgrid::worker::{BatchError, Decider};
@@ -81,14 +81,7 @@ async fn a_commit_decided_before_a_reset_does_not_land_in_the_new_sale() {
     let (mut outcomes, epochs) = a.decide(&old).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);
 
-    let r = stack
-        .http
-        .post(format!("{}/admin/events/drill/reset", stack.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.reset_event("drill").await;
     let late = a.commit(&old, &mut outcomes, &epochs).await;
     assert!(matches!(late, Err(BatchError::Fenced(_))), "{late:?}");
     assert_eq!(stack.db_counts("drill").await, (0, 0, 0));
@@ -106,14 +99,7 @@ async fn a_purchase_queued_before_a_reset_is_not_sold_in_the_new_sale() {
     stack.start_gateway().await;
     stack.create_event("regen", 1).await;
     let old = stack.accepted("regen", "early", 1, None).await;
-    let r = stack
-        .http
-        .post(format!("{}/admin/events/regen/reset", stack.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.reset_event("regen").await;
     let new = stack.accepted("regen", "late", 1, None).await;
     stack.start_worker().await;
 
@@ -146,14 +132,7 @@ async fn a_key_retried_after_a_reset_keeps_the_old_receipts_answer() {
     stack.start_gateway().await;
     stack.create_event("again", 1).await;
     let old = stack.accepted("again", "buyer", 1, Some("k-1")).await;
-    let r = stack
-        .http
-        .post(format!("{}/admin/events/again/reset", stack.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.reset_event("again").await;
     stack.start_worker().await;
     let before = stack.decided(&old).await;
     assert_eq!(before.reason, Some(Reason::SaleClosed));

@@ -271,6 +271,18 @@ impl TestStack {
             .unwrap()
     }
 
+    /// Resets an event through the admin route (a drill: a new sale).
+    pub async fn reset_event(&self, event: &str) {
+        let r = self
+            .http
+            .post(format!("{}/admin/events/{event}/reset", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "reset {event}");
+    }
+
     /// The Redis keys of one of this stack's events.
     pub fn keys(&self, event: &str) -> flashgrid::names::EventKeys {
         self.namespace()

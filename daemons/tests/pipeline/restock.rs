@@ -148,15 +148,7 @@ async fn over_confirmations_are_revoked_and_counted() {
     let first: flashgrid_wire::Accepted = stack.accepted("overconfirm", "first", 1, None).await;
     assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
     stack.stop("worker").await;
-    let k = stack
-        .namespace()
-        .event_keys(&EventId::parse("overconfirm").unwrap());
-    let _: () = redis::cmd("SET")
-        .arg(&k.stock)
-        .arg(100)
-        .query_async(&mut stack.redis().await)
-        .await
-        .unwrap();
+    set_stock(&stack, "overconfirm", 100).await;
     // In one message, so that one batch decides them all.
     let event = EventId::parse("overconfirm").unwrap();
     let items: Vec<flashgrid::queue::Queued> = (0..9)
@@ -214,6 +206,16 @@ async fn over_confirmations_are_revoked_and_counted() {
         },
     )
     .await;
+}
+
+/// Tells Redis the event has `left` seats left, whatever PostgreSQL holds.
+async fn set_stock(stack: &TestStack, event: &str, left: i64) {
+    let _: () = redis::cmd("SET")
+        .arg(stack.keys(event).stock)
+        .arg(left)
+        .query_async(&mut stack.redis().await)
+        .await
+        .unwrap();
 }
 
 async fn stock(stack: &TestStack, event: &str) -> Option<i64> {
@@ -292,13 +294,7 @@ async fn a_stock_above_what_postgresql_holds_is_rebuilt_before_it_decides() {
     stack.create_event("floor", 5).await;
     let first: flashgrid_wire::Accepted = stack.accepted("floor", "first", 1, None).await;
     assert_eq!(stack.decided(&first).await.status, Status::Confirmed);
-    let k = stack.keys("floor");
-    let _: () = redis::cmd("SET")
-        .arg(&k.stock)
-        .arg(100)
-        .query_async(&mut stack.redis().await)
-        .await
-        .unwrap();
+    set_stock(&stack, "floor", 100).await;
     let mut confirmed = 0;
     for i in 0..9 {
         let r = stack
