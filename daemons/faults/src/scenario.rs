@@ -132,8 +132,8 @@ impl Scenario {
     /// Seats committed to PostgreSQL when each step of the fault fires
     /// ([`inject`] is called once per step): a third (mid-sale), all of
     /// them for the wipe after sell-out, a third then two thirds for the
-    /// restore of an older copy (copied, then put back), none for the
-    /// redelivery.
+    /// restore of an older copy (copied, then put back), a tenth for the
+    /// wipe while a commit is held, none for the redelivery.
     pub fn fires_at(self, capacity: u32) -> Vec<u32> {
         match self {
             Scenario::RedisWipeSoldOut => vec![capacity],
@@ -143,6 +143,10 @@ impl Scenario {
             // a third is sold) the gateways queue none (seen: "the doomed
             // consumer got no message to duplicate", which stopped a soak).
             Scenario::Redelivery => vec![0],
+            // Early, so that seats are left to sell after the wipe however
+            // long catching a commit takes (seen on a loaded machine: the
+            // sale sold out first, and the run could not go on).
+            Scenario::RedisWipeCommitHeld => vec![capacity / 10],
             _ => vec![capacity / 3],
         }
     }
