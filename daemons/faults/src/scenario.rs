@@ -435,8 +435,14 @@ async fn cut(proxy: &Proxy, for_: Duration) -> String {
 
 /// A connection to the shared Redis, for faults on the stack's own keys.
 async fn redis() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    // The fault's own connection waits longer than the client's defaults
+    // (1 s to connect, 0.5 s an answer): on a loaded machine a soak run
+    // once stopped on "timed out" while deleting a key.
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
     Ok(redis::Client::open(flashgrid_testkit::REDIS)?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&patient)
         .await?)
 }
 
