@@ -125,19 +125,28 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         o.log_dir.display()
     );
     let mut reports: Vec<Report> = Vec::new();
+    // Runs that could not go on (the fault found nothing to act on, a
+    // service did not answer the harness): said, and the others still run,
+    // so one of them does not end a long soak; the exit status is then 2.
+    let mut unrun = 0usize;
     for run in 1..=o.runs {
         for &(s, instances) in &runs_of {
             opts.instances = instances;
-            let r = faults::run(s, &opts).await.with_context(|| {
-                format!(
-                    "scenario {} could not run",
-                    faults::report::label(s, instances)
-                )
-            })?;
             let prefix = if o.runs > 1 {
                 format!("[{run}/{}] ", o.runs)
             } else {
                 String::new()
+            };
+            let r = match faults::run(s, &opts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    unrun += 1;
+                    println!(
+                        "{prefix}{} COULD NOT RUN: {e:#}",
+                        faults::report::label(s, instances)
+                    );
+                    continue;
+                }
             };
             if r.passed() {
                 println!("{prefix}{}", r.line());
@@ -157,7 +166,7 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         .count();
     let unexpected = failed - known;
     println!(
-        "{} of {} runs passed{}{}",
+        "{} of {} runs passed{}{}{}",
         reports.len() - failed,
         reports.len(),
         if known == 0 {
@@ -165,11 +174,19 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         } else {
             format!(", {known} known failure(s)")
         },
+        if unrun == 0 {
+            String::new()
+        } else {
+            format!(", {unrun} more could not run")
+        },
         if unexpected == 0 { "" } else { ": FAILED" }
     );
     if let Some(path) = &o.table {
         std::fs::write(path, faults::report::soak_table(&reports))
             .with_context(|| format!("write {}", path.display()))?;
+    }
+    if unrun > 0 {
+        return Ok(std::process::ExitCode::from(2));
     }
     Ok(if unexpected == 0 {
         std::process::ExitCode::SUCCESS
