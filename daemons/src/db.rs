@@ -469,6 +469,20 @@ pub struct EventSnapshot {
     pub confirmed: Vec<SnapshotRow>,
 }
 
+impl EventSnapshot {
+    /// The seats the snapshot holds: the sum of its rows' quantities.
+    pub fn seats(&self) -> SeatCounts {
+        SeatCounts {
+            capacity: self.capacity,
+            confirmed: self
+                .confirmed
+                .iter()
+                .map(|r| r.quantity.max(0) as u32)
+                .sum(),
+        }
+    }
+}
+
 /// One confirmed reservation of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRow {

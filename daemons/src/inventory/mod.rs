@@ -34,9 +34,9 @@ pub struct Ask<'a> {
     pub quantity: Quantity,
     /// Accepted outside the sale window: rejected `sale_closed`.
     pub closed: bool,
-    /// The event's sale generation it was accepted in (0: not stamped, by
-    /// a gateway older than generations); one older than Redis's state
-    /// was accepted before a reset and is rejected `sale_closed`.
+    /// The event's sale generation it was accepted in; one older than
+    /// Redis's state was accepted before a reset and is rejected
+    /// `sale_closed`.
     pub sale: u32,
 }
 
@@ -249,15 +249,13 @@ impl Inventory {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(&[&staged_won, &staged_users]).await?;
         let mut users: std::collections::HashMap<&str, i64> = Default::default();
-        let mut seats = 0i64;
         for chunk in snap.confirmed.chunks(REBUILD_CHUNK) {
             let mut hset = redis::cmd("HSET");
             hset.arg(&staged_won);
             for row in chunk {
                 hset.arg(row.id.to_string())
-                    .arg(format!("c||{}|{}", row.quantity, row.user));
+                    .arg(record::committed(row.quantity, &row.user));
                 *users.entry(&row.user).or_default() += i64::from(row.quantity);
-                seats += i64::from(row.quantity);
             }
             // In one transaction: a staged key never outlives its expiry.
             let mut pipe = redis::pipe();
@@ -288,7 +286,7 @@ impl Inventory {
             .key(&staged_users)
             .arg(snap.capacity)
             .arg(snap.epoch)
-            .arg(seats)
+            .arg(snap.seats().confirmed)
             .arg(snap.sale)
             .arg(snap.confirmed.len())
             .arg(users.len())
@@ -461,17 +459,6 @@ impl Inventory {
             outcome,
             whole: sentinel.is_some(),
         })
-    }
-
-    /// The recorded outcome of one reservation of sale generation `sale`,
-    /// if Redis has it.
-    pub async fn outcome(
-        &self,
-        event: &EventId,
-        sale: u32,
-        id: &ReservationId,
-    ) -> Result<Option<Outcome>, InventoryError> {
-        Ok(self.lookup(event, sale, id).await?.outcome)
     }
 
     /// Seats left per event (`None` where Redis has no stock).

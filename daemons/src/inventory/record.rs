@@ -18,6 +18,12 @@ pub fn encode(o: &Outcome) -> String {
     format!("{s}|{reason}|{}|{}", o.quantity, o.user)
 }
 
+/// A committed confirmation as PostgreSQL's row holds it (a rebuild writes
+/// these without checking the row's values again).
+pub fn committed(quantity: i16, user: &str) -> String {
+    format!("c||{quantity}|{user}")
+}
+
 /// `None` for anything FlashGrid did not write.
 pub fn decode(raw: &str) -> Option<Outcome> {
     let mut parts = raw.splitn(4, '|');
@@ -69,6 +75,8 @@ mod tests {
             "not committed yet"
         );
         assert_eq!(decode("c||1|u").unwrap().public_status(), Status::Confirmed);
+        let o = Outcome::committed(Quantity::new(3).unwrap(), user.clone());
+        assert_eq!(committed(3, "a|b c"), encode(&o));
         assert_eq!(decode("x||1|u"), None);
         assert_eq!(decode("c||0|u"), None);
         assert_eq!(decode("r|bogus|1|u"), None);

@@ -236,21 +236,7 @@ impl Decider {
         let Some(snap) = db::snapshot(&self.pool, event).await? else {
             return Ok(());
         };
-        let seats: u32 = snap
-            .confirmed
-            .iter()
-            .map(|r| r.quantity.max(0) as u32)
-            .sum();
-        self.raise_floor(
-            event,
-            Floor::of(
-                snap.sale,
-                flashgrid_wire::sale::SeatCounts {
-                    capacity: snap.capacity,
-                    confirmed: seats,
-                },
-            ),
-        );
+        self.raise_floor(event, Floor::of(snap.sale, snap.seats()));
         if let Some(stock) = self.inventory.restock(event, &snap).await? {
             tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "the event's Redis state was missing, partial or behind PostgreSQL: rebuilt from PostgreSQL");
         }
