@@ -54,7 +54,8 @@ mutants *GROUPS:
 # open the operator console on the stack `just up` started
 tui:
     cargo build --release --locked --workspace --bins
-    FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" target/release/flashgrid
+    FLASHGRID_FEED_TOKEN="${FLASHGRID_FEED_TOKEN:-$(cat .run/feed-token 2>/dev/null)}" \
+      FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" target/release/flashgrid
 
 # run every test (needs PostgreSQL, Redis and RabbitMQ on their standard ports);
 # the release profile, so it reuses what `just up` built (line tables kept for backtraces)

@@ -38,15 +38,17 @@ up() {
   echo "Building the daemons (release)…"
   cargo build --release --locked --workspace --bins
 
-  if [ ! -s "$RUN/admin-token" ]; then
-    head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin-token"
-  fi
-  local token; token=$(cat "$RUN/admin-token")
+  for kind in admin feed; do
+    if [ ! -s "$RUN/$kind-token" ]; then
+      head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/$kind-token"
+    fi
+  done
+  local token feed_token; token=$(cat "$RUN/admin-token"); feed_token=$(cat "$RUN/feed-token")
 
   stop flashgrid-gateway
   stop flashgrid-worker
   for name in flashgrid-worker flashgrid-gateway; do
-    FLASHGRID_ADMIN_TOKEN=$token FLASHGRID_LISTEN=$LISTEN \
+    FLASHGRID_ADMIN_TOKEN=$token FLASHGRID_FEED_TOKEN=$feed_token FLASHGRID_LISTEN=$LISTEN \
       nohup "target/release/$name" >>"$RUN/$name.log" 2>&1 &
     echo $! > "$RUN/$name.pid"
   done
@@ -69,7 +71,7 @@ up() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/admin/events" -H "$auth" -H "$json" \
     -d '{"event_id":"demo","name":"Demo drop","capacity":20}')
   if [ "$code" = 409 ]; then
-    curl -fsS -o /dev/null -X POST "$URL/admin/events/demo/reset" -H "$auth" -H "$json" -d '{"capacity":20}'
+    curl -fsS -o /dev/null -X POST "$URL/admin/events/demo/reset" -H "$auth" -H "$json" -d '{"capacity":20,"discard_confirmed":true}'
   elif [ "$code" != 201 ]; then
     echo "could not create the demo event (HTTP $code)" >&2; exit 1
   fi
@@ -79,14 +81,15 @@ up() {
 FlashGrid is up.
   gateway      $URL   (logs: $RUN/flashgrid-gateway.log)
   worker       logs: $RUN/flashgrid-worker.log
-  admin token  $token
+  admin token  $token   (create and reset events: keep it to yourself)
+  feed token   $feed_token   (read-only: the console's feed and /metrics)
   demo event   "demo", 20 seats
 
 Try:
   curl -s -X POST $URL/reserve -H 'Content-Type: application/json' -H 'Idempotency-Key: order-1' -d '{"event_id":"demo","user_id":"alice","quantity":1}'
   curl -s '$URL/events/demo/reservations/<reservation_id>?wait_ms=2000'
   curl -s $URL/events/demo
-Use the token:  export FLASHGRID_ADMIN_TOKEN=$token
+Use the tokens: export FLASHGRID_FEED_TOKEN=$feed_token FLASHGRID_ADMIN_TOKEN=$token
 Stop with:      just down
 MSG
 }

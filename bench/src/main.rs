@@ -126,7 +126,10 @@ async fn bare(listen: std::net::SocketAddr, status: u16, body: String) -> anyhow
         listener,
         http::Limits {
             header_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             max_connections: 16_384,
+            // The load comes from this host.
+            per_addr: 16_384,
             drain_timeout: Duration::from_secs(1),
         },
         shutdown,

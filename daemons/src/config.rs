@@ -63,9 +63,17 @@ pub struct GatewayConfig {
     #[arg(long, env = "FLASHGRID_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token of the admin routes and the feed; unset, they answer 401.
+    /// Bearer token of the admin routes (create, reset); also opens the
+    /// feed. Accepted only in the `Authorization` header. Unset, the admin
+    /// routes answer 401.
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
+
+    /// Read-only token of the live feed (`/ws`) and, once set, of
+    /// `/metrics`: what a console or a scraper needs, and nothing that can
+    /// change a sale. Header, or `?token=` on `/ws` for browsers.
+    #[arg(long, env = "FLASHGRID_FEED_TOKEN", hide_env_values = true)]
+    pub feed_token: Option<AdminToken>,
 
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = "FLASHGRID_MAX_BODY_BYTES", default_value = "16384")]
@@ -88,14 +96,27 @@ pub struct GatewayConfig {
     #[arg(long, env = "FLASHGRID_PUBLISH_INFLIGHT", default_value = "16")]
     pub publish_inflight: usize,
 
-    /// A reservation not confirmed by the broker within this many seconds is
-    /// answered 503.
+    /// The publish deadline: a purchase the broker has not confirmed within
+    /// this many seconds is answered 503 (a blocked or stalled broker), and
+    /// the gateway answers 503 at once until the broker confirms again.
     #[arg(long, env = "FLASHGRID_CONFIRM_TIMEOUT", default_value = "5", value_parser = parse_secs)]
     pub confirm_timeout: Duration,
 
     /// Most client connections held at once (each costs a file descriptor).
     #[arg(long, env = "FLASHGRID_MAX_CONNECTIONS", default_value = "16384")]
     pub max_connections: usize,
+
+    /// Most connections from one client address; beyond it a new one is
+    /// answered 503 and closed, so one host cannot take every connection.
+    /// Unset: three quarters of FLASHGRID_MAX_CONNECTIONS.
+    #[arg(long, env = "FLASHGRID_MAX_CONNECTIONS_PER_ADDR")]
+    pub max_connections_per_addr: Option<usize>,
+
+    /// A client that reads nothing of an answer for this many seconds is
+    /// disconnected (the write deadline; reads have the header and body
+    /// deadlines).
+    #[arg(long, env = "FLASHGRID_WRITE_TIMEOUT", default_value = "10", value_parser = parse_secs)]
+    pub write_timeout: Duration,
 
     /// On shutdown, how long in-flight requests may take to finish (seconds).
     #[arg(long, env = "FLASHGRID_DRAIN_TIMEOUT", default_value = "10", value_parser = parse_secs)]
@@ -116,6 +137,17 @@ pub struct GatewayConfig {
     /// user_id) or `addr` (the client's IP address).
     #[arg(long, env = "FLASHGRID_RATE_KEY", value_enum, default_value_t = RateKey::User)]
     pub rate_key: RateKey,
+
+    /// Read requests (`/events`, status URLs) per second allowed per client
+    /// address, fractions allowed; beyond it the answer is 429. 0 (the
+    /// default) turns it off.
+    #[arg(long, env = "FLASHGRID_READ_RATE_LIMIT", default_value = "0")]
+    pub read_rate_limit: f64,
+
+    /// Read requests one address may send at once before the read rate
+    /// applies; unset, twice the rate.
+    #[arg(long, env = "FLASHGRID_READ_RATE_BURST")]
+    pub read_rate_burst: Option<u32>,
 }
 
 /// What the rate limit of `/reserve` is counted per.
@@ -192,44 +224,94 @@ impl GatewayConfig {
                 "--group-max, --publish-inflight and --max-connections must be at least 1".into(),
             );
         }
-        if matches!(&self.admin_token, Some(t) if t.expose().len() < 8) {
-            return Err("FLASHGRID_ADMIN_TOKEN must be at least 8 characters".into());
-        }
-        if !self.rate_limit.is_finite() || !(0.0..=MAX_RATE_LIMIT).contains(&self.rate_limit) {
-            return Err(format!(
-                "FLASHGRID_RATE_LIMIT (--rate-limit) must be a number of requests per second within 0..={MAX_RATE_LIMIT} (0 = off), got {}",
-                self.rate_limit
-            ));
-        }
-        match self.rate_burst {
-            Some(0) => {
-                return Err(
-                    "FLASHGRID_RATE_BURST (--rate-burst) must be at least 1, or unset for twice the rate"
-                        .into(),
-                );
+        for (name, token) in [
+            ("FLASHGRID_ADMIN_TOKEN", &self.admin_token),
+            ("FLASHGRID_FEED_TOKEN", &self.feed_token),
+        ] {
+            if matches!(token, Some(t) if t.expose().len() < 8) {
+                return Err(format!("{name} must be at least 8 characters"));
             }
-            Some(_) if self.rate_limit == 0.0 => {
-                return Err(
-                    "FLASHGRID_RATE_BURST (--rate-burst) is set but rate limiting is off: set FLASHGRID_RATE_LIMIT to the requests per second allowed, or unset FLASHGRID_RATE_BURST"
-                        .into(),
-                );
+        }
+        if let (Some(a), Some(f)) = (&self.admin_token, &self.feed_token)
+            && a.expose() == f.expose()
+        {
+            return Err(
+                "FLASHGRID_FEED_TOKEN must differ from FLASHGRID_ADMIN_TOKEN: the feed token is the one handed out read-only"
+                    .into(),
+            );
+        }
+        match self.max_connections_per_addr {
+            Some(0) => {
+                return Err("FLASHGRID_MAX_CONNECTIONS_PER_ADDR must be at least 1".into());
+            }
+            Some(n) if n > self.max_connections => {
+                return Err(format!(
+                    "FLASHGRID_MAX_CONNECTIONS_PER_ADDR ({n}) is above FLASHGRID_MAX_CONNECTIONS ({}): lower it, or raise the total",
+                    self.max_connections
+                ));
             }
             _ => {}
         }
-        Ok(())
+        check_rate(
+            "FLASHGRID_RATE_LIMIT (--rate-limit)",
+            "FLASHGRID_RATE_BURST (--rate-burst)",
+            self.rate_limit,
+            self.rate_burst,
+        )?;
+        check_rate(
+            "FLASHGRID_READ_RATE_LIMIT (--read-rate-limit)",
+            "FLASHGRID_READ_RATE_BURST (--read-rate-burst)",
+            self.read_rate_limit,
+            self.read_rate_burst,
+        )
     }
 
     /// The rate limit of `/reserve` when it is on: requests per second and
     /// burst, the default burst applied.
     pub fn rate(&self) -> Option<(f64, std::num::NonZeroU32)> {
-        if self.rate_limit <= 0.0 || !self.rate_limit.is_finite() {
-            return None;
-        }
-        let burst = self
-            .rate_burst
-            .unwrap_or_else(|| (self.rate_limit * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
-        Some((self.rate_limit, std::num::NonZeroU32::new(burst.max(1))?))
+        rate(self.rate_limit, self.rate_burst)
     }
+
+    /// The per-address rate limit of the read routes, when it is on.
+    pub fn read_rate(&self) -> Option<(f64, std::num::NonZeroU32)> {
+        rate(self.read_rate_limit, self.read_rate_burst)
+    }
+
+    /// Connections one client address may hold.
+    pub fn per_addr_connections(&self) -> usize {
+        self.max_connections_per_addr
+            .unwrap_or((self.max_connections / 4 * 3).max(1))
+    }
+}
+
+fn check_rate(
+    limit_name: &str,
+    burst_name: &str,
+    limit: f64,
+    burst: Option<u32>,
+) -> Result<(), String> {
+    if !limit.is_finite() || !(0.0..=MAX_RATE_LIMIT).contains(&limit) {
+        return Err(format!(
+            "{limit_name} must be a number of requests per second within 0..={MAX_RATE_LIMIT} (0 = off), got {limit}"
+        ));
+    }
+    match burst {
+        Some(0) => Err(format!(
+            "{burst_name} must be at least 1, or unset for twice the rate"
+        )),
+        Some(_) if limit == 0.0 => Err(format!(
+            "{burst_name} is set but its rate limit is off: set {limit_name} to the requests per second allowed, or unset the burst"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn rate(limit: f64, burst: Option<u32>) -> Option<(f64, std::num::NonZeroU32)> {
+    if limit <= 0.0 || !limit.is_finite() {
+        return None;
+    }
+    let burst = burst.unwrap_or_else(|| (limit * 2.0).ceil().min(f64::from(u32::MAX)) as u32);
+    Some((limit, std::num::NonZeroU32::new(burst.max(1))?))
 }
 
 impl WorkerConfig {
@@ -294,6 +376,22 @@ mod tests {
             (&["--rate-limit", "NaN"][..], "FLASHGRID_RATE_LIMIT"),
             (&["--rate-limit", "inf"][..], "FLASHGRID_RATE_LIMIT"),
             (&["--rate-limit", "2000000"][..], "FLASHGRID_RATE_LIMIT"),
+            (&["--read-rate-burst", "3"][..], "FLASHGRID_READ_RATE_LIMIT"),
+            (&["--read-rate-limit=-2"][..], "FLASHGRID_READ_RATE_LIMIT"),
+            (
+                &[
+                    "--max-connections",
+                    "10",
+                    "--max-connections-per-addr",
+                    "11",
+                ][..],
+                "FLASHGRID_MAX_CONNECTIONS_PER_ADDR",
+            ),
+            (
+                &["--admin-token", "same-token", "--feed-token", "same-token"][..],
+                "FLASHGRID_FEED_TOKEN",
+            ),
+            (&["--feed-token", "short"][..], "FLASHGRID_FEED_TOKEN"),
         ] {
             let e = gateway(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
@@ -301,9 +399,25 @@ mod tests {
     }
 
     #[test]
+    fn one_address_gets_three_quarters_of_the_connections_unless_told() {
+        assert_eq!(gateway(&[]).unwrap().per_addr_connections(), 12_288);
+        let small = gateway(&["--max-connections", "3"]).unwrap();
+        assert_eq!(small.per_addr_connections(), 1);
+        let set = gateway(&["--max-connections-per-addr", "7"]).unwrap();
+        assert_eq!(set.per_addr_connections(), 7);
+    }
+
+    #[test]
     fn the_admin_token_never_shows_in_debug() {
-        let cfg = gateway(&["--admin-token", "s3cret-value"]).unwrap();
+        let cfg = gateway(&[
+            "--admin-token",
+            "s3cret-value",
+            "--feed-token",
+            "fe3d-s3cret",
+        ])
+        .unwrap();
         assert_eq!(cfg.admin_token.as_ref().unwrap().expose(), "s3cret-value");
+        assert_eq!(cfg.feed_token.as_ref().unwrap().expose(), "fe3d-s3cret");
         let printed = format!("{cfg:?} {cfg:#?}");
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(printed.contains("<redacted>"));

@@ -121,18 +121,55 @@ pub async fn insert_event(
     .await
 }
 
+/// What a reset did, or why it did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reset {
+    /// No such event.
+    Unknown,
+    /// The event has confirmed reservations and the caller did not say to
+    /// discard them: nothing changed.
+    HoldsConfirmed { seats: u32, reservations: u64 },
+    /// Done: the event (with its new sale), its new epoch, and what was
+    /// removed.
+    Done {
+        event: Event,
+        epoch: i32,
+        seats: u32,
+        reservations: u64,
+    },
+}
+
 /// Removes an event's reservations and restores its stock (to a new capacity
 /// if given), moving its epoch on so that nothing decided before the reset
 /// is committed after it, and its sale generation, so that nothing accepted
-/// before it is sold in the new sale; `None` when the event does not exist.
-/// Returns the event (with its new sale) and its new epoch.
+/// before it is sold in the new sale. An event with confirmed reservations
+/// is reset only when `discard_confirmed` says so (checked under the row
+/// lock, so a sale confirmed meanwhile is not wiped unasked).
 pub async fn reset_event(
     pool: &PgPool,
     id: &EventId,
     capacity: Option<Capacity>,
-) -> Result<Option<(Event, i32)>, sqlx::Error> {
+    discard_confirmed: bool,
+) -> Result<Reset, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let event = sqlx::query(concat!(
+    let held: Option<(i32, i64)> = sqlx::query_as(
+        "SELECT e.confirmed, (SELECT count(*) FROM reservations r WHERE r.event_id = e.event_id)
+         FROM events e WHERE e.event_id = $1 FOR UPDATE",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((seats, reservations)) = held else {
+        return Ok(Reset::Unknown);
+    };
+    let (seats, reservations) = (seats.max(0) as u32, reservations.max(0) as u64);
+    if reservations > 0 && !discard_confirmed {
+        return Ok(Reset::HoldsConfirmed {
+            seats,
+            reservations,
+        });
+    }
+    let (event, epoch) = sqlx::query(concat!(
         "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity),
                 epoch = epoch + 1, sale = sale + 1
          WHERE event_id = $1 RETURNING epoch, ",
@@ -142,19 +179,22 @@ pub async fn reset_event(
     .bind(id.as_str())
     .bind(capacity.map(|c| c.get() as i32))
     .try_map(|r: PgRow| Ok((event_from_row(&r)?, r.try_get::<i32, _>("epoch")?)))
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    if event.is_some() {
-        sqlx::query(
-            "WITH gone AS (DELETE FROM reservations WHERE event_id = $1)
-             DELETE FROM holdings WHERE event_id = $1",
-        )
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    }
+    sqlx::query(
+        "WITH gone AS (DELETE FROM reservations WHERE event_id = $1)
+         DELETE FROM holdings WHERE event_id = $1",
+    )
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(event)
+    Ok(Reset::Done {
+        event,
+        epoch,
+        seats,
+        reservations,
+    })
 }
 
 /// A reservation Redis confirmed, to be written.

@@ -65,6 +65,12 @@ impl Namespace {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.reservations.dead", self.0)
     }
+
+    /// The routing key of the gateway's link probe: no queue is bound to
+    /// it, so the broker confirms the empty message and drops it.
+    pub fn link_probe(&self) -> String {
+        format!("{}.link-probe", self.0)
+    }
 }
 
 impl std::str::FromStr for Namespace {

@@ -26,17 +26,19 @@ pub async fn create(
 }
 
 /// Resets the event (to a new capacity if given): stock restored, its
-/// reservations removed.
+/// reservations removed — the confirmed ones too (`discard_confirmed`: a
+/// drill asked for by whoever holds the admin token).
 pub async fn reset(
     target: &Target,
     token: &AdminToken,
     event: &EventId,
     capacity: Option<Capacity>,
 ) -> Result<EventView, String> {
-    let body = match capacity {
-        Some(c) => serde_json::json!({"capacity": c}),
-        None => serde_json::json!({}),
+    let body = flashgrid_wire::ResetEvent {
+        capacity,
+        discard_confirmed: true,
     };
+    let body = serde_json::to_value(&body).map_err(|e| e.to_string())?;
     let path = format!("/admin/events/{event}/reset");
     let (status, bytes) = post(target, token, &path, body.to_string()).await?;
     match status {

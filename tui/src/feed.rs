@@ -98,7 +98,7 @@ async fn connect(
     {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) if r.status() == 401 => Err(
-            "the gateway refused the token (401): pass --token or set FLASHGRID_ADMIN_TOKEN".into(),
+            "the gateway refused the token (401): pass --feed-token or set FLASHGRID_FEED_TOKEN (`just up` prints it)".into(),
         ),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("connect timed out".into()),

@@ -20,7 +20,11 @@ struct Opts {
     /// The gateway.
     #[arg(long, env = "FLASHGRID_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// Admin token: the feed, creating and resetting events.
+    /// Feed token (read-only): the live feed. Enough to watch a sale and
+    /// attack it.
+    #[arg(long, env = "FLASHGRID_FEED_TOKEN", hide_env_values = true)]
+    feed_token: Option<flashgrid_wire::AdminToken>,
+    /// Admin token: creating and resetting events (also opens the feed).
     #[arg(long, env = "FLASHGRID_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<flashgrid_wire::AdminToken>,
 }
@@ -46,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let _guard = TerminalGuard;
 
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    feed::spawn(opts.url.clone(), opts.token.clone(), tx.clone());
+    // The read-only token where there is one: the admin token need not
+    // travel for watching.
+    let feed_token = opts.feed_token.clone().or_else(|| opts.token.clone());
+    feed::spawn(opts.url.clone(), feed_token, tx.clone());
     {
         let tx = tx.clone();
         tokio::spawn(async move {

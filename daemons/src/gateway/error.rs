@@ -44,7 +44,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "unknown_event",
-            format!("no event {event:?}: GET /events lists them"),
+            format!("no event {}: GET /events lists them", shown(event)),
         )
     }
 
@@ -70,6 +70,11 @@ impl ApiError {
 
     pub fn sale_closed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "sale_closed", message)
+    }
+
+    /// 409: a destructive call that needs an explicit confirmation in its body.
+    pub fn confirmation_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "confirmation_required", message)
     }
 
     pub fn exists(message: impl Into<String>) -> Self {
@@ -136,6 +141,21 @@ impl ApiError {
     }
 }
 
+/// Longest piece of a client's input echoed in an error message.
+const SHOWN_MAX: usize = 64;
+
+/// A client's input as an error message shows it: quoted and escaped, cut
+/// at `SHOWN_MAX` characters (a 60 KB path is not sent back at length).
+pub fn shown(raw: &str) -> String {
+    let mut cut: String = raw.chars().take(SHOWN_MAX).collect();
+    let more = cut.len() < raw.len();
+    cut = format!("{cut:?}");
+    if more {
+        cut.push('…');
+    }
+    cut
+}
+
 /// A JSON response.
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     json_bytes(
@@ -153,4 +173,19 @@ pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_is_echoed_escaped_and_cut() {
+        assert_eq!(shown("/a"), "\"/a\"");
+        assert_eq!(shown("a\u{1b}[2J"), "\"a\\u{1b}[2J\"");
+        let long = "x".repeat(60_000);
+        let s = shown(&long);
+        assert!(s.len() < 80, "{}", s.len());
+        assert!(s.ends_with('…'));
+    }
 }

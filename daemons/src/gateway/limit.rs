@@ -1,6 +1,6 @@
-//! Per-client rate limit of `POST /reserve` (`429 rate_limited`): a keyed GCRA
-//! limiter from `governor`, keyed by user id or client address, swept so its
-//! memory stays bounded.
+//! Per-client rate limits (`429 rate_limited`): of `POST /reserve`, keyed by
+//! user id or client address, and of the read routes, by address. Keyed
+//! GCRA limiters from `governor`, swept so their memory stays bounded.
 //!
 //! Off by default: a gateway without `FLASHGRID_RATE_LIMIT` holds no
 //! [`Limiter`] at all, so the hot path pays one `None` check.
@@ -79,6 +79,18 @@ impl Limiter {
             Keyed::Addr(l) => l.check_key(&peer),
         };
         verdict.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Counts one request from `peer` of a limiter keyed by address (the
+    /// read routes' limit): `Err(wait)` when it is over.
+    pub fn check_addr(&self, peer: IpAddr) -> Result<(), Duration> {
+        match &self.keyed {
+            Keyed::Addr(l) => l
+                .check_key(&peer)
+                .map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+            // Built by address for the read routes; never keyed by user.
+            Keyed::User(_) => Ok(()),
+        }
     }
 
     /// Keys currently held.

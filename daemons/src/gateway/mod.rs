@@ -32,7 +32,7 @@ pub mod stats;
 pub mod unknown;
 pub mod waiters;
 
-use crate::config::GatewayConfig;
+use crate::config::{self, GatewayConfig};
 use crate::inventory::Inventory;
 use crate::services::{self, Connected};
 use anyhow::Context;
@@ -49,6 +49,14 @@ use waiters::Waiters;
 /// PostgreSQL connections of one gateway: status lookups, `/events`, the
 /// feed and the reloads; the hot path uses none.
 const POOL_SIZE: u32 = 8;
+
+/// PostgreSQL lookups the read routes (status URLs, `/events`) may have
+/// under way at once: the rest of the pool stays for the feed, readiness,
+/// reloads and admin calls whatever a flood of reads does.
+const READ_LOOKUPS: usize = 4;
+
+/// How long the background tasks and the pool get to stop at the end.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Binds `cfg.listen`, connects to the services and serves until `shutdown`.
 pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -132,6 +140,11 @@ pub async fn serve(
         tasks.push(tokio::spawn(l.clone().sweep_until(background.clone())));
         l
     });
+    let read_limiter = cfg.read_rate().map(|(rate, burst)| {
+        let l = Arc::new(limit::Limiter::new(config::RateKey::Addr, rate, burst));
+        tasks.push(tokio::spawn(l.clone().sweep_until(background.clone())));
+        l
+    });
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
         inventory,
@@ -141,8 +154,11 @@ pub async fn serve(
         waiters: refresh.waiters.clone(),
         copies: copies::CopyRoutes::default(),
         admin_token: cfg.admin_token.clone(),
+        feed_token: cfg.feed_token.clone(),
         receipts,
         limiter: limiter.clone(),
+        read_limiter,
+        reads: tokio::sync::Semaphore::new(READ_LOOKUPS),
         max_body_bytes: cfg.max_body_bytes,
         body_timeout: cfg.body_timeout,
         stats: refresh.stats.clone(),
@@ -155,6 +171,7 @@ pub async fn serve(
         listen = %listener.local_addr()?,
         namespace = ns.as_str(),
         admin = cfg.admin_token.is_some(),
+        feed_token = cfg.feed_token.is_some(),
         rate_limit = ?limiter,
         "gateway ready"
     );
@@ -162,11 +179,13 @@ pub async fn serve(
         let g = gateway.clone();
         move |req, peer| g.clone().handle(req, peer)
     };
-    http::serve(
+    let drained = http::serve(
         listener,
         http::Limits {
             header_timeout: cfg.header_timeout,
+            write_timeout: cfg.write_timeout,
             max_connections: cfg.max_connections,
+            per_addr: cfg.per_addr_connections(),
             drain_timeout: cfg.drain_timeout,
         },
         shutdown,
@@ -174,14 +193,21 @@ pub async fn serve(
     )
     .await;
     // Every connection is closed: publish what is still queued, wait for its
-    // confirms, then stop the rest.
+    // confirms, then stop the rest. After a forced drain nobody waits for
+    // those answers: about a second more at most.
     drop(gateway);
-    publisher_tasks.close(publisher).await;
+    let forced = drained == http::Drained::Forced;
+    publisher_tasks.close(publisher, forced).await;
     background.cancel();
-    for t in tasks {
-        let _ = t.await;
+    let rest = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+        pool.close().await;
+    };
+    if tokio::time::timeout(STOP_GRACE, rest).await.is_err() {
+        tracing::warn!("background tasks did not stop within {STOP_GRACE:?}; exiting anyway");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

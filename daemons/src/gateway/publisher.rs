@@ -8,7 +8,13 @@
 //!
 //! The link task owns the AMQP connection: it reconnects with backoff, and
 //! while it is down `is_up()` is false so requests get `503` at once instead
-//! of a `202` that could be lost.
+//! of a `202` that could be lost. A broker that stays connected but stops
+//! taking messages (a memory or disk alarm blocks publishers; a connection
+//! that is no longer read) is caught two ways: lapin's `blocked` flag, and
+//! the publish deadline — a publish or confirm that does not come within it
+//! fails its group and sends the link to reconnect, and a new connection is
+//! trusted only once the broker confirmed a probe on it. No buyer waits
+//! longer than the deadline.
 
 use crate::backoff::Backoff;
 use crate::inventory::Inventory;
@@ -18,8 +24,8 @@ use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, ReservationId};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -36,8 +42,59 @@ pub enum Unavailable {
     NotConfirmed,
 }
 
-/// How long a confirmed group waits for its pending markers before answering.
-const MARK_GRACE: Duration = Duration::from_millis(250);
+/// How long a confirmed group waits for its pending markers before
+/// answering: the marker only spares a status lookup a trip to PostgreSQL,
+/// so a slow Redis costs each buyer at most this.
+const MARK_GRACE: Duration = Duration::from_millis(20);
+
+/// Pending-marker writes under way at once per in-flight slot; beyond it a
+/// group goes unmarked (a stalled Redis must not pile up tasks).
+const MARKS_PER_SLOT: usize = 2;
+
+/// A connection attempt that takes longer is abandoned (a broker that
+/// accepts TCP but never answers the handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At shutdown, how long the confirms still in flight are awaited once no
+/// request is left to answer.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether the broker takes reservations, and why not: written by the link
+/// and the batcher, read by every purchase (`up`) and `/readyz` (`why`).
+#[derive(Debug, Default)]
+struct Health {
+    up: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set_up(&self) {
+        *self.why.lock().expect("health") = None;
+        self.up.store(true, Ordering::Release);
+    }
+
+    fn set_down(&self, why: impl Into<String>) {
+        self.up.store(false, Ordering::Release);
+        *self.why.lock().expect("health") = Some(why.into());
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn why(&self) -> Option<String> {
+        if self.is_up() {
+            return None;
+        }
+        Some(
+            self.why
+                .lock()
+                .expect("health")
+                .clone()
+                .unwrap_or_else(|| "connecting to RabbitMQ".into()),
+        )
+    }
+}
 
 /// A reservation handed to the batcher, and how its buyer is answered.
 struct Submission {
@@ -50,8 +107,9 @@ struct Submission {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<Submission>,
-    up: Arc<AtomicBool>,
+    health: Arc<Health>,
     probe: QueueProbe,
+    deadline: Duration,
 }
 
 /// Reads the queue's depth on the publisher's channel. Separate from
@@ -86,6 +144,7 @@ pub struct PublisherConfig {
     pub ns: Namespace,
     pub group_max: usize,
     pub inflight: usize,
+    /// The publish deadline: from a purchase's submission to its confirm.
     pub confirm_timeout: Duration,
 }
 
@@ -107,7 +166,7 @@ impl Publisher {
         // Bounded: beyond this many reservations waiting for a slot, shed load
         // with 503 rather than grow memory without limit.
         let (tx, rx) = mpsc::channel(cfg.group_max * cfg.inflight * 8);
-        let up = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let (chan_tx, chan_rx) = watch::channel(None);
         let broken = Arc::new(Notify::new());
         let stop = CancellationToken::new();
@@ -115,20 +174,29 @@ impl Publisher {
             cfg.clone(),
             Some(conn),
             chan_tx,
-            up.clone(),
+            health.clone(),
             broken.clone(),
             stop.clone(),
         ));
         let ns = cfg.ns.clone();
-        let batcher = tokio::spawn(batcher(cfg, rx, chan_rx.clone(), broken, inventory));
+        let deadline = cfg.confirm_timeout;
+        let batcher = tokio::spawn(batcher(
+            cfg,
+            rx,
+            chan_rx.clone(),
+            broken,
+            health.clone(),
+            inventory,
+        ));
         (
             Publisher {
                 tx,
-                up,
+                health,
                 probe: QueueProbe {
                     channel: chan_rx,
                     ns,
                 },
+                deadline,
             },
             PublisherTasks {
                 batcher,
@@ -140,14 +208,20 @@ impl Publisher {
 
     /// Whether the broker can take reservations durably right now.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.health.is_up()
+    }
+
+    /// Why the broker cannot take reservations right now (`None`: it can).
+    pub fn unavailable_because(&self) -> Option<String> {
+        self.health.why()
     }
 
     pub fn probe(&self) -> QueueProbe {
         self.probe.clone()
     }
 
-    /// Queues one reservation; returns once the broker confirmed it.
+    /// Queues one reservation; returns once the broker confirmed it, or
+    /// fails within the publish deadline.
     pub async fn submit(&self, item: Queued) -> Result<(), Unavailable> {
         if !self.is_up() {
             return Err(Unavailable::BrokerDown);
@@ -159,8 +233,10 @@ impl Publisher {
                 mpsc::error::TrySendError::Full(_) => Unavailable::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => Unavailable::BrokerDown,
             })?;
-        match rx.await {
-            Ok(true) => Ok(()),
+        // The batcher bounds the publish and the confirm each; this bounds
+        // the whole wait, a free slot included.
+        match tokio::time::timeout(self.deadline, rx).await {
+            Ok(Ok(true)) => Ok(()),
             _ => Err(Unavailable::NotConfirmed),
         }
     }
@@ -168,10 +244,23 @@ impl Publisher {
 
 impl PublisherTasks {
     /// After the last handler is gone: publishes what is queued, waits for
-    /// every confirm, then closes the connection.
-    pub async fn close(self, publisher: Publisher) {
+    /// the confirms in flight (at most the publish deadline, or
+    /// `CLOSE_GRACE` once `forced`: no buyer is left to answer), then
+    /// closes the connection.
+    pub async fn close(mut self, publisher: Publisher, forced: bool) {
+        let wait = if forced {
+            CLOSE_GRACE
+        } else {
+            publisher.deadline + CLOSE_GRACE
+        };
         drop(publisher);
-        let _ = self.batcher.await;
+        if tokio::time::timeout(wait, &mut self.batcher).await.is_err() {
+            tracing::warn!(
+                ?wait,
+                "broker confirms still missing at shutdown; closing without them"
+            );
+            self.batcher.abort();
+        }
         self.stop.cancel();
         let _ = self.link.await;
     }
@@ -182,10 +271,21 @@ async fn batcher(
     mut rx: mpsc::Receiver<Submission>,
     channel: watch::Receiver<Option<Channel>>,
     broken: Arc<Notify>,
+    health: Arc<Health>,
     inventory: Inventory,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.inflight));
+    let marks = Arc::new(Semaphore::new(cfg.inflight * MARKS_PER_SLOT));
     let queue_name = cfg.ns.queue();
+    let deadline = cfg.confirm_timeout;
+    // The broker stopped taking messages: tell buyers at once, and have the
+    // link start afresh.
+    let stalled = |what: &str| {
+        health.set_down(format!(
+            "RabbitMQ did not {what} within {deadline:?}: blocked by a resource alarm, or not reading this connection"
+        ));
+        broken.notify_one();
+    };
     while let Some(first) = rx.recv().await {
         // Waiting for a free slot is what lets a group grow under load.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -203,10 +303,14 @@ async fn batcher(
             fail(group);
             continue;
         };
+        if !health.is_up() {
+            fail(group);
+            continue;
+        }
         let items: Vec<&Queued> = group.iter().map(|p| &p.item).collect();
         let body = Group::encode(&items);
         // Record "pending" for status lookups; best effort, off the critical path.
-        let marks: Vec<(EventId, u32, ReservationId, Outcome)> = group
+        let group_marks: Vec<(EventId, u32, ReservationId, Outcome)> = group
             .iter()
             .map(|p| {
                 (
@@ -217,17 +321,23 @@ async fn batcher(
                 )
             })
             .collect();
-        let inv = inventory.clone();
-        let marked = tokio::spawn(async move {
-            if let Err(e) = inv
-                .mark_pending(marks.iter().map(|(e, sale, id, o)| (e, *sale, *id, o)))
-                .await
-            {
-                tracing::debug!(error = %e, "could not record pending reservations in Redis");
+        let marked = match marks.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let inv = inventory.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = inv.mark_pending(marks_of(&group_marks)).await {
+                        tracing::debug!(error = %e, "could not record pending reservations in Redis");
+                    }
+                    drop(permit);
+                }))
             }
-        });
-        let published = ch
-            .basic_publish(
+            // Redis is slow: this group goes unmarked (its status lookups
+            // fall back to the receipt and PostgreSQL).
+            Err(_) => None,
+        };
+        let published = tokio::time::timeout(
+            deadline,
+            ch.basic_publish(
                 "".into(),
                 queue_name.as_str().into(),
                 // Mandatory: if the queue vanished the broker returns the
@@ -240,21 +350,34 @@ async fn batcher(
                 BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_content_type("application/json".into()),
-            )
-            .await;
+            ),
+        )
+        .await;
         let confirm = match published {
-            Ok(c) => c,
-            Err(e) => {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "publish failed");
                 broken.notify_one();
                 fail(group);
                 continue;
             }
+            Err(_) => {
+                tracing::warn!(
+                    ?deadline,
+                    "a publish did not go out in time: the broker blocks this connection"
+                );
+                stalled("take a publish");
+                fail(group);
+                continue;
+            }
         };
-        let timeout = cfg.confirm_timeout;
         let broken = broken.clone();
+        let health = health.clone();
         tokio::spawn(async move {
-            let ok = match tokio::time::timeout(timeout, confirm).await {
+            // A failure on a channel the link already replaced says nothing
+            // about the new one.
+            let current = || ch.status().connected();
+            let ok = match tokio::time::timeout(deadline, confirm).await {
                 Ok(Ok(c)) if c.is_ack() => match c.take_message() {
                     None => true,
                     Some(_) => {
@@ -271,25 +394,43 @@ async fn batcher(
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lost the confirm of a group");
-                    broken.notify_one();
+                    if current() {
+                        broken.notify_one();
+                    }
                     false
                 }
                 Err(_) => {
-                    tracing::warn!(?timeout, "no confirm from the broker in time");
+                    tracing::warn!(?deadline, "no confirm from the broker in time");
+                    if current() {
+                        health.set_down(format!(
+                            "RabbitMQ did not confirm a publish within {deadline:?}: blocked by a resource alarm, or not reading this connection"
+                        ));
+                        broken.notify_one();
+                    }
                     false
                 }
             };
+            // The slot is free as soon as the broker answered: a slow Redis
+            // must not slow the publishes.
+            drop(slot);
             // A status lookup right after the 202 should find "pending": give
             // the marker a moment, but never hold buyers hostage to Redis.
-            let _ = tokio::time::timeout(MARK_GRACE, marked).await;
+            if let Some(marked) = marked {
+                let _ = tokio::time::timeout(MARK_GRACE, marked).await;
+            }
             for p in group {
                 let _ = p.done.send(ok);
             }
-            drop(slot);
         });
     }
     // Every handler is gone: wait for the confirms still in flight.
     let _ = slots.acquire_many(cfg.inflight as u32).await;
+}
+
+fn marks_of(
+    marks: &[(EventId, u32, ReservationId, Outcome)],
+) -> impl Iterator<Item = (&EventId, u32, ReservationId, &Outcome)> {
+    marks.iter().map(|(e, sale, id, o)| (e, *sale, *id, o))
 }
 
 fn fail(group: Vec<Submission>) {
@@ -298,12 +439,13 @@ fn fail(group: Vec<Submission>) {
     }
 }
 
-/// Keeps one confirm-mode channel open, reconnecting with backoff.
+/// Keeps one confirm-mode channel open, reconnecting with backoff; says
+/// the broker is up only while a confirmed probe or publishes prove it.
 async fn link(
     cfg: PublisherConfig,
     mut conn: Option<lapin::Connection>,
     channel: watch::Sender<Option<Channel>>,
-    up: Arc<AtomicBool>,
+    health: Arc<Health>,
     broken: Arc<Notify>,
     stop: CancellationToken,
 ) {
@@ -311,48 +453,91 @@ async fn link(
     loop {
         let c = match conn.take() {
             Some(c) => Ok(c),
-            None => queue::connect(&cfg.amqp_url, "flashgrid-gateway").await,
+            None => {
+                match tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    queue::connect(&cfg.amqp_url, "flashgrid-gateway"),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "no AMQP handshake within {CONNECT_TIMEOUT:?}"
+                    )),
+                }
+            }
         };
         let ready = match c {
-            Ok(c) => open(&c, &cfg.ns).await.map(|ch| (c, ch)),
+            Ok(c) => match open(&c, &cfg).await {
+                Ok(ch) => Ok((c, ch)),
+                Err(e) => {
+                    queue::close(&c, 320, "not taking messages").await;
+                    Err(e)
+                }
+            },
             Err(e) => Err(e),
         };
         let delay = match ready {
             Ok((c, ch)) => {
                 channel.send_replace(Some(ch.clone()));
-                up.store(true, Ordering::Relaxed);
+                health.set_up();
                 if backoff.has_waited() {
                     tracing::info!("RabbitMQ is back: accepting reservations again");
                 }
                 backoff.reset();
+                // A stall signalled before this connection was up is old news.
+                let _ = tokio::time::timeout(Duration::ZERO, broken.notified()).await;
+                let mut blocked = false;
                 // Watch the connection; a failed publish also wakes us.
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => {
-                            up.store(false, Ordering::Relaxed);
+                            health.set_down("the gateway is shutting down");
                             channel.send_replace(None);
                             queue::close(&c, 200, "gateway shutting down").await;
                             return;
                         }
-                        // A failed publish or a returned message: start afresh
-                        // (which also redeclares the queue).
+                        // A failed or stalled publish, or a returned message:
+                        // start afresh (which also redeclares the queue).
                         _ = broken.notified() => break,
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {
                             if !c.status().connected() || !ch.status().connected() {
+                                health.set_down("lost the connection to RabbitMQ");
                                 break;
+                            }
+                            // The broker says it blocks publishers (a memory
+                            // or disk alarm): 503 at once, rather than each
+                            // buyer waiting out the deadline.
+                            match (blocked, c.status().blocked()) {
+                                (false, true) => {
+                                    blocked = true;
+                                    health.set_down("RabbitMQ blocks publishing: a memory or disk alarm is raised on the broker (`rabbitmqctl status` names it)");
+                                    tracing::warn!("RabbitMQ blocked this connection (resource alarm): answering 503 until it is lifted");
+                                }
+                                (true, false) => {
+                                    blocked = false;
+                                    health.set_up();
+                                    tracing::info!("RabbitMQ lifted its block: accepting reservations again");
+                                }
+                                _ => {}
                             }
                         }
                     }
                 }
-                up.store(false, Ordering::Relaxed);
+                if health.is_up() {
+                    health.set_down("reconnecting to RabbitMQ");
+                }
                 channel.send_replace(None);
-                tracing::warn!("lost RabbitMQ: answering 503 until it is back");
+                tracing::warn!(
+                    why = health.why().unwrap_or_default(),
+                    "RabbitMQ is not taking reservations: answering 503 until it is back"
+                );
                 queue::close(&c, 320, "reconnecting").await;
                 backoff.next_delay()
             }
             Err(e) => {
-                up.store(false, Ordering::Relaxed);
                 let delay = backoff.next_delay();
+                health.set_down(format!("cannot reach RabbitMQ: {e:#}"));
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "cannot reach RabbitMQ; answering 503, retrying in {delay:?}"
@@ -367,9 +552,36 @@ async fn link(
     }
 }
 
-async fn open(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<Channel> {
-    let ch = conn.create_channel().await?;
-    queue::declare(&ch, ns).await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    Ok(ch)
+/// A confirm-mode channel with the queue declared, trusted once the broker
+/// confirmed a probe on it: a broker that accepts connections but blocks
+/// publishers fails here, within the publish deadline.
+async fn open(conn: &lapin::Connection, cfg: &PublisherConfig) -> anyhow::Result<Channel> {
+    let deadline = cfg.confirm_timeout;
+    let ready = async {
+        let ch = conn.create_channel().await?;
+        queue::declare(&ch, &cfg.ns).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        // No queue is bound to this key: the broker confirms and drops it.
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                cfg.ns.link_probe().as_str().into(),
+                BasicPublishOptions::default(),
+                b"",
+                BasicProperties::default(),
+            )
+            .await?
+            .await?;
+        anyhow::ensure!(
+            confirm.is_ack(),
+            "the broker refused (nacked) the link probe"
+        );
+        anyhow::Ok(ch)
+    };
+    match tokio::time::timeout(deadline, ready).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "RabbitMQ did not confirm a probe publish within {deadline:?}: blocked by a resource alarm, or not reading this connection"
+        )),
+    }
 }

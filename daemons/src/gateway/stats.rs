@@ -105,6 +105,12 @@ pub struct Stats {
     pub worker_written: Counter,
     pub worker_revoked: Counter,
     pub queue_depth: Gauge,
+    /// PostgreSQL lookups made by the read routes (status URLs, `/events`).
+    pub read_lookups: Counter,
+    /// Read requests answered 503 because their lookup budget was busy.
+    pub read_shed: Counter,
+    /// Reservations with a status long-poll open (set at each scrape).
+    pub long_polls: Gauge,
 }
 
 impl Stats {
@@ -117,6 +123,16 @@ impl Stats {
             _ => self.rejected.inc(),
         };
         self.latency.record(took);
+    }
+
+    /// One PostgreSQL lookup of a read route under way.
+    pub fn read_lookup(&self) {
+        self.read_lookups.inc();
+    }
+
+    /// One read request turned away for want of a lookup.
+    pub fn read_shed(&self) {
+        self.read_shed.inc();
     }
 
     /// The Prometheus registry over these counters (built per scrape: cheap,
@@ -167,6 +183,21 @@ impl Stats {
             "queue_depth",
             "Messages waiting in the reservation queue",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "read_lookups",
+            "PostgreSQL lookups made by the read routes (status URLs, /events)",
+            self.read_lookups.clone(),
+        );
+        r.register(
+            "read_shed",
+            "Read requests answered 503 because their PostgreSQL lookup budget was busy",
+            self.read_shed.clone(),
+        );
+        r.register(
+            "status_long_polls",
+            "Reservations whose status URL is being long-polled right now",
+            self.long_polls.clone(),
         );
         r.register(
             "reserve_duration_seconds",

@@ -21,6 +21,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-admin-token";
+/// The feed token of every test stack's gateways (read-only: `/ws`, `/metrics`).
+pub const FEED_TOKEN: &str = "test-feed-token";
 pub(crate) const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -3,7 +3,7 @@
 //! one worker, or several of each as [`Instance`]s), and the cleanup when it
 //! is dropped.
 
-use crate::{AMQP, PG_ADMIN, REDIS, TOKEN, eventually, require_services};
+use crate::{AMQP, FEED_TOKEN, PG_ADMIN, REDIS, TOKEN, eventually, require_services};
 use flashgrid::config::{GatewayConfig, ServicesConfig, WorkerConfig};
 use flashgrid::names::Namespace;
 use sqlx::PgPool;
@@ -224,6 +224,7 @@ impl Stack {
             services: self.services(),
             listen: ([127, 0, 0, 1], self.gateway_port(0)).into(),
             admin_token: Some(TOKEN.into()),
+            feed_token: Some(FEED_TOKEN.into()),
             max_body_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(2),
             body_timeout: Duration::from_secs(2),
@@ -231,10 +232,14 @@ impl Stack {
             publish_inflight: 16,
             confirm_timeout: Duration::from_secs(5),
             max_connections: 16_384,
+            max_connections_per_addr: None,
+            write_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             rate_limit: 0.0,
             rate_burst: None,
             rate_key: flashgrid::config::RateKey::User,
+            read_rate_limit: 0.0,
+            read_rate_burst: None,
         }
     }
 
@@ -313,6 +318,7 @@ impl Stack {
             .env("FLASHGRID_NAMESPACE", &self.ns)
             .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
+            .env("FLASHGRID_FEED_TOKEN", FEED_TOKEN)
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),

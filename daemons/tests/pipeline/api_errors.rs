@@ -260,7 +260,8 @@ async fn admin_routes_need_the_token_and_valid_bodies() {
         .unwrap();
     expect_error(r, 400, "invalid_request").await;
 
-    // Sell one, then reset to a new capacity: stock restored, rows removed.
+    // Sell one: a reset that does not say to discard it is refused, and
+    // changes nothing.
     let a = stack.accepted("adm", "u", 1, None).await;
     stack.decided(&a).await;
     assert_eq!(stack.db_counts("adm").await, (1, 1, 1));
@@ -269,6 +270,22 @@ async fn admin_routes_need_the_token_and_valid_bodies() {
         .post(reset("adm"))
         .bearer_auth(TOKEN)
         .json(&serde_json::json!({"capacity": 7}))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(r, 409, "confirmation_required").await;
+    assert!(
+        e.message.contains("1 confirmed reservations") && e.message.contains("discard_confirmed"),
+        "{}",
+        e.message
+    );
+    assert_eq!(stack.db_counts("adm").await, (1, 1, 1), "nothing removed");
+    // Then with the confirmation, to a new capacity: stock restored, rows removed.
+    let r = stack
+        .http
+        .post(reset("adm"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"capacity": 7, "discard_confirmed": true}))
         .send()
         .await
         .unwrap();

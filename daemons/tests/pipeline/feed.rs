@@ -1,7 +1,8 @@
 //! The live feed and `/metrics`: snapshots whose numbers match a burst the
-//! test sent; without the token, 401.
+//! test sent; the read-only feed token opens them and nothing else, the
+//! admin token only from the header.
 
-use crate::helpers::{Proxy, TOKEN, TestStack, burst};
+use crate::helpers::{FEED_TOKEN, Proxy, TOKEN, TestStack, burst};
 use flashgrid_wire::{ServiceHealth, Snapshot};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -22,10 +23,48 @@ async fn feed_snapshots_match_a_burst_and_need_the_token() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected 401, got {other:?}"),
     }
-    // The token as a query parameter works, and as a bearer header.
-    let (mut by_query, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={TOKEN}"))
+    // The admin token in a URL is refused: proxies and histories keep URLs.
+    match tokio_tungstenite::connect_async(format!("{ws_url}?token={TOKEN}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401 for the admin token in the URL, got {other:?}"),
+    }
+    // The feed token opens nothing that changes a sale.
+    let r = stack
+        .http
+        .post(format!("{}/admin/events", stack.url))
+        .bearer_auth(FEED_TOKEN)
+        .json(&serde_json::json!({"event_id": "nope", "name": "nope", "capacity": 1}))
+        .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 401, "an admin route taking the feed token");
+    let r = stack
+        .http
+        .post(format!("{}/admin/events/fed/reset", stack.url))
+        .bearer_auth(FEED_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a reset taking the feed token");
+    // `/metrics` is protected once a feed token is set: it or the admin token.
+    let metrics = format!("{}/metrics", stack.url);
+    assert_eq!(stack.http.get(&metrics).send().await.unwrap().status(), 401);
+    for t in [FEED_TOKEN, TOKEN] {
+        let r = stack
+            .http
+            .get(&metrics)
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The feed token as a query parameter works, and the admin token as a
+    // bearer header.
+    let (mut by_query, _) =
+        tokio_tungstenite::connect_async(format!("{ws_url}?token={FEED_TOKEN}"))
+            .await
+            .unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), by_query.next())
         .await
         .unwrap()
@@ -138,7 +177,10 @@ async fn feed_names_an_unreachable_service_and_a_missing_worker() {
     let mut cfg = stack.gateway_config();
     cfg.services.redis_url = format!("redis://127.0.0.1:{}", redis.port);
     stack.start_gateway_with(cfg).await;
-    let ws_url = format!("{}/ws?token={TOKEN}", stack.url.replace("http://", "ws://"));
+    let ws_url = format!(
+        "{}/ws?token={FEED_TOKEN}",
+        stack.url.replace("http://", "ws://")
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     let mut next = async || -> Snapshot {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())

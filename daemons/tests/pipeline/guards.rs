@@ -99,6 +99,7 @@ async fn a_reset_gives_every_user_their_limit_back() {
         .http
         .post(format!("{}/admin/events/again/reset", stack.url))
         .bearer_auth(crate::helpers::TOKEN)
+        .json(&serde_json::json!({"discard_confirmed": true}))
         .send()
         .await
         .unwrap();

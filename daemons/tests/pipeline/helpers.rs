@@ -9,7 +9,7 @@ use flashgrid_wire::{Accepted, EventView, ReservationView, Status};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
-pub use flashgrid_testkit::{AMQP, Proxy, TOKEN, eventually};
+pub use flashgrid_testkit::{AMQP, FEED_TOKEN, Proxy, TOKEN, eventually};
 
 pub struct TestStack {
     stack: Stack,
@@ -258,9 +258,17 @@ impl TestStack {
             .unwrap()
     }
 
-    /// The gateway's `/metrics` text.
+    /// The gateway's `/metrics` text (the feed token opens it).
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(FEED_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -271,12 +279,14 @@ impl TestStack {
             .unwrap()
     }
 
-    /// Resets an event through the admin route (a drill: a new sale).
+    /// Resets an event through the admin route (a drill: a new sale,
+    /// its confirmed reservations discarded).
     pub async fn reset_event(&self, event: &str) {
         let r = self
             .http
             .post(format!("{}/admin/events/{event}/reset", self.url))
             .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"discard_confirmed": true}))
             .send()
             .await
             .unwrap();

@@ -17,6 +17,7 @@ mod guards;
 mod idempotency;
 mod memory;
 mod poison;
+mod pressure;
 mod rate_limit;
 mod reconnect;
 mod restock;

@@ -143,6 +143,10 @@ impl CreateEvent {
 pub struct ResetEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
+    /// Must be `true` to reset an event that has confirmed reservations:
+    /// the reset deletes them (answered `409 confirmation_required` otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discard_confirmed: bool,
 }
 
 /// Every error body: a stable machine code and a human message.

@@ -60,16 +60,48 @@ impl Gateway {
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
         };
-        let (event, epoch) = db::reset_event(&self.pool, id, r.capacity)
-            .await
-            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
-            .ok_or_else(|| ApiError::unknown_event(id.as_str()))?;
+        let (event, epoch, seats, reservations) = match db::reset_event(
+            &self.pool,
+            id,
+            r.capacity,
+            r.discard_confirmed,
+        )
+        .await
+        .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
+        {
+            db::Reset::Unknown => return Err(ApiError::unknown_event(id.as_str())),
+            db::Reset::HoldsConfirmed {
+                seats,
+                reservations,
+            } => {
+                return Err(ApiError::confirmation_required(format!(
+                    "event {id} has {reservations} confirmed reservations ({seats} seats): a reset deletes them. \
+                         Send {{\"discard_confirmed\": true}} to reset it anyway"
+                )));
+            }
+            db::Reset::Done {
+                event,
+                epoch,
+                seats,
+                reservations,
+            } => (event, epoch, seats, reservations),
+        };
         self.inventory
             .reset(id, event.capacity(), epoch, event.sale)
             .await
             .map_err(|e| ApiError::dependency("Redis (the reset is incomplete: retry it)", &e))?;
         self.changed(&event).await;
-        tracing::info!(event_id = %id, capacity = event.capacity(), "event reset");
+        if reservations > 0 {
+            tracing::warn!(
+                event_id = %id,
+                capacity = event.capacity(),
+                removed_reservations = reservations,
+                removed_seats = seats,
+                "event reset: its confirmed reservations were deleted"
+            );
+        } else {
+            tracing::info!(event_id = %id, capacity = event.capacity(), "event reset");
+        }
         Ok(json(StatusCode::OK, &event.view(false)))
     }
 

@@ -1,5 +1,6 @@
 //! `GET /events` and `GET /events/{id}`: the public catalogue, read from
-//! PostgreSQL, with the sold-out flag the gateway already knows.
+//! PostgreSQL within the read routes' budget, with the sold-out flag the
+//! gateway already knows.
 
 use super::Gateway;
 use crate::db;
@@ -9,6 +10,7 @@ use http::{Response, StatusCode};
 
 impl Gateway {
     pub(super) async fn list_events(&self) -> Result<Response<Body>, ApiError> {
+        let _permit = self.read_permit().await?;
         let events = db::list_events(&self.pool)
             .await
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?;
@@ -21,6 +23,12 @@ impl Gateway {
 
     pub(super) async fn get_event(&self, id: &str) -> Result<Response<Body>, ApiError> {
         let id = parse_event(id)?;
+        // A made-up id is answered from the catalog and the budget of
+        // unknown events, not by a query each.
+        if self.catalog.get(&id).is_none() && self.created_elsewhere(&id).await.is_none() {
+            return Err(ApiError::unknown_event(id.as_str()));
+        }
+        let _permit = self.read_permit().await?;
         let e = db::get_event(&self.pool, &id)
             .await
             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?

@@ -12,7 +12,7 @@ mod status;
 
 use super::catalog::Catalog;
 use super::copies::CopyRoutes;
-use super::error::{ApiError, Body};
+use super::error::{ApiError, Body, shown};
 use super::limit::Limiter;
 use super::publisher::Publisher;
 use super::receipt::Receipts;
@@ -27,6 +27,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a read route waits for a PostgreSQL lookup of its budget.
+const READ_PERMIT_WAIT: Duration = Duration::from_millis(500);
+
 /// Everything a handler needs.
 #[derive(Debug)]
 pub struct Gateway {
@@ -40,10 +43,16 @@ pub struct Gateway {
     /// The route each keyed purchase took, so that its copies agree.
     pub copies: CopyRoutes,
     pub admin_token: Option<AdminToken>,
+    /// Read-only: the feed and `/metrics`.
+    pub feed_token: Option<AdminToken>,
     /// Signs and reads the status URLs (the key every gateway shares).
     pub receipts: Receipts,
     /// Per-client rate limit of `/reserve`; `None` when off.
     pub limiter: Option<Arc<Limiter>>,
+    /// Per-address rate limit of the read routes; `None` when off.
+    pub read_limiter: Option<Arc<Limiter>>,
+    /// PostgreSQL lookups the read routes may have under way at once.
+    pub reads: tokio::sync::Semaphore,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub stats: Arc<Stats>,
@@ -83,9 +92,16 @@ impl Gateway {
         match (segments.as_slice(), &method) {
             (["reserve"], &Method::POST) => self.reserve(req, peer).await,
             (["reserve"], _) => Err(ApiError::method_not_allowed("POST")),
-            (["events"], &Method::GET) => self.list_events().await,
-            (["events", id], &Method::GET) => self.get_event(id).await,
+            (["events"], &Method::GET) => {
+                self.read_allowed(peer)?;
+                self.list_events().await
+            }
+            (["events", id], &Method::GET) => {
+                self.read_allowed(peer)?;
+                self.get_event(id).await
+            }
             (["events", id, "reservations", rid], &Method::GET) => {
+                self.read_allowed(peer)?;
                 self.status(id, rid, req.uri().query()).await
             }
             (["events"] | ["events", _] | ["events", _, "reservations", _], _) => {
@@ -104,37 +120,66 @@ impl Gateway {
                 Err(ApiError::method_not_allowed("POST"))
             }
             (["ws"], &Method::GET) => {
-                self.authorize_feed(&req)?;
+                self.authorize_feed(&req, true)?;
                 self.feed(req)
             }
-            (["metrics"], &Method::GET) => Ok(self.metrics()),
+            (["metrics"], &Method::GET) => {
+                // Open, as scrapers expect, until a feed token is set.
+                if self.feed_token.is_some() {
+                    self.authorize_feed(&req, false)?;
+                }
+                Ok(self.metrics())
+            }
             (["healthz"], &Method::GET) => Ok(operations::alive()),
             (["readyz"], &Method::GET) => Ok(self.ready().await),
             _ => Err(ApiError::not_found(format!(
-                "no route {method} {path}: see the API in the README"
+                "no route {method} {}: see the API in the README",
+                shown(&path)
             ))),
         }
     }
 
+    /// Leave for a read route to ask PostgreSQL: waits a moment for one of
+    /// the read budget's lookups, then answers 503 (the pool's other
+    /// connections stay for purchases' needs, the feed and readiness).
+    async fn read_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        match tokio::time::timeout(READ_PERMIT_WAIT, self.reads.acquire()).await {
+            Ok(Ok(p)) => {
+                self.stats.read_lookup();
+                Ok(p)
+            }
+            _ => {
+                self.stats.read_shed();
+                Err(ApiError::unavailable(
+                    "too many status and event lookups at once: retry shortly",
+                ))
+            }
+        }
+    }
+
+    /// The read routes' per-address rate limit, when it is on.
+    fn read_allowed(&self, peer: IpAddr) -> Result<(), ApiError> {
+        let Some(limiter) = &self.read_limiter else {
+            return Ok(());
+        };
+        limiter.check_addr(peer).map_err(|wait| {
+            let secs = super::limit::retry_after_secs(wait);
+            ApiError::rate_limited(
+                format!("too many reads from this address: retry in {secs} s"),
+                secs,
+            )
+        })
+    }
+
+    /// The admin routes: the admin token, in the `Authorization` header only
+    /// (a URL is kept by proxies and shell histories).
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
-        self.check_token(bearer(req).unwrap_or(""))
-    }
-
-    /// The feed also takes the token as `?token=` (browsers cannot set headers
-    /// on a WebSocket).
-    fn authorize_feed(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
-        let query = req.uri().query().unwrap_or("");
-        let from_query = query.split('&').find_map(|p| p.strip_prefix("token="));
-        self.check_token(bearer(req).or(from_query).unwrap_or(""))
-    }
-
-    fn check_token(&self, given: &str) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else {
             return Err(ApiError::unauthorized(
-                "admin routes and the feed are disabled: start the gateway with FLASHGRID_ADMIN_TOKEN set",
+                "admin routes are disabled: start the gateway with FLASHGRID_ADMIN_TOKEN set",
             ));
         };
-        if constant_time_eq::constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        if bearer(req).is_some_and(|given| token_is(given, token)) {
             Ok(())
         } else {
             Err(ApiError::unauthorized(
@@ -142,6 +187,47 @@ impl Gateway {
             ))
         }
     }
+
+    /// The feed and (once a feed token is set) `/metrics`: the feed token or
+    /// the admin token in the header; the feed token also as `?token=` where
+    /// `in_query` (browsers cannot set headers on a WebSocket).
+    fn authorize_feed(&self, req: &Request<Incoming>, in_query: bool) -> Result<(), ApiError> {
+        if self.admin_token.is_none() && self.feed_token.is_none() {
+            return Err(ApiError::unauthorized(
+                "the feed is disabled: start the gateway with FLASHGRID_FEED_TOKEN (read-only) or FLASHGRID_ADMIN_TOKEN set",
+            ));
+        }
+        let is_feed = |given: &str| self.feed_token.as_ref().is_some_and(|t| token_is(given, t));
+        let is_admin = |given: &str| {
+            self.admin_token
+                .as_ref()
+                .is_some_and(|t| token_is(given, t))
+        };
+        if let Some(given) = bearer(req) {
+            if is_feed(given) || is_admin(given) {
+                return Ok(());
+            }
+        } else if in_query {
+            let query = req.uri().query().unwrap_or("");
+            if let Some(given) = query.split('&').find_map(|p| p.strip_prefix("token=")) {
+                if is_feed(given) {
+                    return Ok(());
+                }
+                if is_admin(given) {
+                    return Err(ApiError::unauthorized(
+                        "the admin token is accepted only in the Authorization header: use the feed token (FLASHGRID_FEED_TOKEN) in a URL",
+                    ));
+                }
+            }
+        }
+        Err(ApiError::unauthorized(
+            "send the feed token (FLASHGRID_FEED_TOKEN) as `Authorization: Bearer <token>`",
+        ))
+    }
+}
+
+fn token_is(given: &str, token: &AdminToken) -> bool {
+    constant_time_eq::constant_time_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<&str> {

@@ -15,6 +15,9 @@ impl Gateway {
     }
 
     pub(super) fn metrics(&self) -> Response<Body> {
+        self.stats
+            .long_polls
+            .set(i64::try_from(self.waiters.len()).unwrap_or(i64::MAX));
         let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
             self.stats.render(),
         )));
@@ -33,14 +36,30 @@ impl Gateway {
         )
         .await;
         // Read once: the body and the status must tell the same story.
-        let rabbitmq = self.publisher.is_up();
+        let broker_down = self.publisher.unavailable_because();
+        let rabbitmq = broker_down.is_none();
         let checks = serde_json::json!({
             "postgres": reach.postgres,
             "redis": reach.redis,
             "rabbitmq": rabbitmq,
         });
         let ready = reach.both() && rabbitmq;
-        let body = serde_json::json!({"ready": ready, "checks": checks});
+        // What is wrong, in words an operator can act on.
+        let mut why = serde_json::Map::new();
+        if !reach.postgres {
+            why.insert("postgres".into(), "no answer to SELECT 1 within 1 s".into());
+        }
+        if !reach.redis {
+            why.insert("redis".into(), "no answer to PING within 1 s".into());
+        }
+        if let Some(b) = broker_down {
+            why.insert("rabbitmq".into(), b.into());
+        }
+        let body = if ready {
+            serde_json::json!({"ready": ready, "checks": checks})
+        } else {
+            serde_json::json!({"ready": ready, "checks": checks, "why": why})
+        };
         let mut resp = json(
             if ready {
                 StatusCode::OK

@@ -112,7 +112,7 @@ impl Gateway {
 
     /// An event the catalog does not hold yet, from PostgreSQL (see
     /// `unknown`): created through another gateway a moment ago.
-    async fn created_elsewhere(&self, event: &EventId) -> Option<Arc<Entry>> {
+    pub(super) async fn created_elsewhere(&self, event: &EventId) -> Option<Arc<Entry>> {
         let _permit = self.unknown.may_ask(event)?;
         match db::get_event(&self.pool, event).await {
             Ok(Some(e)) => {

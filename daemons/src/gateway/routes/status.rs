@@ -22,7 +22,7 @@
 use super::Gateway;
 use super::events::parse_event;
 use crate::db::{self, Certainty};
-use crate::gateway::error::{ApiError, Body, json};
+use crate::gateway::error::{ApiError, Body, json, shown};
 use crate::gateway::receipt::Receipt;
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{
@@ -39,12 +39,17 @@ impl Gateway {
         query: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
         let event = parse_event(event)?;
+        // An event this gateway does not know is asked of PostgreSQL only
+        // within the budget of unknown events (made-up ids cannot flood it).
+        if self.catalog.get(&event).is_none() && self.created_elsewhere(&event).await.is_none() {
+            return Err(ApiError::unknown_event(event.as_str()));
+        }
         let (id, receipt) = self
             .receipts
             .open(&event, rid)
-            .map_err(|_| ApiError::not_found(format!("no reservation {rid:?}")))?;
+            .map_err(|_| ApiError::not_found(format!("no reservation {}", shown(rid))))?;
         let wait = wait_ms(query)?;
-        let deadline = Instant::now() + wait;
+        let mut deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             // Register before reading so a decision between the two is not missed.
@@ -72,10 +77,18 @@ impl Gateway {
                 ));
             }
             // Woken by the decision notice; re-read at least every second in
-            // case a notice was lost.
+            // case a notice was lost. At shutdown, answer what is known now:
+            // a long-poll must not hold the drain.
+            if self.shutdown.is_cancelled() {
+                deadline = Instant::now();
+                continue;
+            }
             let nap = left.min(Duration::from_secs(1));
             if let Some(w) = woken {
-                let _ = tokio::time::timeout(nap, w).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(nap, w) => {}
+                    _ = self.shutdown.cancelled() => deadline = Instant::now(),
+                }
             }
         }
     }
@@ -106,11 +119,14 @@ impl Gateway {
         // the current one as this gateway knows it (an event it does not
         // know yet: the first).
         let sale = receipt.map(|r| r.sale).or(current).unwrap_or(1);
-        let cached = self
-            .inventory
-            .lookup(event, sale, id)
-            .await
-            .map(|l| l.outcome);
+        let looked = self.inventory.lookup(event, sale, id).await;
+        // An id without a receipt that a whole state does not hold was
+        // never confirmed in this sale (every confirmation stays in Redis
+        // with its seat): a made-up id costs no PostgreSQL query.
+        if receipt.is_none() && matches!(&looked, Ok(l) if l.whole && l.outcome.is_none()) {
+            return Ok(None);
+        }
+        let cached = looked.map(|l| l.outcome);
         match &cached {
             Ok(Some(o)) if o.status == Status::Pending && !last => {
                 return Ok(cached.ok().flatten());
@@ -132,7 +148,7 @@ impl Gateway {
                 let record = cached.is_ok().then_some(sale);
                 self.certain(event, id, r, record).await?
             }
-            _ => self.committed(event, id).await?,
+            _ => self.committed_read(event, id).await?,
         };
         if certain.is_some() {
             return Ok(certain);
@@ -154,10 +170,12 @@ impl Gateway {
         r: &Receipt,
         record: Option<u32>,
     ) -> Result<Option<Outcome>, ApiError> {
-        let Some(c) = db::certainty(&self.pool, event, id, &r.user)
+        let permit = self.read_permit().await?;
+        let c = db::certainty(&self.pool, event, id, &r.user)
             .await
-            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
-        else {
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?;
+        drop(permit);
+        let Some(c) = c else {
             return Ok(None);
         };
         if let Some(row) = &c.row {
@@ -182,6 +200,17 @@ impl Gateway {
                 Ok(Some(rejection))
             }
         }
+    }
+
+    /// The reservation as PostgreSQL holds it, if it was committed (a
+    /// read route's lookup: within the read budget).
+    async fn committed_read(
+        &self,
+        event: &EventId,
+        id: &ReservationId,
+    ) -> Result<Option<Outcome>, ApiError> {
+        let _permit = self.read_permit().await?;
+        self.committed(event, id).await
     }
 
     /// The reservation as PostgreSQL holds it, if it was committed.
