@@ -19,6 +19,7 @@ mod memory;
 mod poison;
 mod rate_limit;
 mod reconnect;
+mod rejections;
 mod restock;
 mod shutdown;
 mod window;
