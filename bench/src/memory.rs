@@ -76,6 +76,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                         quantity: Quantity::ONE,
                         closed: false,
                         sale: 1,
+                        kept: None,
                     })
                     .collect();
                 let decided = inv.decide(event, limit, None, &asks).await?;

@@ -38,6 +38,9 @@ pub struct Ask<'a> {
     /// Redis's state was accepted before a reset and is rejected
     /// `sale_closed`.
     pub sale: u32,
+    /// A rejection the caller decided for it before (an earlier attempt at
+    /// its batch): kept, even where Redis forgot it since (`decide.lua`).
+    pub kept: Option<Reason>,
 }
 
 /// The most seats an event's Redis state may claim are left, from what
@@ -193,7 +196,8 @@ impl Inventory {
                 .arg(a.user.as_str())
                 .arg(a.quantity.get())
                 .arg(if a.closed { "1" } else { "0" })
-                .arg(a.sale);
+                .arg(a.sale)
+                .arg(a.kept.map_or("", Reason::as_str));
         }
         let mut conn = self.conn.clone();
         let raw: Vec<String> = match inv.invoke_async(&mut conn).await {

@@ -17,9 +17,11 @@
 -- ARGV[6]  the floor: the most seats that can be left in that sale, as of
 --          the worker's last commit or snapshot (capacity − PostgreSQL's
 --          confirmed seats; those only grow within a sale)
--- ARGV[7..] groups of 5: reservation_id, user_id, quantity, closed (1 = the
+-- ARGV[7..] groups of 6: reservation_id, user_id, quantity, closed (1 = the
 --           request arrived outside the sale window), sale (the event's sale
---           generation the gateway accepted it in)
+--           generation the gateway accepted it in), kept (the reason of a
+--           rejection the caller decided for it before, in an earlier attempt
+--           at its batch; '' for none)
 --
 -- Memory: only confirmations stay (bounded by the seats); rejections expire.
 --
@@ -45,7 +47,10 @@
 -- (a redelivered message or a retried idempotency key is counted once); a
 -- user's confirmed quantity never exceeds per_user_limit; a reservation of
 -- a sale that was reset since is rejected (sale_closed), never sold in the
--- new one.
+-- new one; a rejection the caller decided before (kept) stays a rejection
+-- even where this state forgot it (a wipe, a rebuild: its buyer may have
+-- read it, and the confirmation it was decided against may be decided
+-- again, or fenced out, since).
 local stock = redis.call('GET', KEYS[1])
 local epoch = redis.call('HGET', KEYS[2], '\1')
 local sale = redis.call('HGET', KEYS[3], '\1')
@@ -57,7 +62,7 @@ stock = tonumber(stock)
 if tonumber(ARGV[5]) == sale and stock > tonumber(ARGV[6]) then
   return redis.error_reply('NOSTOCK state behind PostgreSQL, rebuild from PostgreSQL')
 end
-for i = 7, #ARGV, 5 do
+for i = 7, #ARGV, 6 do
   if tonumber(ARGV[i + 4]) > sale then
     return redis.error_reply('NOSTOCK state older than the sale, rebuild from PostgreSQL')
   end
@@ -68,9 +73,9 @@ local was_positive = stock > 0
 local saw_sold_out = false
 local out = {epoch}
 local k = 3
-for i = 7, #ARGV, 5 do
+for i = 7, #ARGV, 6 do
   k = k + 1
-  local rid, user, qty, closed, of_sale = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  local rid, user, qty, closed, of_sale, kept = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
   local o
   if of_sale < sale then
     -- Of a sale reset since: whatever its id holds in the won hash is the
@@ -88,6 +93,13 @@ for i = 7, #ARGV, 5 do
     if prev and string.sub(prev, 1, 1) == 'r' then
       o = prev
     end
+  end
+  if not o and kept ~= '' then
+    -- Rejected by the caller's earlier attempt, and forgotten here since:
+    -- recorded again, never decided afresh against a state that may no
+    -- longer hold what it was decided against.
+    o = 'r|' .. kept .. '|' .. qty .. '|' .. user
+    redis.call('SET', KEYS[k], o, 'EX', ttl)
   end
   if not o then
     local reason

@@ -94,6 +94,14 @@ pub struct Decider {
     /// restored from before, a lagging replica promoted) and is rebuilt
     /// before it decides anything.
     floors: Arc<Mutex<HashMap<EventId, Floor>>>,
+    /// The rejections this worker decided for reservations of batches not
+    /// done yet (by id and sale generation). A rejection is public at once
+    /// (its buyer may read it before the batch is settled), and may rest on
+    /// confirmations not committed yet; should Redis forget it (a wipe)
+    /// before a failed batch is retried, the retry, deciding in a state
+    /// rebuilt from PostgreSQL, must not sell that reservation a seat: it
+    /// is kept (`Ask::kept`). Dropped once the batch is done.
+    rejected: Arc<Mutex<HashMap<(ReservationId, u32), Reason>>>,
 }
 
 impl Decider {
@@ -104,6 +112,7 @@ impl Decider {
             events: Arc::default(),
             fenced: Arc::default(),
             floors: Arc::default(),
+            rejected: Arc::default(),
         }
     }
 
@@ -140,6 +149,7 @@ impl Decider {
             let (mut outcomes, epochs) = self.decide(items).await?;
             let report = self.commit(items, &mut outcomes, &epochs).await?;
             self.settle(items, &outcomes).await?;
+            self.forget_rejections(items);
             self.announce(items).await;
             log_decisions(items, &outcomes);
             Ok(report)
@@ -203,19 +213,22 @@ impl Decider {
             // No winner to commit: the epoch is never read.
             return Ok(Decided { epoch: 0, outcomes });
         };
-        let asks: Vec<Ask<'_>> = idx
-            .iter()
-            .map(|&i| {
-                let q = &items[i];
-                Ask {
-                    id: q.id,
-                    user: &q.user,
-                    quantity: q.qty,
-                    closed: !info.is_open_at(q.at),
-                    sale: q.sale,
-                }
-            })
-            .collect();
+        let asks: Vec<Ask<'_>> = {
+            let rejected = self.rejected.lock().expect("rejections");
+            idx.iter()
+                .map(|&i| {
+                    let q = &items[i];
+                    Ask {
+                        id: q.id,
+                        user: &q.user,
+                        quantity: q.qty,
+                        closed: !info.is_open_at(q.at),
+                        sale: q.sale,
+                        kept: rejected.get(&(q.id, q.sale)).copied(),
+                    }
+                })
+                .collect()
+        };
         // A stock can go missing again right after a rebuild (Redis flushed
         // twice); three rounds then give up and let the batch be retried.
         for _ in 0..3 {
@@ -226,10 +239,34 @@ impl Decider {
                 .await
             {
                 Err(InventoryError::StockMissing) => self.restock(event).await?,
-                other => return Ok(other?),
+                other => {
+                    let decided = other?;
+                    self.keep_rejections(idx.iter().map(|&i| &items[i]), &decided.outcomes);
+                    return Ok(decided);
+                }
             }
         }
         Err(InventoryError::StockMissing.into())
+    }
+
+    /// Remembers the rejections among `outcomes` (of `items`, in order)
+    /// until their batch is done (see `rejected`); the first decision of a
+    /// reservation is the one its buyer may have read.
+    fn keep_rejections<'a>(&self, items: impl Iterator<Item = &'a Queued>, outcomes: &[Outcome]) {
+        let mut rejected = self.rejected.lock().expect("rejections");
+        for (q, o) in items.zip(outcomes) {
+            if let (Status::Rejected, Some(reason)) = (o.status, o.reason) {
+                rejected.entry((q.id, q.sale)).or_insert(reason);
+            }
+        }
+    }
+
+    /// The batch of `items` is done: nothing of it is decided again by it.
+    fn forget_rejections(&self, items: &[Queued]) {
+        let mut rejected = self.rejected.lock().expect("rejections");
+        for q in items {
+            rejected.remove(&(q.id, q.sale));
+        }
     }
 
     async fn restock(&self, event: &EventId) -> Result<(), BatchError> {
@@ -363,6 +400,11 @@ impl Decider {
                 })
                 .collect();
             self.inventory.revoke(event, &list).await?;
+            // Public now: kept, should the batch be retried.
+            self.rejected
+                .lock()
+                .expect("rejections")
+                .extend(overflow.iter().map(|(w, reason)| ((w.id, w.sale), *reason)));
             report.revoked += overflow.len() as u64;
             refused.extend(overflow.iter().map(|(w, reason)| (w.id, *reason)));
         }

@@ -20,6 +20,7 @@ mod poison;
 mod pressure;
 mod rate_limit;
 mod reconnect;
+mod rejections;
 mod restock;
 mod shutdown;
 mod window;

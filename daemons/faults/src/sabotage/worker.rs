@@ -170,6 +170,7 @@ impl Sabotaged {
                 quantity: q.qty,
                 closed: !e.is_open_at(q.at),
                 sale: q.sale,
+                kept: None,
             };
             let decided = loop {
                 match self
