@@ -112,18 +112,26 @@ pub struct Publisher {
     deadline: Duration,
 }
 
+/// The link's current channel and its generation (one per connection the
+/// link opened): a failure reported on an older one is old news.
+#[derive(Debug, Clone)]
+struct Live {
+    generation: u64,
+    channel: Channel,
+}
+
 /// Reads the queue's depth on the publisher's channel. Separate from
 /// [`Publisher`] so that holding it does not keep the batcher alive.
 #[derive(Debug, Clone)]
 pub struct QueueProbe {
-    channel: watch::Receiver<Option<Channel>>,
+    channel: watch::Receiver<Option<Live>>,
     ns: Namespace,
 }
 
 impl QueueProbe {
     /// The reservation queue's depth and consumers, `None` while the broker is away.
     pub async fn depth(&self) -> Option<queue::Depth> {
-        let ch = self.channel.borrow().clone()?;
+        let ch = self.channel.borrow().as_ref()?.channel.clone();
         tokio::time::timeout(Duration::from_secs(1), queue::depth(&ch, &self.ns))
             .await
             .ok()?
@@ -269,7 +277,7 @@ impl PublisherTasks {
 async fn batcher(
     cfg: PublisherConfig,
     mut rx: mpsc::Receiver<Submission>,
-    channel: watch::Receiver<Option<Channel>>,
+    channel: watch::Receiver<Option<Live>>,
     broken: Arc<Notify>,
     health: Arc<Health>,
     inventory: Inventory,
@@ -299,7 +307,11 @@ async fn batcher(
                 Err(_) => break,
             }
         }
-        let Some(ch) = channel.borrow().clone() else {
+        let Some(Live {
+            generation,
+            channel: ch,
+        }) = channel.borrow().clone()
+        else {
             fail(group);
             continue;
         };
@@ -357,6 +369,7 @@ async fn batcher(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "publish failed");
+                health.set_down(format!("lost the connection to RabbitMQ: {e}"));
                 broken.notify_one();
                 fail(group);
                 continue;
@@ -373,10 +386,15 @@ async fn batcher(
         };
         let broken = broken.clone();
         let health = health.clone();
+        let link = channel.clone();
         tokio::spawn(async move {
             // A failure on a channel the link already replaced says nothing
             // about the new one.
-            let current = || ch.status().connected();
+            let current = || {
+                link.borrow()
+                    .as_ref()
+                    .is_some_and(|l| l.generation == generation)
+            };
             let ok = match tokio::time::timeout(deadline, confirm).await {
                 Ok(Ok(c)) if c.is_ack() => match c.take_message() {
                     None => true,
@@ -395,6 +413,7 @@ async fn batcher(
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lost the confirm of a group");
                     if current() {
+                        health.set_down(format!("lost the connection to RabbitMQ: {e}"));
                         broken.notify_one();
                     }
                     false
@@ -444,12 +463,13 @@ fn fail(group: Vec<Submission>) {
 async fn link(
     cfg: PublisherConfig,
     mut conn: Option<lapin::Connection>,
-    channel: watch::Sender<Option<Channel>>,
+    channel: watch::Sender<Option<Live>>,
     health: Arc<Health>,
     broken: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::reconnect(Duration::from_millis(100));
+    let mut generation = 0u64;
     loop {
         let c = match conn.take() {
             Some(c) => Ok(c),
@@ -479,7 +499,11 @@ async fn link(
         };
         let delay = match ready {
             Ok((c, ch)) => {
-                channel.send_replace(Some(ch.clone()));
+                generation += 1;
+                channel.send_replace(Some(Live {
+                    generation,
+                    channel: ch.clone(),
+                }));
                 health.set_up();
                 if backoff.has_waited() {
                     tracing::info!("RabbitMQ is back: accepting reservations again");
