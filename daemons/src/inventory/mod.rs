@@ -465,6 +465,21 @@ impl Inventory {
         })
     }
 
+    /// An event's stock and the sale generation its state is of (`None`
+    /// where Redis holds no such key): what `decide.lua` checks against the
+    /// worker's floor.
+    pub async fn stock_of(
+        &self,
+        event: &EventId,
+    ) -> Result<(Option<i64>, Option<u32>), InventoryError> {
+        let k = self.keys(event);
+        let mut pipe = redis::pipe();
+        pipe.get(&k.stock).hget(&k.won, SENTINEL);
+        let mut conn = self.conn.clone();
+        let (stock, sale): (Option<i64>, Option<String>) = pipe.query_async(&mut conn).await?;
+        Ok((stock, sale.and_then(|s| s.parse().ok())))
+    }
+
     /// Seats left per event (`None` where Redis has no stock).
     pub async fn stocks(&self, events: &[EventId]) -> Result<Vec<Option<i64>>, InventoryError> {
         if events.is_empty() {

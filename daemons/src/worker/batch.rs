@@ -280,6 +280,37 @@ impl Decider {
         Ok(())
     }
 
+    /// Rebuilds each event whose Redis state claims more seats left than
+    /// PostgreSQL allows (`decide.lua`'s floor check: a copy restored from
+    /// before, a lagging replica promoted) without waiting for a purchase
+    /// to run into it: after a sell-out none comes, and the state would
+    /// keep its stale entries for good. Returns how many were rebuilt.
+    pub async fn audit(&self) -> usize {
+        let floors: Vec<(EventId, Floor)> = self
+            .floors
+            .lock()
+            .expect("floors")
+            .iter()
+            .map(|(e, f)| (e.clone(), *f))
+            .collect();
+        let mut rebuilt = 0;
+        for (event, floor) in floors {
+            let behind = matches!(
+                self.inventory.stock_of(&event).await,
+                Ok((Some(stock), Some(sale))) if sale == floor.sale && stock > floor.max_stock
+            );
+            if behind {
+                match self.restock(&event).await {
+                    Ok(()) => rebuilt += 1,
+                    Err(e) => {
+                        tracing::warn!(event_id = %event, error = %e, "could not rebuild a state behind PostgreSQL; the next decision will")
+                    }
+                }
+            }
+        }
+        rebuilt
+    }
+
     fn floor(&self, event: &EventId) -> Option<Floor> {
         self.floors.lock().expect("floors").get(event).copied()
     }

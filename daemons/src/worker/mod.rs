@@ -40,6 +40,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Connects to the services (retrying until the start-up deadline) and runs
 /// until `shutdown`.
+/// How often the worker checks the events it committed to against their
+/// floor (one Redis round trip each).
+const AUDIT_EVERY: Duration = Duration::from_secs(1);
+
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let connected = crate::services::connect(&cfg.services, "flashgrid-worker", 4).await?;
@@ -70,6 +74,21 @@ pub async fn serve(
         queue = ns.queue(),
         "worker started"
     );
+    // A Redis that came back older is rebuilt within a second even when no
+    // purchase arrives to run into it (see `Decider::audit`).
+    let auditor = tokio::spawn({
+        let (decider, stop) = (decider.clone(), reporting.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(AUDIT_EVERY) => {
+                        decider.audit().await;
+                    }
+                }
+            }
+        }
+    });
     let consume = Consume {
         cfg,
         ns: &ns,
@@ -117,6 +136,7 @@ pub async fn serve(
     }
     reporting.cancel();
     let _ = reporter.await;
+    let _ = auditor.await;
     tracing::info!("worker stopped");
     Ok(())
 }

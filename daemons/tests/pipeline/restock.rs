@@ -1,7 +1,7 @@
 //! Redis can be rebuilt: stock (or all of an event's state) vanishing from
 //! Redis mid-sale is rebuilt from PostgreSQL without overselling or leaking.
 
-use crate::helpers::{TestStack, burst};
+use crate::helpers::{TestStack, burst, eventually};
 use flashgrid_wire::{EventId, Status};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -312,4 +312,26 @@ async fn a_stock_above_what_postgresql_holds_is_rebuilt_before_it_decides() {
     assert_eq!(stack.db_counts("floor").await, (5, 5, 5));
     assert_eq!(stack.db_revoked("floor").await, 0, "caught before deciding");
     assert_eq!(stock(&stack, "floor").await, Some(0));
+}
+
+/// The same older state after the sale sold out: no purchase comes to run
+/// into it, and the worker rebuilds it by itself (its audit, once a
+/// second), so Redis does not keep stale seats and entries for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_state_after_a_sell_out_is_rebuilt_without_a_purchase() {
+    let stack = TestStack::spawn().await;
+    stack.create_event("after", 5).await;
+    sell_first(&stack, "after", 5).await;
+    assert_eq!(stock(&stack, "after").await, Some(0));
+
+    // A copy from before three of the sales comes back: three seats left
+    // by Redis's count, none by PostgreSQL's.
+    set_stock(&stack, "after", 3).await;
+    eventually(
+        "the worker rebuilds the stale state",
+        Duration::from_secs(10),
+        || async { (stock(&stack, "after").await == Some(0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.db_counts("after").await, (5, 5, 5));
 }
