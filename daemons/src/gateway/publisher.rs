@@ -286,14 +286,6 @@ async fn batcher(
     let marks = Arc::new(Semaphore::new(cfg.inflight * MARKS_PER_SLOT));
     let queue_name = cfg.ns.queue();
     let deadline = cfg.confirm_timeout;
-    // The broker stopped taking messages: tell buyers at once, and have the
-    // link start afresh.
-    let stalled = |what: &str| {
-        health.set_down(format!(
-            "RabbitMQ did not {what} within {deadline:?}: blocked by a resource alarm, or not reading this connection"
-        ));
-        broken.notify_one();
-    };
     while let Some(first) = rx.recv().await {
         // Waiting for a free slot is what lets a group grow under load.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -321,32 +313,30 @@ async fn batcher(
         }
         let items: Vec<&Queued> = group.iter().map(|p| &p.item).collect();
         let body = Group::encode(&items);
-        // Record "pending" for status lookups; best effort, off the critical path.
-        let group_marks: Vec<(EventId, u32, ReservationId, Outcome)> = group
-            .iter()
-            .map(|p| {
-                (
-                    p.item.event.clone(),
-                    p.item.sale,
-                    p.item.id,
-                    Outcome::pending(p.item.qty, p.item.user.clone()),
-                )
+        // Record "pending" for status lookups; best effort, off the critical
+        // path. While Redis is slow every permit is taken: this group goes
+        // unmarked (its status lookups fall back to the receipt and
+        // PostgreSQL), and nothing is copied for it.
+        let marked = marks.clone().try_acquire_owned().ok().map(|permit| {
+            let group_marks: Vec<(EventId, u32, ReservationId, Outcome)> = group
+                .iter()
+                .map(|p| {
+                    (
+                        p.item.event.clone(),
+                        p.item.sale,
+                        p.item.id,
+                        Outcome::pending(p.item.qty, p.item.user.clone()),
+                    )
+                })
+                .collect();
+            let inv = inventory.clone();
+            tokio::spawn(async move {
+                if let Err(e) = inv.mark_pending(marks_of(&group_marks)).await {
+                    tracing::debug!(error = %e, "could not record pending reservations in Redis");
+                }
+                drop(permit);
             })
-            .collect();
-        let marked = match marks.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let inv = inventory.clone();
-                Some(tokio::spawn(async move {
-                    if let Err(e) = inv.mark_pending(marks_of(&group_marks)).await {
-                        tracing::debug!(error = %e, "could not record pending reservations in Redis");
-                    }
-                    drop(permit);
-                }))
-            }
-            // Redis is slow: this group goes unmarked (its status lookups
-            // fall back to the receipt and PostgreSQL).
-            Err(_) => None,
-        };
+        });
         let published = tokio::time::timeout(
             deadline,
             ch.basic_publish(
@@ -369,8 +359,11 @@ async fn batcher(
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "publish failed");
-                health.set_down(format!("lost the connection to RabbitMQ: {e}"));
-                broken.notify_one();
+                start_afresh(
+                    &health,
+                    &broken,
+                    format!("lost the connection to RabbitMQ: {e}"),
+                );
                 fail(group);
                 continue;
             }
@@ -379,7 +372,7 @@ async fn batcher(
                     ?deadline,
                     "a publish did not go out in time: the broker blocks this connection"
                 );
-                stalled("take a publish");
+                start_afresh(&health, &broken, not_moving("take a publish", deadline));
                 fail(group);
                 continue;
             }
@@ -413,18 +406,18 @@ async fn batcher(
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "lost the confirm of a group");
                     if current() {
-                        health.set_down(format!("lost the connection to RabbitMQ: {e}"));
-                        broken.notify_one();
+                        start_afresh(
+                            &health,
+                            &broken,
+                            format!("lost the connection to RabbitMQ: {e}"),
+                        );
                     }
                     false
                 }
                 Err(_) => {
                     tracing::warn!(?deadline, "no confirm from the broker in time");
                     if current() {
-                        health.set_down(format!(
-                            "RabbitMQ did not confirm a publish within {deadline:?}: blocked by a resource alarm, or not reading this connection"
-                        ));
-                        broken.notify_one();
+                        start_afresh(&health, &broken, not_moving("confirm a publish", deadline));
                     }
                     false
                 }
@@ -444,6 +437,20 @@ async fn batcher(
     }
     // Every handler is gone: wait for the confirms still in flight.
     let _ = slots.acquire_many(cfg.inflight as u32).await;
+}
+
+/// The broker failed the connection the link holds: buyers are told `503`
+/// at once, and the link starts afresh.
+fn start_afresh(health: &Health, broken: &Notify, why: String) {
+    health.set_down(why);
+    broken.notify_one();
+}
+
+/// Why a broker that did not `what` within the deadline is taken for down.
+fn not_moving(what: &str, deadline: Duration) -> String {
+    format!(
+        "RabbitMQ did not {what} within {deadline:?}: blocked by a resource alarm, or not reading this connection"
+    )
 }
 
 fn marks_of(
@@ -604,8 +611,9 @@ async fn open(conn: &lapin::Connection, cfg: &PublisherConfig) -> anyhow::Result
     };
     match tokio::time::timeout(deadline, ready).await {
         Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!(
-            "RabbitMQ did not confirm a probe publish within {deadline:?}: blocked by a resource alarm, or not reading this connection"
-        )),
+        Err(_) => Err(anyhow::anyhow!(not_moving(
+            "confirm a probe publish",
+            deadline
+        ))),
     }
 }
