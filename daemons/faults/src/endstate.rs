@@ -95,9 +95,14 @@ pub async fn cache(redis_url: &str, ns: &Namespace, event: &EventId) -> anyhow::
         .arg(&keys.users)
         .query_async(&mut c)
         .await?;
+    // The committed counts: "\u{2}" the seats, "\u{2}<user>" a buyer's.
+    let committed = outcomes
+        .iter()
+        .filter_map(|(field, n)| Some((field.strip_prefix('\u{2}')?.to_owned(), n.parse().ok()?)))
+        .collect();
     let outcomes = outcomes
         .into_iter()
-        // Fields that are no reservation id are the rebuild's sentinels.
+        // Fields that are no reservation id are the sentinels and counts.
         .filter_map(|(id, raw)| {
             let id: ReservationId = id.parse().ok()?;
             let o = flashgrid::inventory::record::decode(&raw);
@@ -112,5 +117,6 @@ pub async fn cache(redis_url: &str, ns: &Namespace, event: &EventId) -> anyhow::
         stock,
         outcomes,
         users,
+        committed,
     })
 }

@@ -78,6 +78,13 @@ pub struct Refused<'a> {
 /// The field every whole `won` and `users` hash holds (see `decide.lua`):
 /// no reservation id or user id can be a control character.
 const SENTINEL: &str = "\u{1}";
+/// The `won` hash's field of the event's committed seats; its prefix of a
+/// user's committed quantity (see `decide.lua`).
+const COMMITTED: &str = "\u{2}";
+
+fn committed_field(user: &str) -> String {
+    format!("{COMMITTED}{user}")
+}
 
 /// What one decide call decided, and under which epoch of the event's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,11 +279,22 @@ impl Inventory {
         }
         let users: Vec<(&str, i64)> = users.into_iter().collect();
         for chunk in users.chunks(REBUILD_CHUNK) {
+            // Each buyer's committed quantity, twice: what the users hash
+            // counts (everything confirmed) and what the won hash counts
+            // (committed only; equal in a rebuilt state).
+            let committed: Vec<(String, i64)> = chunk
+                .iter()
+                .map(|(user, qty)| (committed_field(user), *qty))
+                .collect();
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .hset_multiple(&staged_users, chunk)
                 .ignore()
                 .expire(&staged_users, STAGING_TTL_SECS)
+                .ignore()
+                .hset_multiple(&staged_won, &committed)
+                .ignore()
+                .expire(&staged_won, STAGING_TTL_SECS)
                 .ignore();
             pipe.query_async::<()>(&mut conn).await?;
         }
@@ -292,7 +310,7 @@ impl Inventory {
             .arg(snap.epoch)
             .arg(snap.seats().confirmed)
             .arg(snap.sale)
-            .arg(snap.confirmed.len())
+            .arg(snap.confirmed.len() + users.len())
             .arg(users.len())
             .invoke_async(&mut conn)
             .await?;
@@ -455,14 +473,51 @@ impl Inventory {
         let mut conn = self.conn.clone();
         let ((won, sentinel), other): ((Option<String>, Option<String>), Option<String>) =
             pipe.query_async(&mut conn).await?;
-        let outcome = won
+        let mut outcome = won
             .or(other)
             .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
             .transpose()?;
+        if let Some(o) = outcome.as_mut().filter(|o| o.is_tentative()) {
+            self.resolve(event, std::slice::from_mut(o)).await?;
+        }
         Ok(Lookup {
             outcome,
             whole: sentinel.is_some(),
         })
+    }
+
+    /// Makes certain each tentative rejection among `outcomes` (of one
+    /// event) whose committed count has reached its mark by now (see
+    /// `decide.lua`), in one round trip; the others stay tentative.
+    pub async fn resolve(
+        &self,
+        event: &EventId,
+        outcomes: &mut [Outcome],
+    ) -> Result<(), InventoryError> {
+        let fields: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.is_tentative())
+            .map(|o| match o.reason {
+                Some(Reason::UserLimit) => committed_field(o.user.as_str()),
+                _ => COMMITTED.to_owned(),
+            })
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let counts: Vec<Option<u32>> = redis::cmd("HMGET")
+            .arg(self.keys(event).won)
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
+        let tentative = outcomes.iter_mut().filter(|o| o.is_tentative());
+        for (o, count) in tentative.zip(counts) {
+            if o.certain_at.is_some_and(|n| count.unwrap_or(0) >= n) {
+                o.certain_at = None;
+            }
+        }
+        Ok(())
     }
 
     /// An event's stock and the sale generation its state is of (`None`

@@ -4,11 +4,15 @@
 -- KEYS[2]  users     hash user_id -> confirmed quantity
 -- KEYS[3]  won       hash reservation_id -> confirmation "<s>||<qty>|<user>",
 --                    s = C (confirmed here, not yet committed) or c
---                    (confirmed and committed: settle.lua)
+--                    (confirmed and committed: settle.lua); and what the
+--                    committed ones add up to: "\2" -> the event's committed
+--                    seats, "\2<user>" -> that user's committed quantity
+--                    (settle.lua adds to them, restock.lua sets them from
+--                    PostgreSQL); "\3" -> the capacity
 -- KEYS[4..] one per reservation, in ARGV's order: its outcome key, a string
 --           "<s>|<reason>|<qty>|<user>" with s = p (pending marker, set by
---           the gateway) or r (rejected), expiring OUTCOME_TTL after it was
---           last written
+--           the gateway), r (rejected) or R<n> (rejected tentatively, see
+--           below), expiring OUTCOME_TTL after it was last written
 -- ARGV[1]  per_user_limit
 -- ARGV[2]  pub/sub channel for "soldout <event>"
 -- ARGV[3]  event id
@@ -25,11 +29,30 @@
 --
 -- Memory: only confirmations stay (bounded by the seats); rejections expire.
 --
+-- Tentative rejections. A sold_out or user_limit rejection counts the
+-- confirmations of this state, and some of those may not be committed yet
+-- (C entries, this batch's own or another worker's). Until they are, Redis
+-- may lose them (a wipe, a failover to a replica that had not received
+-- them) and the reservation, decided again, may be sold a seat: a buyer who
+-- had read "rejected" would then hold one. So such a rejection is written
+-- "R<n>": its buyer reads pending, and it becomes certain once the
+-- committed count its reason counts reaches n (the event's committed seats
+-- for sold_out: committed + qty > capacity; the user's for user_limit:
+-- committed + qty > limit). The committed counts in the won hash never
+-- exceed PostgreSQL's (each counts rows PostgreSQL holds, which only grow
+-- within a sale), so a rejection certain by them is certain by PostgreSQL:
+-- decided again in any state rebuilt since, it is the same rejection. A
+-- tentative rejection not certain yet is no decision: decided again (a
+-- redelivery, a retried batch), it is decided afresh; certain by now, it is
+-- recorded certain ("r") and kept. Readers (the status route, the worker
+-- waiting on its batch) check the counts themselves.
+--
 -- The users hash and the won hash carry a sentinel field "\1" (no user id or
 -- reservation id can be a control character): the users hash's holds the
 -- state's epoch (the events.epoch of PostgreSQL it was built under, see
--- restock.lua), the won hash's the event's sale generation. If the stock or
--- either sentinel is missing, Redis lost part of the event's state: error
+-- restock.lua), the won hash's the event's sale generation. If the stock,
+-- either sentinel or the capacity is missing, Redis lost part of the
+-- event's state (or it was built before the capacity was kept): error
 -- NOSTOCK, and the caller rebuilds all of it from PostgreSQL (restock.lua)
 -- and retries. A reservation stamped with a later sale than the state's
 -- means the state missed a reset: NOSTOCK too. So does a stock above the
@@ -47,16 +70,19 @@
 -- (a redelivered message or a retried idempotency key is counted once); a
 -- user's confirmed quantity never exceeds per_user_limit; a reservation of
 -- a sale that was reset since is rejected (sale_closed), never sold in the
--- new one; a rejection the caller decided before (kept) stays a rejection
--- even where this state forgot it (a wipe, a rebuild: its buyer may have
--- read it, and the confirmation it was decided against may be decided
--- again, or fenced out, since).
+-- new one; no rejection its buyer can read rests on a confirmation not
+-- committed (tentative rejections, above); a certain rejection the caller
+-- decided before (kept) stays a rejection even where this state forgot it
+-- (a wipe, a rebuild: its buyer may have read it).
 local stock = redis.call('GET', KEYS[1])
 local epoch = redis.call('HGET', KEYS[2], '\1')
 local sale = redis.call('HGET', KEYS[3], '\1')
-if not stock or not epoch or not sale then
+local capacity = redis.call('HGET', KEYS[3], '\3')
+if not stock or not epoch or not sale or not capacity then
   return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
+capacity = tonumber(capacity)
+local committed = tonumber(redis.call('HGET', KEYS[3], '\2') or '0')
 sale = tonumber(sale)
 stock = tonumber(stock)
 if tonumber(ARGV[5]) == sale and stock > tonumber(ARGV[6]) then
@@ -90,8 +116,22 @@ for i = 7, #ARGV, 6 do
   end
   if not o then
     local prev = redis.call('GET', KEYS[k])
-    if prev and string.sub(prev, 1, 1) == 'r' then
-      o = prev
+    if prev then
+      local s = string.sub(prev, 1, 1)
+      if s == 'r' then
+        o = prev
+      elseif s == 'R' then
+        -- Tentative: the decision if it is certain by now, else none.
+        local n, reason = string.match(prev, '^R(%d+)|([%a_]+)|')
+        local count = committed
+        if reason == 'user_limit' then
+          count = tonumber(redis.call('HGET', KEYS[3], '\2' .. user) or '0')
+        end
+        if n and count >= tonumber(n) then
+          o = 'r' .. string.sub(prev, #n + 2)
+          redis.call('SET', KEYS[k], o, 'EX', ttl)
+        end
+      end
     end
   end
   if not o and kept ~= '' then
@@ -114,7 +154,20 @@ for i = 7, #ARGV, 6 do
       saw_sold_out = true
     end
     if reason then
-      o = 'r|' .. reason .. '|' .. qty .. '|' .. user
+      -- Certain when the committed count alone rejects it (see above).
+      local s = 'r'
+      if reason ~= 'sale_closed' then
+        local bound, count = capacity, committed
+        if reason == 'user_limit' then
+          bound = limit
+          count = tonumber(redis.call('HGET', KEYS[3], '\2' .. user) or '0')
+        end
+        local n = bound - qty + 1
+        if count < n then
+          s = 'R' .. n
+        end
+      end
+      o = s .. '|' .. reason .. '|' .. qty .. '|' .. user
       redis.call('SET', KEYS[k], o, 'EX', ttl)
     else
       stock = stock - qty

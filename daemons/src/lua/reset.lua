@@ -21,5 +21,5 @@ redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1])
 -- The sentinels that say "this state is whole" (see decide.lua).
 redis.call('HSET', KEYS[2], '\1', ARGV[2])
-redis.call('HSET', KEYS[3], '\1', ARGV[3])
+redis.call('HSET', KEYS[3], '\1', ARGV[3], '\3', ARGV[1])
 return tonumber(ARGV[1])

@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  stock, KEYS[2] users, KEYS[3] won (see decide.lua)
 -- KEYS[4]  the staged won hash: every committed reservation of the snapshot
---          as "c||<qty>|<user>"
+--          as "c||<qty>|<user>", and each buyer's committed quantity as
+--          "\2<user>" (see decide.lua)
 -- KEYS[5]  the staged users hash: each user's committed quantity
 -- ARGV[1]  capacity (from PostgreSQL)
 -- ARGV[2]  the epoch the snapshot was taken under (db.rs, snapshot: each
@@ -11,7 +12,8 @@
 --          decisions made in the state before)
 -- ARGV[3]  the seats the snapshot holds (the sum of its quantities)
 -- ARGV[4]  the event's sale generation
--- ARGV[5]  the fields the worker staged in KEYS[4] (the snapshot's rows)
+-- ARGV[5]  the fields the worker staged in KEYS[4] (the snapshot's rows
+--          and buyers)
 -- ARGV[6]  the fields it staged in KEYS[5] (the snapshot's buyers)
 --
 -- The worker fills the staged hashes in chunks (a few hundred fields a
@@ -61,5 +63,5 @@ if stock < 0 then
 end
 redis.call('SET', KEYS[1], stock)
 redis.call('HSET', KEYS[2], '\1', ARGV[2])
-redis.call('HSET', KEYS[3], '\1', ARGV[4])
+redis.call('HSET', KEYS[3], '\1', ARGV[4], '\2', ARGV[3], '\3', ARGV[1])
 return stock

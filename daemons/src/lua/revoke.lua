@@ -18,6 +18,12 @@ for i = 2, #ARGV, 4 do
   local prev = redis.call('HGET', KEYS[3], ARGV[i])
   if prev then
     redis.call('HDEL', KEYS[3], ARGV[i])
+    if string.sub(prev, 1, 1) == 'c' then
+      -- Never so (PostgreSQL refused it, so holds no row of it), but the
+      -- committed counts must never count a seat PostgreSQL does not hold.
+      redis.call('HINCRBY', KEYS[3], '\2', -tonumber(ARGV[i + 2]))
+      redis.call('HINCRBY', KEYS[3], '\2' .. ARGV[i + 1], -tonumber(ARGV[i + 2]))
+    end
     redis.call('SET', KEYS[k], 'r|' .. ARGV[i + 3] .. '|' .. ARGV[i + 2] .. '|' .. ARGV[i + 1], 'EX', ttl)
     redis.call('HINCRBY', KEYS[2], ARGV[i + 1], -tonumber(ARGV[i + 2]))
   end

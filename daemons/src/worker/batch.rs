@@ -29,6 +29,10 @@ pub enum BatchError {
     Fenced(Vec<EventId>),
 }
 
+/// How long a batch waits for its tentative rejections to become certain
+/// (see `Decider::make_certain`).
+const TENTATIVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The epoch each event's decisions were made under (see `db::commit_winners`).
 pub type Epochs = HashMap<EventId, i32>;
 
@@ -76,6 +80,10 @@ pub struct BatchReport {
     pub written: u64,
     /// Winners PostgreSQL's capacity guard refused (Redis was wrong).
     pub revoked: u64,
+    /// Rejections still tentative when the batch was done (see
+    /// `make_certain`): their buyers read pending until PostgreSQL makes
+    /// them certain.
+    pub tentative: u64,
 }
 
 /// Decides and commits batches; shared by the consumer loop and tests.
@@ -147,8 +155,9 @@ impl Decider {
         let span = tracing::debug_span!("batch", reservations = items.len());
         async {
             let (mut outcomes, epochs) = self.decide(items).await?;
-            let report = self.commit(items, &mut outcomes, &epochs).await?;
+            let mut report = self.commit(items, &mut outcomes, &epochs).await?;
             self.settle(items, &outcomes).await?;
+            self.make_certain(items, &mut outcomes, &mut report).await?;
             self.forget_rejections(items);
             self.announce(items).await;
             log_decisions(items, &outcomes);
@@ -249,16 +258,90 @@ impl Decider {
         Err(InventoryError::StockMissing.into())
     }
 
-    /// Remembers the rejections among `outcomes` (of `items`, in order)
-    /// until their batch is done (see `rejected`); the first decision of a
-    /// reservation is the one its buyer may have read.
+    /// Remembers the certain rejections among `outcomes` (of `items`, in
+    /// order) until their batch is done (see `rejected`); the first
+    /// decision of a reservation is the one its buyer may have read. A
+    /// tentative one is no decision yet: its buyer reads pending.
     fn keep_rejections<'a>(&self, items: impl Iterator<Item = &'a Queued>, outcomes: &[Outcome]) {
         let mut rejected = self.rejected.lock().expect("rejections");
         for (q, o) in items.zip(outcomes) {
-            if let (Status::Rejected, Some(reason)) = (o.status, o.reason) {
+            if let (Status::Rejected, Some(reason), None) = (o.status, o.reason, o.certain_at) {
                 rejected.entry((q.id, q.sale)).or_insert(reason);
             }
         }
+    }
+
+    /// Step 3b: waits, for at most [`TENTATIVE_PATIENCE`], until every
+    /// tentative rejection of the batch is certain (see `decide.lua`): most
+    /// are by now, their batch's own confirmations settled; the rest rest on
+    /// another worker's confirmations, committed within milliseconds as a
+    /// rule. Those still tentative are decided again between waits: should
+    /// what they rest on be gone (revoked, fenced out, lost with Redis),
+    /// they are decided afresh and may be sold a seat, which is committed
+    /// here. Past the patience the batch is done anyway: its tentative
+    /// rejections read pending until the status route finds them certain in
+    /// PostgreSQL.
+    async fn make_certain(
+        &self,
+        items: &[Queued],
+        outcomes: &mut [Outcome],
+        report: &mut BatchReport,
+    ) -> Result<(), BatchError> {
+        let deadline = tokio::time::Instant::now() + TENTATIVE_PATIENCE;
+        let mut nap = std::time::Duration::from_millis(2);
+        loop {
+            self.resolve(items, outcomes).await?;
+            let open: Vec<usize> = (0..items.len())
+                .filter(|&i| outcomes[i].is_tentative())
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() + nap > deadline {
+                tracing::info!(
+                    tentative = open.len(),
+                    "rejections still resting on confirmations not committed: left pending for the status route to find certain"
+                );
+                break;
+            }
+            tokio::time::sleep(nap).await;
+            nap = (nap * 2).min(std::time::Duration::from_millis(50));
+            let again: Vec<Queued> = open.iter().map(|&i| items[i].clone()).collect();
+            let (mut decided, epochs) = self.decide(&again).await?;
+            let more = self.commit(&again, &mut decided, &epochs).await?;
+            self.settle(&again, &decided).await?;
+            report.written += more.written;
+            report.revoked += more.revoked;
+            for (&i, o) in open.iter().zip(decided) {
+                outcomes[i] = o;
+            }
+        }
+        report.confirmed = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Confirmed)
+            .count() as u64;
+        report.rejected = outcomes.len() as u64 - report.confirmed;
+        report.tentative = outcomes.iter().filter(|o| o.is_tentative()).count() as u64;
+        Ok(())
+    }
+
+    /// Makes certain, event by event, the tentative rejections among
+    /// `outcomes` whose committed counts have reached their mark.
+    async fn resolve(&self, items: &[Queued], outcomes: &mut [Outcome]) -> Result<(), BatchError> {
+        let mut by_event: HashMap<&EventId, Vec<usize>> = HashMap::new();
+        for (i, (q, o)) in items.iter().zip(outcomes.iter()).enumerate() {
+            if o.is_tentative() {
+                by_event.entry(&q.event).or_default().push(i);
+            }
+        }
+        for (event, idx) in by_event {
+            let mut some: Vec<Outcome> = idx.iter().map(|&i| outcomes[i].clone()).collect();
+            self.inventory.resolve(event, &mut some).await?;
+            for (&i, o) in idx.iter().zip(some) {
+                outcomes[i] = o;
+            }
+        }
+        Ok(())
     }
 
     /// The batch of `items` is done: nothing of it is decided again by it.

@@ -65,8 +65,8 @@ async fn rejections_expire_winners_stay_and_both_are_still_answered() {
         .unwrap();
     assert_eq!(
         entries,
-        3 + 1,
-        "the won hash holds the winners and its sentinel"
+        3 + 3 + 3,
+        "the won hash holds the winners, each buyer's committed count, its sentinel, the committed seats and the capacity"
     );
     assert_eq!(won_ttl, -1, "confirmations do not expire");
     // One key per rejection, and each winner's pending marker (kept, so a
@@ -143,8 +143,22 @@ async fn a_rebuild_of_many_winners_is_staged_and_swapped_whole() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(entries, 1_234 + 1);
+    assert_eq!(entries, 1_234 + 617 + 3, "rows, buyers' counts, 3 fields");
     assert_eq!((first, ghost, sentinel), (3, None, 5));
+    // What the committed rows add up to, which makes tentative rejections
+    // certain (decide.lua): the rebuilt state's rows are all committed.
+    let (seats, of_first, of_ghost, capacity): (i64, i64, Option<i64>, i64) = redis::pipe()
+        .hget(&k.won, "\u{2}")
+        .hget(&k.won, "\u{2}u0")
+        .hget(&k.won, "\u{2}ghost")
+        .hget(&k.won, "\u{3}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        (seats, of_first, of_ghost, capacity),
+        (1_235, 3, None, 2_000)
+    );
     let (staged_won, staged_users) = k.staging(5);
     let left: usize = redis::cmd("EXISTS")
         .arg(&staged_won)
@@ -196,7 +210,7 @@ async fn an_older_snapshot_or_reset_never_replaces_a_newer_state() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(entries, 10 + 1, "the newer state's winners are kept");
+    assert_eq!(entries, 10 + 10 + 3, "the newer state's winners are kept");
 
     assert_eq!(
         inv.restock(&event, &snapshot(7, 10)).await.unwrap(),
@@ -211,7 +225,7 @@ async fn an_older_snapshot_or_reset_never_replaces_a_newer_state() {
         .unwrap();
     assert_eq!(
         (entries, stock),
-        (10 + 1, 90),
+        (10 + 10 + 3, 90),
         "a late reset of epoch 6 changed nothing"
     );
 }

@@ -1,6 +1,8 @@
-//! A rejection its buyer may already have read is never decided again the
-//! other way, even when Redis forgot it and the confirmation it was decided
-//! against is itself fenced out and decided again. Driven step by step with
+//! A rejection its buyer can read is never decided again the other way,
+//! even when Redis forgets it and the confirmation it was decided against
+//! is itself fenced out and decided again: a rejection resting on a
+//! confirmation not committed yet is tentative and reads `pending` until
+//! that confirmation is committed (`decide.lua`). Driven step by step with
 //! the workers' own `Decider`s, as `fence.rs` does: the moment of the wipe
 //! between a batch's steps is the test's to choose.
 //!
@@ -10,13 +12,16 @@
 //! `rejected`; Redis was wiped before its worker settled the batch; the
 //! batch, retried, was decided again in the state rebuilt from PostgreSQL,
 //! where the first purchase (held at a stalled proxy, then fenced) held
-//! nothing: the second purchase was sold the seat.
+//! nothing: the second purchase was sold the seat. Keeping a worker's own
+//! rejections for its retries closed that path only; a redelivery to
+//! another worker, or a decide whose reply was lost, still flipped.
 
-use crate::helpers::TestStack;
+use crate::helpers::{TestStack, eventually};
 use flashgrid::inventory::Inventory;
 use flashgrid::queue::Queued;
 use flashgrid::worker::{BatchError, Decider};
-use flashgrid_wire::{Accepted, EventId, Quantity, Reason, Status, UserId};
+use flashgrid_wire::{Accepted, EventId, Quantity, Reason, ReservationId, Status, UserId};
+use std::time::Duration;
 
 const EVENT: &str = "told";
 
@@ -85,16 +90,27 @@ async fn sale() -> TestStack {
     stack
 }
 
-/// Worker 1 confirms a buyer's first purchase and its commit is held;
-/// worker 0 rejects the buyer's second purchase for the limit (against that
-/// uncommitted confirmation), commits the rest of its batch, and the buyer
-/// reads the rejection. Redis is wiped before worker 0 settles: its batch
-/// is retried, and is decided again in the state worker 0 rebuilds from
-/// PostgreSQL, where the buyer holds nothing. The rejection must stand;
-/// worker 1's held commit is fenced and decided again, and sells the first
-/// purchase the seat.
+/// The outcome Redis records of a reservation, as stored.
+async fn recorded(stack: &TestStack, id: ReservationId) -> Option<String> {
+    let mut conn = stack.redis().await;
+    redis::cmd("GET")
+        .arg(stack.keys(EVENT).outcome(1, &id))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Worker 1 confirms a buyer's first purchase; its commit is held. Worker
+/// 0 rejects the buyer's second purchase for the limit against that
+/// uncommitted confirmation and commits the rest of its batch: the buyer
+/// reads `pending`, not the rejection (the seat it rests on may yet go).
+/// Redis is wiped before worker 0 settles: its batch is retried in the
+/// state rebuilt from PostgreSQL, where the buyer holds nothing, and sells
+/// the second purchase the seat; worker 1's held commit is fenced, and
+/// decided again, rejects the first purchase for the limit — certain now.
+/// Nobody read a decision that changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejection_read_before_a_wipe_stays_when_its_batch_is_retried() {
+async fn a_rejection_resting_on_an_uncommitted_seat_reads_pending_and_may_be_sold_after_a_wipe() {
     let stack = sale().await;
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
@@ -113,6 +129,7 @@ async fn a_rejection_read_before_a_wipe_stays_when_its_batch_is_retried() {
         (Status::Rejected, Some(Reason::UserLimit)),
         "the second purchase, against the first's confirmation"
     );
+    assert!(outcomes[0].is_tentative(), "{:?}", outcomes[0]);
     assert_eq!(outcomes[1].status, Status::Confirmed);
     let report = retrying_worker
         .commit(&batch, &mut outcomes, &epochs)
@@ -121,9 +138,9 @@ async fn a_rejection_read_before_a_wipe_stays_when_its_batch_is_retried() {
     assert_eq!(report.written, 1);
     let told = stack.status(&second_a, 0).await;
     assert_eq!(
-        (told.status, told.reason),
-        (Status::Rejected, Some(Reason::UserLimit)),
-        "the buyer reads the rejection"
+        told.status,
+        Status::Pending,
+        "the rejection rests on a seat not committed: {told:?}"
     );
 
     wipe(&stack).await;
@@ -136,73 +153,140 @@ async fn a_rejection_read_before_a_wipe_stays_when_its_batch_is_retried() {
     assert!(matches!(late, Err(BatchError::Fenced(_))), "{late:?}");
     held_worker.process(&held).await.unwrap();
 
-    let end = stack.status(&second_a, 0).await;
-    assert_eq!(
-        end.status,
-        Status::Rejected,
-        "the status URL of the second purchase said rejected to its buyer: {end:?}"
-    );
     assert_eq!(
         rows(&stack).await,
-        sorted(&[&first_a, &other_a]),
-        "PostgreSQL holds the first purchase and the other buyer's"
+        sorted(&[&second_a, &other_a]),
+        "PostgreSQL holds the second purchase and the other buyer's"
     );
-    assert_eq!(stack.decided(&first_a).await.status, Status::Confirmed);
+    assert_eq!(stack.decided(&second_a).await.status, Status::Confirmed);
+    let first_end = stack.decided(&first_a).await;
+    assert_eq!(
+        (first_end.status, first_end.reason),
+        (Status::Rejected, Some(Reason::UserLimit))
+    );
     assert_eq!(stack.decided(&other_a).await.status, Status::Confirmed);
 }
 
-/// The same, with the rejection in the fenced batch: worker 1 rejects the
-/// buyer's second purchase for the limit against worker 0's uncommitted
-/// confirmation of the first (and confirms a third buyer's); the buyer
-/// reads the rejection. Redis is wiped before
-/// either commit lands; worker 0's commit fails, a third worker rebuilds the
-/// state, worker 1's commit is fenced and its batch decided again first,
-/// where the buyer holds nothing. The rejection must stand, and worker 0's
-/// retry sells the first purchase the seat.
+/// A rejection certain when it was decided (the seat it counts committed)
+/// is read at once and stands through a wipe and a redelivery of its
+/// message to another worker: decided again in the state rebuilt from
+/// PostgreSQL, it is the same rejection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejection_read_before_a_wipe_stays_when_its_batch_is_fenced() {
+async fn a_certain_rejection_stands_through_a_wipe_and_a_redelivery() {
     let stack = sale().await;
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
-    let (third_a, third) = purchase(&stack, "third", "k-4").await;
-    let (other_a, other) = purchase(&stack, "other", "k-3").await;
+    let (w0, w1) = (decider(&stack).await, decider(&stack).await);
+    w0.process(&[first]).await.unwrap();
+    let (outcomes, _) = w0.decide(std::slice::from_ref(&second)).await.unwrap();
+    assert_eq!(outcomes[0].reason, Some(Reason::UserLimit));
+    assert!(!outcomes[0].is_tentative(), "the first seat is committed");
+    let told = stack.status(&second_a, 0).await;
+    assert_eq!(
+        (told.status, told.reason),
+        (Status::Rejected, Some(Reason::UserLimit))
+    );
+
+    // Worker 0 dies before acking; Redis restarts empty; worker 1 takes
+    // the redelivered message.
+    wipe(&stack).await;
+    w1.process(&[second]).await.unwrap();
+    let end = stack.decided(&second_a).await;
+    assert_eq!((end.status, end.reason), (told.status, told.reason));
+    assert_eq!(rows(&stack).await, sorted(&[&first_a]));
+}
+
+/// A worker whose batch holds a rejection resting on another worker's
+/// uncommitted confirmation waits for it before its batch is done: once
+/// that commit is settled, the rejection is certain and its buyer reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_the_commit_its_rejections_rest_on() {
+    let stack = sale().await;
+    let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
+    let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
+    let (w0, w1) = (decider(&stack).await, decider(&stack).await);
+    let held = [first];
+    let (mut held_outcomes, held_epochs) = w0.decide(&held).await.unwrap();
+
+    let waiting = tokio::spawn({
+        let w1 = w1.clone();
+        async move { w1.process(&[second]).await }
+    });
+    let tentative = eventually(
+        "worker 1 to reject the second purchase tentatively",
+        Duration::from_secs(10),
+        || async {
+            recorded(&stack, second_a.reservation_id)
+                .await
+                .filter(|o| o.starts_with('R'))
+        },
+    )
+    .await;
+    assert!(tentative.contains("|user_limit|"), "{tentative}");
+    assert_eq!(stack.status(&second_a, 0).await.status, Status::Pending);
+
+    w0.commit(&held, &mut held_outcomes, &held_epochs)
+        .await
+        .unwrap();
+    w0.settle(&held, &held_outcomes).await.unwrap();
+    let report = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        (report.confirmed, report.rejected, report.tentative),
+        (0, 1, 0),
+        "done once its rejection was certain"
+    );
+    let told = stack.status(&second_a, 0).await;
+    assert_eq!(
+        (told.status, told.reason),
+        (Status::Rejected, Some(Reason::UserLimit))
+    );
+    assert_eq!(rows(&stack).await, sorted(&[&first_a]));
+}
+
+/// The confirmation a waiting batch's rejection rests on is lost (Redis
+/// wiped, its worker dead before committing): the waiting worker decides
+/// the reservation again in the state rebuilt from PostgreSQL and sells it
+/// the seat, within its patience. Its buyer never read a rejection; the
+/// first purchase, redelivered later, is rejected for the limit, certain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_rejection_whose_basis_is_lost_is_decided_again() {
+    let stack = sale().await;
+    let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
+    let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
     let (w0, w1, w2) = (
         decider(&stack).await,
         decider(&stack).await,
         decider(&stack).await,
     );
-
-    let a = [first];
-    let (outcomes, _) = w0.decide(&a).await.unwrap();
+    let (outcomes, _) = w0.decide(std::slice::from_ref(&first)).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);
-    let fenced = [second, third];
-    let (mut fenced_outcomes, fenced_epochs) = w1.decide(&fenced).await.unwrap();
-    assert_eq!(fenced_outcomes[0].reason, Some(Reason::UserLimit));
-    assert_eq!(fenced_outcomes[1].status, Status::Confirmed);
-    let told = stack.status(&second_a, 0).await;
-    assert_eq!(
-        told.status,
-        Status::Rejected,
-        "the buyer reads the rejection"
-    );
 
+    let waiting = tokio::spawn({
+        let w1 = w1.clone();
+        async move { w1.process(&[second]).await }
+    });
+    eventually(
+        "worker 1 to reject the second purchase tentatively",
+        Duration::from_secs(10),
+        || async {
+            recorded(&stack, second_a.reservation_id)
+                .await
+                .filter(|o| o.starts_with('R'))
+        },
+    )
+    .await;
+    // Worker 0 dies; Redis restarts empty.
     wipe(&stack).await;
-    // Another worker rebuilds and sells on (the epoch moves on).
-    w2.process(&[other]).await.unwrap();
-    let late = w1
-        .commit(&fenced, &mut fenced_outcomes, &fenced_epochs)
-        .await;
-    assert!(matches!(late, Err(BatchError::Fenced(_))), "{late:?}");
-    w1.process(&fenced).await.unwrap();
-    // Worker 0's commit had failed: its batch is retried now.
-    w0.process(&a).await.unwrap();
+    let report = waiting.await.unwrap().unwrap();
+    assert_eq!((report.confirmed, report.written), (1, 1));
+    assert_eq!(stack.decided(&second_a).await.status, Status::Confirmed);
 
-    let end = stack.status(&second_a, 0).await;
+    // Worker 0's message, redelivered.
+    w2.process(&[first]).await.unwrap();
+    let end = stack.decided(&first_a).await;
     assert_eq!(
-        end.status,
-        Status::Rejected,
-        "the status URL of the second purchase said rejected to its buyer: {end:?}"
+        (end.status, end.reason),
+        (Status::Rejected, Some(Reason::UserLimit))
     );
-    assert_eq!(rows(&stack).await, sorted(&[&first_a, &third_a, &other_a]));
-    assert_eq!(stack.decided(&first_a).await.status, Status::Confirmed);
+    assert_eq!(rows(&stack).await, sorted(&[&second_a]));
 }

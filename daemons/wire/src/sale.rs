@@ -160,7 +160,13 @@ impl EventView {
 ///
 /// A confirmation is first made in Redis and only then committed to
 /// PostgreSQL; until it is committed its buyer is told `pending`:
-/// "confirmed" is only ever said of a committed seat.
+/// "confirmed" is only ever said of a committed seat. Likewise a rejection
+/// decided against confirmations not all committed yet (`sold_out` or
+/// `user_limit` while the seats or the buyer's purchases it counted are
+/// still on their way to PostgreSQL) is *tentative*: its buyer is told
+/// `pending` until what it rests on is committed, since until then Redis
+/// may lose those confirmations and the reservation may yet be sold a seat.
+/// "rejected" is only ever said of a rejection PostgreSQL makes certain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
@@ -169,6 +175,11 @@ pub struct Outcome {
     pub user: UserId,
     /// For a confirmation: whether PostgreSQL has committed it.
     pub committed: bool,
+    /// For a tentative rejection: the committed count at which it is
+    /// certain — the event's committed seats for `sold_out`, the buyer's
+    /// committed quantity for `user_limit` (see `decide.lua`). `None` for
+    /// a certain one.
+    pub certain_at: Option<u32>,
 }
 
 impl Outcome {
@@ -180,9 +191,11 @@ impl Outcome {
             quantity,
             user,
             committed: false,
+            certain_at: None,
         }
     }
 
+    /// A certain rejection.
     pub fn rejected(reason: Reason, quantity: Quantity, user: UserId) -> Self {
         Self {
             status: Status::Rejected,
@@ -190,6 +203,7 @@ impl Outcome {
             quantity,
             user,
             committed: false,
+            certain_at: None,
         }
     }
 
@@ -201,6 +215,7 @@ impl Outcome {
             quantity,
             user,
             committed: true,
+            certain_at: None,
         }
     }
 
@@ -210,9 +225,15 @@ impl Outcome {
         self.status == Status::Confirmed && !self.committed
     }
 
-    /// What a buyer is told: a confirmation not yet committed is still pending.
+    /// A rejection that may not stand yet (see the type's doc).
+    pub fn is_tentative(&self) -> bool {
+        self.status == Status::Rejected && self.certain_at.is_some()
+    }
+
+    /// What a buyer is told: a confirmation not yet committed, or a
+    /// tentative rejection, is still pending.
     pub fn public_status(&self) -> Status {
-        if self.awaits_commit() {
+        if self.awaits_commit() || self.is_tentative() {
             Status::Pending
         } else {
             self.status
@@ -285,7 +306,21 @@ mod tests {
         let held = Outcome::committed(Quantity::ONE, user.clone());
         assert!(!held.awaits_commit());
         assert_eq!(held.public_status(), Status::Confirmed);
-        let marker = Outcome::pending(Quantity::ONE, user);
+        let marker = Outcome::pending(Quantity::ONE, user.clone());
         assert!(!marker.awaits_commit());
+    }
+
+    #[test]
+    fn a_rejection_is_pending_until_certain() {
+        let user = UserId::parse("u").unwrap();
+        let certain = Outcome::rejected(Reason::SoldOut, Quantity::ONE, user);
+        assert!(!certain.is_tentative());
+        assert_eq!(certain.public_status(), Status::Rejected);
+        let tentative = Outcome {
+            certain_at: Some(20),
+            ..certain
+        };
+        assert!(tentative.is_tentative());
+        assert_eq!(tentative.public_status(), Status::Pending);
     }
 }

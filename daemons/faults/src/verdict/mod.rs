@@ -46,6 +46,9 @@ pub struct Cache {
     pub outcomes: HashMap<ReservationId, Option<(Status, bool)>>,
     /// Each user's confirmed quantity.
     pub users: HashMap<String, i64>,
+    /// The committed counts tentative rejections are made certain by: the
+    /// event's committed seats under `""`, each buyer's under its id.
+    pub committed: HashMap<String, i64>,
 }
 
 /// Counts per verdict: 0 everywhere is a pass.
@@ -413,16 +416,33 @@ fn judge_cache(f: &Facts<'_>, sold: i64, v: &mut Verdicts, why: &mut Vec<String>
     }
     let mut users: HashSet<&str> = held.keys().copied().collect();
     users.extend(cache.users.keys().map(String::as_str));
+    users.extend(
+        cache
+            .committed
+            .keys()
+            .map(String::as_str)
+            .filter(|u| !u.is_empty()),
+    );
     for user in users {
         let rows = held.get(user).copied().unwrap_or(0);
         let counted = cache.users.get(user).copied().unwrap_or(0);
-        if rows != counted {
+        let committed = cache.committed.get(user).copied().unwrap_or(0);
+        if rows != counted || rows != committed {
             v.cache += 1;
             if v.cache <= 5 {
                 why.push(format!(
-                    "cache: Redis counts {counted} seats for {user}, PostgreSQL {rows}"
+                    "cache: Redis counts {counted} seats for {user} ({committed} committed), PostgreSQL {rows}"
                 ));
             }
+        }
+    }
+    let committed = cache.committed.get("").copied().unwrap_or(0);
+    if committed != sold {
+        v.cache += 1;
+        if v.cache <= 5 {
+            why.push(format!(
+                "cache: Redis counts {committed} seats committed, PostgreSQL {sold}"
+            ));
         }
     }
 }

@@ -68,6 +68,11 @@ fn cache_of(rows: &[(ReservationId, String, i32)], capacity: u32) -> Cache {
             .map(|r| (r.0, Some((Status::Confirmed, true))))
             .collect(),
         users: rows.iter().map(|r| (r.1.clone(), i64::from(r.2))).collect(),
+        committed: rows
+            .iter()
+            .map(|r| (r.1.clone(), i64::from(r.2)))
+            .chain([(String::new(), sold)])
+            .collect(),
     }
 }
 
@@ -549,6 +554,27 @@ fn redis_that_disagrees_with_postgresql_is_cache() {
         }),
         1,
         "a limit lifted"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.committed.insert("b1".into(), 2);
+        }),
+        1,
+        "a buyer's committed count above their rows: their next rejection would be certain too early"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.committed.insert(String::new(), 4);
+        }),
+        1,
+        "more seats counted committed than sold"
+    );
+    assert_eq!(
+        cache(&|c| {
+            c.committed.remove("");
+        }),
+        1,
+        "settled seats never counted"
     );
     assert_eq!(judge_with_cache(&j, &rows, 3, &view(3, 3), None).cache, 1);
 }

@@ -3,8 +3,8 @@
 //! (`?wait_ms=`) until decided.
 //!
 //! Where each answer comes from, in order:
-//! 1. Redis's outcome, when it is a decision (`rejected`, or `confirmed`
-//!    and committed).
+//! 1. Redis's outcome, when it is a decision (`rejected` and certain, or
+//!    `confirmed` and committed; see `Outcome` for tentative rejections).
 //! 2. PostgreSQL's row: a committed winner is `confirmed`, whatever Redis
 //!    says or lost (asked when Redis has no decision: pending only on the
 //!    request's last read, since a pending marker can be stale).
@@ -15,7 +15,8 @@
 //!    reset, so what is certain stays so: the worker, deciding the same
 //!    reservation, can only reach the same answer (its checks run in this
 //!    order, and PostgreSQL's guards refuse anything else).
-//! 4. Redis's `pending`, or with a receipt and Redis knowing nothing,
+//! 4. Redis's `pending` (a marker, a confirmation not committed, a
+//!    tentative rejection), or with a receipt and Redis knowing nothing,
 //!    `pending`: issued, not decided yet. Without a receipt and nothing
 //!    known: `404`. Redis away and nothing certain: `503`.
 
@@ -128,7 +129,10 @@ impl Gateway {
         }
         let cached = looked.map(|l| l.outcome);
         match &cached {
-            Ok(Some(o)) if o.status == Status::Pending && !last => {
+            // Not decided yet as far as Redis knows (a tentative rejection is
+            // no decision until certain): PostgreSQL is asked on the
+            // request's last read only.
+            Ok(Some(o)) if (o.status == Status::Pending || o.is_tentative()) && !last => {
                 return Ok(cached.ok().flatten());
             }
             Ok(Some(o)) if o.public_status() != Status::Pending => {
