@@ -32,6 +32,9 @@ pub struct WorkerReport {
     pub written: u64,
     /// Confirmations PostgreSQL's capacity guard refused (Redis was wrong).
     pub revoked: u64,
+    /// Messages handed back to the queue, their rejections not certain yet
+    /// (see `Decider::make_certain`).
+    pub handed_back: u64,
 }
 
 impl Notice {
@@ -40,8 +43,8 @@ impl Notice {
             Notice::SoldOut(e) => format!("soldout {e}"),
             Notice::EventChanged(e) => format!("event {e}"),
             Notice::Stats(r) => format!(
-                "stats {} {} {} {}",
-                r.confirmed, r.rejected, r.written, r.revoked
+                "stats {} {} {} {} {}",
+                r.confirmed, r.rejected, r.written, r.revoked, r.handed_back
             ),
             Notice::Decided(e, ids) => {
                 let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
@@ -67,6 +70,7 @@ impl Notice {
                 written: n()?,
                 // Absent from an older worker's report: none counted.
                 revoked: words.next().map_or(Some(0), |w| w.parse().ok())?,
+                handed_back: words.next().map_or(Some(0), |w| w.parse().ok())?,
             }));
         }
         let event = EventId::parse(words.next()?).ok()?;
@@ -183,6 +187,7 @@ mod tests {
                 rejected: 40,
                 written: 3,
                 revoked: 2,
+                handed_back: 1,
             }),
         ] {
             assert_eq!(Notice::parse(&n.encode()), Some(n));
@@ -200,6 +205,7 @@ mod tests {
                 rejected: 2,
                 written: 3,
                 revoked: 0,
+                handed_back: 0,
             }))
         );
     }

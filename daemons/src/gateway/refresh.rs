@@ -80,6 +80,7 @@ impl Refresh {
                 self.stats.worker_rejected.inc_by(r.rejected);
                 self.stats.worker_written.inc_by(r.written);
                 self.stats.worker_revoked.inc_by(r.revoked);
+                self.stats.worker_handed_back.inc_by(r.handed_back);
             }
             Received::Notice(Notice::EventChanged(e)) => {
                 let this = self.clone();

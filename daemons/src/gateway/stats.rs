@@ -104,6 +104,7 @@ pub struct Stats {
     pub worker_rejected: Counter,
     pub worker_written: Counter,
     pub worker_revoked: Counter,
+    pub worker_handed_back: Counter,
     pub queue_depth: Gauge,
     /// PostgreSQL lookups made by the read routes (status URLs, `/events`).
     pub read_lookups: Counter,
@@ -178,6 +179,11 @@ impl Stats {
             "worker_revoked",
             "Confirmations Redis made that PostgreSQL's capacity guard refused, as reported by workers (anything above 0 is a defect)",
             self.worker_revoked.clone(),
+        );
+        r.register(
+            "worker_handed_back",
+            "Messages workers handed back to the queue because a rejection in them still rested on a confirmation not committed (decided again until certain)",
+            self.worker_handed_back.clone(),
         );
         r.register(
             "queue_depth",

@@ -31,7 +31,7 @@ pub enum BatchError {
 
 /// How long a batch waits for its tentative rejections to become certain
 /// (see `Decider::make_certain`).
-const TENTATIVE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+const TENTATIVE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The epoch each event's decisions were made under (see `db::commit_winners`).
 pub type Epochs = HashMap<EventId, i32>;
@@ -80,10 +80,10 @@ pub struct BatchReport {
     pub written: u64,
     /// Winners PostgreSQL's capacity guard refused (Redis was wrong).
     pub revoked: u64,
-    /// Rejections still tentative when the batch was done (see
-    /// `make_certain`): their buyers read pending until PostgreSQL makes
-    /// them certain.
-    pub tentative: u64,
+    /// The items (indices into the batch) whose rejection was still
+    /// tentative when the batch was done (see `make_certain`): their
+    /// messages are handed back to the queue, to be decided again.
+    pub tentative: Vec<usize>,
 }
 
 /// Decides and commits batches; shared by the consumer loop and tests.
@@ -157,9 +157,21 @@ impl Decider {
             let (mut outcomes, epochs) = self.decide(items).await?;
             let mut report = self.commit(items, &mut outcomes, &epochs).await?;
             self.settle(items, &outcomes).await?;
-            self.make_certain(items, &mut outcomes, &mut report).await?;
-            self.forget_rejections(items);
+            self.resolve(items, &mut outcomes).await?;
+            // What is decided is announced at once; the rejections still
+            // resting on another worker's commit, again once waited for.
             self.announce(items).await;
+            if outcomes.iter().any(Outcome::is_tentative) {
+                let waited: Vec<Queued> = items
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| o.is_tentative())
+                    .map(|(q, _)| q.clone())
+                    .collect();
+                self.make_certain(items, &mut outcomes, &mut report).await?;
+                self.announce(&waited).await;
+            }
+            self.forget_rejections(items);
             log_decisions(items, &outcomes);
             Ok(report)
         }
@@ -273,14 +285,16 @@ impl Decider {
 
     /// Step 3b: waits, for at most [`TENTATIVE_PATIENCE`], until every
     /// tentative rejection of the batch is certain (see `decide.lua`): most
-    /// are by now, their batch's own confirmations settled; the rest rest on
+    /// are once the batch's own confirmations are settled; the rest rest on
     /// another worker's confirmations, committed within milliseconds as a
     /// rule. Those still tentative are decided again between waits: should
     /// what they rest on be gone (revoked, fenced out, lost with Redis),
     /// they are decided afresh and may be sold a seat, which is committed
-    /// here. Past the patience the batch is done anyway: its tentative
-    /// rejections read pending until the status route finds them certain in
-    /// PostgreSQL.
+    /// here. Past the patience the batch is done anyway, and those still
+    /// tentative are named in the report: their messages go back to the
+    /// queue rather than being acked (`consume.rs`), so that they are
+    /// decided again until certain — acked, nothing would decide them
+    /// again should what they rest on be lost.
     async fn make_certain(
         &self,
         items: &[Queued],
@@ -300,7 +314,7 @@ impl Decider {
             if tokio::time::Instant::now() + nap > deadline {
                 tracing::info!(
                     tentative = open.len(),
-                    "rejections still resting on confirmations not committed: left pending for the status route to find certain"
+                    "rejections still resting on confirmations not committed: their messages go back to the queue"
                 );
                 break;
             }
@@ -321,7 +335,9 @@ impl Decider {
             .filter(|o| o.status == Status::Confirmed)
             .count() as u64;
         report.rejected = outcomes.len() as u64 - report.confirmed;
-        report.tentative = outcomes.iter().filter(|o| o.is_tentative()).count() as u64;
+        report.tentative = (0..outcomes.len())
+            .filter(|&i| outcomes[i].is_tentative())
+            .collect();
         Ok(())
     }
 

@@ -135,6 +135,10 @@ impl Consume<'_> {
     async fn settle(&self, channel: &lapin::Channel, batch: &Batch) -> anyhow::Result<bool> {
         if !batch.items.is_empty() {
             match until_done(self.decider, &batch.items, self.shutdown).await {
+                Processed::Done(report) if !report.tentative.is_empty() => {
+                    self.unreported.add(&report);
+                    return self.hand_back(channel, batch, &report.tentative).await;
+                }
                 Processed::Done(report) => self.unreported.add(&report),
                 Processed::Shutdown => return Ok(false),
                 Processed::Stuck(e) => {
@@ -161,6 +165,44 @@ impl Consume<'_> {
                 .await
                 .context("ack")?;
         }
+        Ok(true)
+    }
+}
+
+impl Consume<'_> {
+    /// Acks the batch's messages one by one, except those holding a
+    /// reservation whose rejection is still tentative (items `tentative`,
+    /// see `Decider::make_certain`): those go back to the queue, to be
+    /// decided again until their rejection is certain or they are sold a
+    /// seat. Their other reservations are decided already, and get the same
+    /// decision back.
+    async fn hand_back(
+        &self,
+        channel: &lapin::Channel,
+        batch: &Batch,
+        tentative: &[usize],
+    ) -> anyhow::Result<bool> {
+        let mut requeued = 0;
+        for m in &batch.messages {
+            if tentative.iter().any(|i| m.items.contains(i)) {
+                channel
+                    .basic_reject(m.tag, BasicRejectOptions { requeue: true })
+                    .await
+                    .context("hand a message back to the queue")?;
+                requeued += 1;
+            } else {
+                channel
+                    .basic_ack(m.tag, BasicAckOptions { multiple: false })
+                    .await
+                    .context("ack")?;
+            }
+        }
+        self.unreported.handed_back(requeued);
+        tracing::info!(
+            requeued,
+            reservations = tentative.len(),
+            "messages with rejections not certain yet handed back to the queue"
+        );
         Ok(true)
     }
 }

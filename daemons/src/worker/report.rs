@@ -19,6 +19,7 @@ pub(super) struct Unreported {
     rejected: AtomicU64,
     written: AtomicU64,
     revoked: AtomicU64,
+    handed_back: AtomicU64,
 }
 
 impl Unreported {
@@ -29,12 +30,18 @@ impl Unreported {
         self.revoked.fetch_add(r.revoked, Ordering::Relaxed);
     }
 
+    /// Messages handed back to the queue (see `Consume::hand_back`).
+    pub(super) fn handed_back(&self, messages: u64) {
+        self.handed_back.fetch_add(messages, Ordering::Relaxed);
+    }
+
     fn take(&self) -> WorkerReport {
         WorkerReport {
             confirmed: self.confirmed.swap(0, Ordering::Relaxed),
             rejected: self.rejected.swap(0, Ordering::Relaxed),
             written: self.written.swap(0, Ordering::Relaxed),
             revoked: self.revoked.swap(0, Ordering::Relaxed),
+            handed_back: self.handed_back.swap(0, Ordering::Relaxed),
         }
     }
 }

@@ -231,7 +231,7 @@ async fn a_batch_waits_for_the_commit_its_rejections_rest_on() {
     w0.settle(&held, &held_outcomes).await.unwrap();
     let report = waiting.await.unwrap().unwrap();
     assert_eq!(
-        (report.confirmed, report.rejected, report.tentative),
+        (report.confirmed, report.rejected, report.tentative.len()),
         (0, 1, 0),
         "done once its rejection was certain"
     );
@@ -289,4 +289,52 @@ async fn a_waiting_rejection_whose_basis_is_lost_is_decided_again() {
         (Status::Rejected, Some(Reason::UserLimit))
     );
     assert_eq!(rows(&stack).await, sorted(&[&second_a]));
+}
+
+/// End to end, through a running worker: a rejection resting on a
+/// confirmation another worker decided and never commits (it hangs) is
+/// not acked past the worker's patience: its message goes back to the
+/// queue and is decided again until certain. When that confirmation is
+/// lost (Redis restarts empty; the hung worker never comes back), the next
+/// round decides the purchase afresh and sells it the seat. Acked after the
+/// wait instead, nothing would decide it again: it would read pending for
+/// good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_rejection_is_not_certain_goes_back_to_the_queue() {
+    let stack = sale().await;
+    let hung = decider(&stack).await;
+    let first = Queued {
+        id: ReservationId::random(),
+        event: EventId::parse(EVENT).unwrap(),
+        user: UserId::parse("buyer").unwrap(),
+        qty: Quantity::ONE,
+        at: chrono::Utc::now(),
+        sale: 1,
+    };
+    let (outcomes, _) = hung.decide(std::slice::from_ref(&first)).await.unwrap();
+    assert_eq!(outcomes[0].status, Status::Confirmed);
+
+    stack.start_worker().await;
+    let second = stack.accepted(EVENT, "buyer", 1, Some("k-2")).await;
+    eventually(
+        "the worker to hand the message back",
+        Duration::from_secs(20),
+        || async {
+            let metrics = stack.metrics().await;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with("flashgrid_worker_handed_back_total ")
+                        && l != "flashgrid_worker_handed_back_total 0"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let told = stack.status(&second, 0).await;
+    assert_eq!((told.status, told.reason), (Status::Pending, None));
+
+    wipe(&stack).await;
+    assert_eq!(stack.decided(&second).await.status, Status::Confirmed);
+    assert_eq!(rows(&stack).await, sorted(&[&second]));
 }

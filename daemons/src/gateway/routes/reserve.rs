@@ -168,7 +168,11 @@ impl Gateway {
             other => other,
         };
         Ok(match known {
-            Some(o) if o.status != Status::Pending => {
+            // Decided: a confirmation (committed or not) or a certain
+            // rejection. A tentative rejection is no decision yet: the copy
+            // is queued like a pending one (decided again, it may be sold
+            // a seat whose confirmation Redis lost since).
+            Some(o) if o.status != Status::Pending && !o.is_tentative() => {
                 let url = self.receipts.status_url(
                     event,
                     &p.id,

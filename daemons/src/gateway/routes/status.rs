@@ -73,7 +73,9 @@ impl Gateway {
                         user_id: o.user,
                         quantity: o.quantity,
                         status,
-                        reason: o.reason,
+                        // A tentative rejection's reason is not told: it
+                        // reads pending, and may yet be decided otherwise.
+                        reason: o.reason.filter(|_| status == Status::Rejected),
                     },
                 ));
             }
