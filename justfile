@@ -37,6 +37,10 @@ bench-memory *ARGS:
     cargo build --release --locked --workspace --bins
     target/release/flashgrid-bench memory {{ARGS}}
 
+# local clusters from this machine's binaries: `just cluster up` (Redis Cluster 3+3 on 7000–7005, RabbitMQ 3 nodes on 5673–5675; URLs to .run/cluster.env), `down`, `status`
+cluster CMD:
+    scripts/cluster.sh {{CMD}}
+
 # run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one; `--instances 2` two gateways and two workers)
 faults *ARGS:
     scripts/services.sh check

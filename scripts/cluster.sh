@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# `just cluster up|down|status`: local clusters for development and the
+# cluster tests, from the binaries on this machine (no Docker):
+#   - a Redis Cluster of 3 masters and 3 replicas, ports 7000–7005 (cluster
+#     bus on port + 10000);
+#   - a 3-node RabbitMQ cluster, nodes fg1..fg3@localhost, AMQP ports
+#     5673–5675 (distribution ports AMQP + 20000, no management plugin).
+# Everything lives under .run/cluster (git-ignored): data, logs, configs,
+# the Erlang cookie. `up` waits until both clusters report healthy, then
+# prints the URLs and writes them to .run/cluster.env (ready for `source`).
+# `down` stops exactly what `up` started (by pid file and node name) and
+# removes the folder. The machine's own Redis (6379) and RabbitMQ (5672)
+# are never touched.
+#
+# Ports are overridable for a second set beside the first:
+# CLUSTER_REDIS_PORT (first of 6), CLUSTER_AMQP_PORT (first of 3),
+# CLUSTER_DIR, CLUSTER_NODE_PREFIX.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR=${CLUSTER_DIR:-.run/cluster}
+REDIS_PORT=${CLUSTER_REDIS_PORT:-7000}
+AMQP_PORT=${CLUSTER_AMQP_PORT:-5673}
+PREFIX=${CLUSTER_NODE_PREFIX:-fg}
+ENV_FILE=${CLUSTER_ENV_FILE:-.run/cluster.env}
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+REDIS_PORTS=$(seq "$REDIS_PORT" $((REDIS_PORT + 5)))
+
+die() {
+  echo "cluster: $*" >&2
+  exit 1
+}
+
+need() {
+  command -v "$1" >/dev/null || die "$1 not found: $2"
+}
+
+# Waits for a command to succeed, up to $1 seconds, naming what it waits for.
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "timed out after ${secs}s waiting for $what (logs in $DIR)"
+    sleep 0.2
+  done
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# --- Redis Cluster --------------------------------------------------------
+
+redis_up() {
+  need redis-server "install Redis (Debian: redis-server)"
+  need redis-cli "install Redis (Debian: redis-tools)"
+  for p in $REDIS_PORTS; do
+    port_free "$p" || die "port $p is taken (set CLUSTER_REDIS_PORT, or \`just cluster down\`)"
+    port_free $((p + 10000)) || die "port $((p + 10000)) (cluster bus of $p) is taken"
+  done
+  for p in $REDIS_PORTS; do
+    local d="$DIR/redis/$p"
+    mkdir -p "$d"
+    # Each node its own config file (the cluster writes its state there),
+    # no persistence, bound to loopback.
+    redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
+      --dir "$(realpath "$d")" --pidfile "$(realpath "$d")/redis.pid" \
+      --logfile "$(realpath "$d")/redis.log" \
+      --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 2000 --save "" --appendonly no
+  done
+  for p in $REDIS_PORTS; do
+    wait_for 10 "Redis on $p" redis-cli -p "$p" ping
+  done
+  local nodes=()
+  for p in $REDIS_PORTS; do nodes+=("127.0.0.1:$p"); done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/redis/create.log" 2>&1 ||
+    die "redis-cli --cluster create failed: see $DIR/redis/create.log"
+  for p in $REDIS_PORTS; do
+    wait_for 20 "cluster_state:ok on Redis $p" redis_cluster_ok "$p"
+  done
+}
+
+redis_cluster_ok() {
+  redis-cli -p "$1" cluster info | grep -q '^cluster_state:ok'
+}
+
+redis_down() {
+  for p in $REDIS_PORTS; do
+    local pidfile="$DIR/redis/$p/redis.pid"
+    if [ -f "$pidfile" ]; then
+      kill "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+  done
+  for p in $REDIS_PORTS; do
+    local pidfile="$DIR/redis/$p/redis.pid"
+    if [ -f "$pidfile" ]; then
+      local pid
+      pid=$(cat "$pidfile")
+      local deadline=$((SECONDS + 10))
+      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+# --- RabbitMQ cluster ------------------------------------------------------
+
+nodename() { echo "${PREFIX}$1@localhost"; }
+
+# The environment of node $1 (1..3): its own name, ports, folders, config
+# and cookie (HOME holds the cookie the server and the CLI both read).
+rabbit_env() {
+  local i=$1 d
+  d="$(realpath "$DIR/rabbitmq")/n$i"
+  echo "HOME=$d/home"
+  echo "RABBITMQ_NODENAME=$(nodename "$i")"
+  echo "RABBITMQ_NODE_PORT=$((AMQP_PORT + i - 1))"
+  echo "RABBITMQ_DIST_PORT=$((AMQP_PORT + i - 1 + 20000))"
+  echo "RABBITMQ_MNESIA_BASE=$d/mnesia"
+  echo "RABBITMQ_LOG_BASE=$d/log"
+  echo "RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf"
+  echo "RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins"
+  echo "RABBITMQ_CONF_ENV_FILE=$d/rabbitmq-env.conf"
+  echo "RABBITMQ_PID_FILE=$d/pid"
+  echo "ERL_EPMD_ADDRESS=127.0.0.1"
+}
+
+rabbit() {
+  local i=$1 tool=$2
+  shift 2
+  env $(rabbit_env "$i") "$RABBIT_BIN/$tool" "$@"
+}
+
+rabbit_up() {
+  [ -x "$RABBIT_BIN/rabbitmq-server" ] || die "RabbitMQ not found in $RABBIT_BIN (Debian: rabbitmq-server)"
+  for i in 1 2 3; do
+    local p=$((AMQP_PORT + i - 1))
+    port_free "$p" || die "port $p is taken (set CLUSTER_AMQP_PORT, or \`just cluster down\`)"
+    port_free $((p + 20000)) || die "port $((p + 20000)) (distribution port of $p) is taken"
+  done
+  local cookie
+  cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  for i in 1 2 3; do
+    local d="$DIR/rabbitmq/n$i"
+    mkdir -p "$d/home" "$d/mnesia" "$d/log"
+    printf '%s' "$cookie" >"$d/home/.erlang.cookie"
+    chmod 400 "$d/home/.erlang.cookie"
+    echo "[]." >"$d/enabled_plugins"
+    : >"$d/rabbitmq-env.conf"
+    # Nodes 2 and 3 find node 1 at their first boot and join it.
+    cat >"$d/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$((AMQP_PORT + i - 1))
+cluster_formation.peer_discovery_backend = classic_config
+cluster_formation.classic_config.nodes.1 = $(nodename 1)
+cluster_formation.classic_config.nodes.2 = $(nodename 2)
+cluster_formation.classic_config.nodes.3 = $(nodename 3)
+EOF
+  done
+  # One at a time, so each joins a running first node.
+  for i in 1 2 3; do
+    rabbit "$i" rabbitmq-server -detached
+    wait_for 60 "RabbitMQ node $(nodename "$i")" rabbit "$i" rabbitmqctl -n "$(nodename "$i")" await_startup --timeout 5
+  done
+  wait_for 30 "3 running nodes in the RabbitMQ cluster" rabbit_cluster_ok
+}
+
+rabbit_cluster_ok() {
+  local running
+  running=$(rabbit 1 rabbitmqctl -n "$(nodename 1)" cluster_status --formatter json |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))')
+  [ "$running" = 3 ]
+}
+
+rabbit_down() {
+  for i in 3 2 1; do
+    if [ -d "$DIR/rabbitmq/n$i" ]; then
+      rabbit "$i" rabbitmqctl -n "$(nodename "$i")" stop >/dev/null 2>&1 || true
+    fi
+  done
+  # A node that did not answer: by its pid file.
+  for i in 1 2 3; do
+    local pidfile="$DIR/rabbitmq/n$i/pid"
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+  done
+}
+
+# --- commands --------------------------------------------------------------
+
+urls() {
+  local redis="" amqp=""
+  for p in $REDIS_PORTS; do redis="${redis:+$redis,}127.0.0.1:$p"; done
+  for i in 1 2 3; do
+    amqp="${amqp:+$amqp,}amqp://guest:guest@127.0.0.1:$((AMQP_PORT + i - 1))/%2f"
+  done
+  echo "REDIS_URL=redis+cluster://$redis"
+  echo "AMQP_URL=$amqp"
+}
+
+case "${1:-}" in
+up)
+  [ ! -e "$DIR" ] || die "$DIR exists: a cluster is up (\`just cluster down\` first)"
+  mkdir -p "$DIR"
+  trap 'echo "cluster: start failed; stopping what started" >&2; redis_down; rabbit_down' ERR
+  start=$SECONDS
+  redis_up
+  echo "Redis Cluster up: 3 masters, 3 replicas on $REDIS_PORT–$((REDIS_PORT + 5)) ($((SECONDS - start)) s)"
+  start=$SECONDS
+  rabbit_up
+  echo "RabbitMQ cluster up: $(nodename 1), $(nodename 2), $(nodename 3) on $AMQP_PORT–$((AMQP_PORT + 2)) ($((SECONDS - start)) s)"
+  trap - ERR
+  mkdir -p "$(dirname "$ENV_FILE")"
+  urls >"$ENV_FILE"
+  cat "$ENV_FILE"
+  echo "written to $ENV_FILE (\`set -a; source $ENV_FILE; set +a\`)"
+  ;;
+down)
+  if [ ! -d "$DIR" ]; then
+    echo "no cluster under $DIR"
+    exit 0
+  fi
+  redis_down
+  rabbit_down
+  rm -rf "$DIR" "$ENV_FILE"
+  echo "clusters stopped, $DIR removed"
+  ;;
+status)
+  [ -d "$DIR" ] || die "no cluster under $DIR (\`just cluster up\`)"
+  for p in $REDIS_PORTS; do
+    printf 'redis %s: %s\n' "$p" "$(redis-cli -p "$p" cluster info 2>/dev/null | grep '^cluster_state' | tr -d '\r' || echo down)"
+  done
+  for i in 1 2 3; do
+    printf 'rabbitmq %s: %s\n' "$(nodename "$i")" \
+      "$(rabbit "$i" rabbitmqctl -n "$(nodename "$i")" status >/dev/null 2>&1 && echo running || echo down)"
+  done
+  ;;
+*)
+  echo "usage: $0 up|down|status" >&2
+  exit 2
+  ;;
+esac
