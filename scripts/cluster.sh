@@ -56,10 +56,6 @@ redis_up() {
   need redis-server "install Redis (Debian: redis-server)"
   need redis-cli "install Redis (Debian: redis-tools)"
   for p in $REDIS_PORTS; do
-    port_free "$p" || die "port $p is taken (set CLUSTER_REDIS_PORT, or \`just cluster down\`)"
-    port_free $((p + 10000)) || die "port $((p + 10000)) (cluster bus of $p) is taken"
-  done
-  for p in $REDIS_PORTS; do
     local d="$DIR/redis/$p"
     mkdir -p "$d"
     # Each node its own config file (the cluster writes its state there),
@@ -135,11 +131,6 @@ rabbit() {
 
 rabbit_up() {
   [ -x "$RABBIT_BIN/rabbitmq-server" ] || die "RabbitMQ not found in $RABBIT_BIN (Debian: rabbitmq-server)"
-  for i in 1 2 3; do
-    local p=$((AMQP_PORT + i - 1))
-    port_free "$p" || die "port $p is taken (set CLUSTER_AMQP_PORT, or \`just cluster down\`)"
-    port_free $((p + 20000)) || die "port $((p + 20000)) (distribution port of $p) is taken"
-  done
   local cookie
   cookie=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   for i in 1 2 3; do
@@ -190,6 +181,19 @@ rabbit_down() {
 
 # --- commands --------------------------------------------------------------
 
+# Every port both clusters need, checked before anything starts.
+check_ports() {
+  for p in $REDIS_PORTS; do
+    port_free "$p" || die "port $p is taken (set CLUSTER_REDIS_PORT, or \`just cluster down\`)"
+    port_free $((p + 10000)) || die "port $((p + 10000)) (cluster bus of $p) is taken"
+  done
+  for i in 1 2 3; do
+    local p=$((AMQP_PORT + i - 1))
+    port_free "$p" || die "port $p is taken (set CLUSTER_AMQP_PORT, or \`just cluster down\`)"
+    port_free $((p + 20000)) || die "port $((p + 20000)) (distribution port of $p) is taken"
+  done
+}
+
 urls() {
   local redis="" amqp=""
   for p in $REDIS_PORTS; do redis="${redis:+$redis,}127.0.0.1:$p"; done
@@ -203,15 +207,18 @@ urls() {
 case "${1:-}" in
 up)
   [ ! -e "$DIR" ] || die "$DIR exists: a cluster is up (\`just cluster down\` first)"
+  check_ports
   mkdir -p "$DIR"
-  trap 'echo "cluster: start failed; stopping what started" >&2; redis_down; rabbit_down' ERR
+  # Whatever fails (a command, or `die`), what started is stopped; the
+  # folder stays for its logs until `down`.
+  trap 'if [ $? -ne 0 ]; then echo "cluster: start failed; stopped what started (logs in $DIR; \`just cluster down\` removes them)" >&2; redis_down; rabbit_down; fi' EXIT
   start=$SECONDS
   redis_up
   echo "Redis Cluster up: 3 masters, 3 replicas on $REDIS_PORT–$((REDIS_PORT + 5)) ($((SECONDS - start)) s)"
   start=$SECONDS
   rabbit_up
   echo "RabbitMQ cluster up: $(nodename 1), $(nodename 2), $(nodename 3) on $AMQP_PORT–$((AMQP_PORT + 2)) ($((SECONDS - start)) s)"
-  trap - ERR
+  trap - EXIT
   mkdir -p "$(dirname "$ENV_FILE")"
   urls >"$ENV_FILE"
   cat "$ENV_FILE"
