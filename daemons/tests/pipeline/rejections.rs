@@ -19,7 +19,7 @@
 use crate::helpers::{TestStack, eventually};
 use flashgrid::inventory::Inventory;
 use flashgrid::queue::Queued;
-use flashgrid::worker::{BatchError, Decider};
+use flashgrid::worker::{BatchError, BatchReport, Decider};
 use flashgrid_wire::{Accepted, EventId, Quantity, Reason, ReservationId, Status, UserId};
 use std::time::Duration;
 
@@ -98,6 +98,34 @@ async fn recorded(stack: &TestStack, id: ReservationId) -> Option<String> {
         .query_async(&mut conn)
         .await
         .unwrap()
+}
+
+/// `worker` processes `item` (of `accepted`) in the background; returns
+/// its task once it has rejected the purchase tentatively, with the record.
+async fn tentatively_rejected(
+    stack: &TestStack,
+    worker: &Decider,
+    item: Queued,
+    accepted: &Accepted,
+) -> (
+    tokio::task::JoinHandle<Result<BatchReport, BatchError>>,
+    String,
+) {
+    let task = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.process(&[item]).await }
+    });
+    let record = eventually(
+        "the purchase to be rejected tentatively",
+        Duration::from_secs(10),
+        || async {
+            recorded(stack, accepted.reservation_id)
+                .await
+                .filter(|o| o.starts_with('R'))
+        },
+    )
+    .await;
+    (task, record)
 }
 
 /// Worker 1 confirms a buyer's first purchase; its commit is held. Worker
@@ -208,20 +236,7 @@ async fn a_batch_waits_for_the_commit_its_rejections_rest_on() {
     let held = [first];
     let (mut held_outcomes, held_epochs) = w0.decide(&held).await.unwrap();
 
-    let waiting = tokio::spawn({
-        let w1 = w1.clone();
-        async move { w1.process(&[second]).await }
-    });
-    let tentative = eventually(
-        "worker 1 to reject the second purchase tentatively",
-        Duration::from_secs(10),
-        || async {
-            recorded(&stack, second_a.reservation_id)
-                .await
-                .filter(|o| o.starts_with('R'))
-        },
-    )
-    .await;
+    let (waiting, tentative) = tentatively_rejected(&stack, &w1, second, &second_a).await;
     assert!(tentative.contains("|user_limit|"), "{tentative}");
     assert_eq!(stack.status(&second_a, 0).await.status, Status::Pending);
 
@@ -261,20 +276,7 @@ async fn a_waiting_rejection_whose_basis_is_lost_is_decided_again() {
     let (outcomes, _) = w0.decide(std::slice::from_ref(&first)).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);
 
-    let waiting = tokio::spawn({
-        let w1 = w1.clone();
-        async move { w1.process(&[second]).await }
-    });
-    eventually(
-        "worker 1 to reject the second purchase tentatively",
-        Duration::from_secs(10),
-        || async {
-            recorded(&stack, second_a.reservation_id)
-                .await
-                .filter(|o| o.starts_with('R'))
-        },
-    )
-    .await;
+    let (waiting, _) = tentatively_rejected(&stack, &w1, second, &second_a).await;
     // Worker 0 dies; Redis restarts empty.
     wipe(&stack).await;
     let report = waiting.await.unwrap().unwrap();
