@@ -5,7 +5,10 @@
 //!   answering fixed bytes, without any FlashGrid logic.
 //! - `broker`: persistent publishes with confirms to RabbitMQ, one
 //!   reservation per message, many in flight — the per-message rate that
-//!   group publish is meant to beat.
+//!   group publish is meant to beat; with `--queue-type quorum` and
+//!   `--queues N`, the rate of N quorum queues at once (spread over the
+//!   nodes of a comma-separated `--amqp-url`, each queue declared through
+//!   its own node so that its leader lands there).
 //! - `memory`: Redis memory per accepted request for a sale of a million
 //!   requests, after the sale and once the outcomes expired (`memory`).
 
@@ -58,6 +61,13 @@ enum Cmd {
         /// Reservations per message (1 = the per-message ceiling).
         #[arg(long, default_value = "1")]
         per_message: usize,
+        /// `classic` or `quorum`.
+        #[arg(long, default_value = "classic")]
+        queue_type: QueueType,
+        /// Queues published to at once, each on its own connection (the
+        /// messages are shared out among them).
+        #[arg(long, default_value = "1")]
+        queues: usize,
     },
     /// Redis memory per accepted request, after the sale and after expiry;
     /// prints one JSON line. Run it on an otherwise idle Redis.
@@ -80,6 +90,21 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QueueType {
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Opts::parse().cmd {
@@ -93,7 +118,26 @@ async fn main() -> anyhow::Result<()> {
             messages,
             inflight,
             per_message,
-        } => broker(&amqp_url, messages, inflight, per_message).await,
+            queue_type,
+            queues,
+        } if queue_type == QueueType::Classic && queues == 1 && !amqp_url.contains(',') => {
+            broker(&amqp_url, messages, inflight, per_message).await
+        }
+        Cmd::Broker {
+            amqp_url,
+            messages,
+            inflight,
+            per_message,
+            queue_type,
+            queues,
+        } => {
+            anyhow::ensure!(
+                queues > 0 && inflight > 0 && per_message > 0,
+                "--queues, --inflight and --per-message must be at least 1"
+            );
+            let urls: Vec<String> = amqp_url.split(',').map(str::to_owned).collect();
+            partitions(&urls, queue_type, queues, messages, inflight, per_message).await
+        }
         Cmd::Memory {
             redis_url,
             requests,
@@ -215,6 +259,118 @@ async fn broker(
             "seconds": secs,
             "msgs_per_s": messages as f64 / secs,
             "reservations_per_s": (messages as usize * per_message) as f64 / secs,
+        })
+    );
+    Ok(())
+}
+
+/// `queues` queues of `kind` published to at once, queue k through node
+/// `k mod urls` on a connection of its own; one JSON line with the total
+/// rate and each queue's.
+async fn partitions(
+    urls: &[String],
+    kind: QueueType,
+    queues: usize,
+    messages: u64,
+    inflight: usize,
+    per_message: usize,
+) -> anyhow::Result<()> {
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let items: Vec<Queued> = (0..per_message)
+        .map(|i| Queued {
+            id: ReservationId::random(),
+            event: EventId::parse("bench").expect("slug"),
+            user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
+            qty: Quantity::ONE,
+            at: chrono::Utc::now(),
+            sale: 1,
+        })
+        .collect();
+    let body = Group::encode(&items);
+    let each = messages / queues as u64;
+    // Connected and declared first, so that the clock measures publishing.
+    let mut lanes = Vec::with_capacity(queues);
+    for k in 0..queues {
+        let url = &urls[k % urls.len()];
+        let conn = queue::connect(url, "flashgrid-bench")
+            .await
+            .with_context(|| format!("connect to {url}"))?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let name = format!("bench-{}.q{k}", std::process::id());
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(kind.as_str().into()),
+        );
+        ch.queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .with_context(|| format!("declare {name} through {url}"))?;
+        lanes.push((conn, ch, name));
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = lanes
+        .iter()
+        .map(|(_, ch, name)| {
+            let (ch, name, body) = (ch.clone(), name.clone(), body.clone());
+            tokio::spawn(async move {
+                let begun = Instant::now();
+                let mut pending = VecDeque::with_capacity(inflight);
+                for _ in 0..each {
+                    if pending.len() >= inflight {
+                        let c: lapin::PublisherConfirm = pending.pop_front().expect("non-empty");
+                        anyhow::ensure!(c.await?.is_ack(), "nacked");
+                    }
+                    let c = ch
+                        .basic_publish(
+                            "".into(),
+                            name.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?;
+                    pending.push_back(c);
+                }
+                for c in pending {
+                    anyhow::ensure!(c.await?.is_ack(), "nacked");
+                }
+                Ok::<_, anyhow::Error>(each as f64 / begun.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut rates = Vec::with_capacity(queues);
+    for t in tasks {
+        rates.push(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for (conn, ch, name) in &lanes {
+        let _ = ch
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = conn.close(200, "done".into()).await;
+    }
+    let total = each * queues as u64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "queue_type": kind.as_str(),
+            "queues": queues,
+            "nodes": urls.len(),
+            "messages": total,
+            "per_message": per_message,
+            "seconds": secs,
+            "msgs_per_s": total as f64 / secs,
+            "reservations_per_s": (total as usize * per_message) as f64 / secs,
+            "msgs_per_s_per_queue": rates,
         })
     );
     Ok(())
