@@ -206,38 +206,9 @@ async fn broker(
     let ch = conn.create_channel().await?;
     queue::declare(&ch, &ns).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let items: Vec<Queued> = (0..per_message)
-        .map(|i| Queued {
-            id: ReservationId::random(),
-            event: EventId::parse("bench").expect("slug"),
-            user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
-            qty: Quantity::ONE,
-            at: chrono::Utc::now(),
-            sale: 1,
-        })
-        .collect();
-    let body = Group::encode(&items);
+    let body = group_body(per_message);
     let start = Instant::now();
-    let mut pending = VecDeque::with_capacity(inflight);
-    for _ in 0..messages {
-        if pending.len() >= inflight {
-            let c: lapin::PublisherConfirm = pending.pop_front().expect("non-empty");
-            anyhow::ensure!(c.await?.is_ack(), "nacked");
-        }
-        let c = ch
-            .basic_publish(
-                "".into(),
-                ns.queue().as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        pending.push_back(c);
-    }
-    for c in pending {
-        anyhow::ensure!(c.await?.is_ack(), "nacked");
-    }
+    publish_confirmed(&ch, &ns.queue(), &body, messages, inflight).await?;
     let secs = start.elapsed().as_secs_f64();
     for q in [ns.queue(), ns.dead_letter_queue()] {
         let _ = ch
@@ -277,17 +248,7 @@ async fn partitions(
 ) -> anyhow::Result<()> {
     use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable};
-    let items: Vec<Queued> = (0..per_message)
-        .map(|i| Queued {
-            id: ReservationId::random(),
-            event: EventId::parse("bench").expect("slug"),
-            user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
-            qty: Quantity::ONE,
-            at: chrono::Utc::now(),
-            sale: 1,
-        })
-        .collect();
-    let body = Group::encode(&items);
+    let body = group_body(per_message);
     let each = messages / queues as u64;
     // Connected and declared first, so that the clock measures publishing.
     let mut lanes = Vec::with_capacity(queues);
@@ -323,26 +284,7 @@ async fn partitions(
             let (ch, name, body) = (ch.clone(), name.clone(), body.clone());
             tokio::spawn(async move {
                 let begun = Instant::now();
-                let mut pending = VecDeque::with_capacity(inflight);
-                for _ in 0..each {
-                    if pending.len() >= inflight {
-                        let c: lapin::PublisherConfirm = pending.pop_front().expect("non-empty");
-                        anyhow::ensure!(c.await?.is_ack(), "nacked");
-                    }
-                    let c = ch
-                        .basic_publish(
-                            "".into(),
-                            name.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?;
-                    pending.push_back(c);
-                }
-                for c in pending {
-                    anyhow::ensure!(c.await?.is_ack(), "nacked");
-                }
+                publish_confirmed(&ch, &name, &body, each, inflight).await?;
                 Ok::<_, anyhow::Error>(each as f64 / begun.elapsed().as_secs_f64())
             })
         })
@@ -373,5 +315,52 @@ async fn partitions(
             "msgs_per_s_per_queue": rates,
         })
     );
+    Ok(())
+}
+
+/// One group of `per_message` reservations, encoded as the gateway sends it.
+fn group_body(per_message: usize) -> Vec<u8> {
+    let items: Vec<Queued> = (0..per_message)
+        .map(|i| Queued {
+            id: ReservationId::random(),
+            event: EventId::parse("bench").expect("slug"),
+            user: UserId::parse(&format!("buyer-bench-{i}")).expect("user"),
+            qty: Quantity::ONE,
+            at: chrono::Utc::now(),
+            sale: 1,
+        })
+        .collect();
+    Group::encode(&items)
+}
+
+/// Publishes `messages` persistent copies of `body` to `queue`, keeping
+/// `inflight` unconfirmed, and waits for every confirm (a nack is an error).
+async fn publish_confirmed(
+    ch: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    messages: u64,
+    inflight: usize,
+) -> anyhow::Result<()> {
+    let mut pending = VecDeque::with_capacity(inflight);
+    for _ in 0..messages {
+        if pending.len() >= inflight {
+            let c: lapin::PublisherConfirm = pending.pop_front().expect("non-empty");
+            anyhow::ensure!(c.await?.is_ack(), "nacked");
+        }
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?;
+        pending.push_back(c);
+    }
+    for c in pending {
+        anyhow::ensure!(c.await?.is_ack(), "nacked");
+    }
     Ok(())
 }
