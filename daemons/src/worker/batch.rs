@@ -303,8 +303,9 @@ impl Decider {
     ) -> Result<(), BatchError> {
         let deadline = tokio::time::Instant::now() + TENTATIVE_PATIENCE;
         let mut nap = std::time::Duration::from_millis(2);
+        // `outcomes` were resolved against the counts by the caller, and
+        // are again after each round.
         loop {
-            self.resolve(items, outcomes).await?;
             let open: Vec<usize> = (0..items.len())
                 .filter(|&i| outcomes[i].is_tentative())
                 .collect();
@@ -329,6 +330,7 @@ impl Decider {
             for (&i, o) in open.iter().zip(decided) {
                 outcomes[i] = o;
             }
+            self.resolve(items, outcomes).await?;
         }
         report.confirmed = outcomes
             .iter()
