@@ -9,9 +9,9 @@ export FLASHGRID_URL := env("FLASHGRID_URL", "http://127.0.0.1:8080")
 default:
     @just --list
 
-# start the stack: services (Docker if it runs, else the local ones), both daemons, a demo event
-up:
-    scripts/stack.sh up
+# start the stack: services (Docker if it runs, else the local ones), both daemons, a demo event; `--cluster`: 2 gateways and 2 workers on `just cluster up`'s clusters
+up *ARGS:
+    scripts/stack.sh up {{ARGS}}
 
 # stop the daemons `just up` started (and the compose services, if it started them)
 down:
@@ -21,10 +21,11 @@ down:
 status:
     scripts/stack.sh status
 
-# attack the demo sale: 10,000 concurrent buyers for 20 seats, then verify (extra flags pass through)
+# attack the demo sale: 10,000 concurrent buyers for 20 seats, over every gateway `just up` started, then verify (extra flags pass through)
 attack *ARGS:
     cargo build --release --locked --workspace --bins
     FLASHGRID_ADMIN_TOKEN="${FLASHGRID_ADMIN_TOKEN:-$(cat .run/admin-token 2>/dev/null)}" \
+      FLASHGRID_URL="$(cat .run/gateways 2>/dev/null || echo "$FLASHGRID_URL")" \
       target/release/flashgrid-load --event demo --capacity 20 -n 10000 -c 10000 {{ARGS}}
 
 # measure throughput and latency beside same-run ceilings; writes docs/BENCHMARKS.md
@@ -66,6 +67,11 @@ tui:
 test:
     scripts/services.sh check
     cargo test --workspace --locked --release
+
+# the cluster suite: FlashGrid on a Redis Cluster and a 3-node RabbitMQ cluster of its own (7100–7105, 5683–5685; started and stopped around the run, KEEP_CLUSTER=1 keeps them)
+test-cluster *ARGS:
+    scripts/services.sh check
+    scripts/test-cluster.sh {{ARGS}}
 
 # format, lint and test, as CI would
 check:

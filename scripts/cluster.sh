@@ -244,8 +244,14 @@ status)
       "$(rabbit "$i" rabbitmqctl -n "$(nodename "$i")" status >/dev/null 2>&1 && echo running || echo down)"
   done
   ;;
+healthy)
+  # Exit 0 only when both clusters are whole (what `up` waits for).
+  [ -d "$DIR" ] || exit 1
+  for p in $REDIS_PORTS; do redis_cluster_ok "$p" || exit 1; done
+  rabbit_cluster_ok || exit 1
+  ;;
 *)
-  echo "usage: $0 up|down|status" >&2
+  echo "usage: $0 up|down|status|healthy" >&2
   exit 2
   ;;
 esac

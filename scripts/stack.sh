@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `just up` / `just down` / `just status`: a local FlashGrid stack.
 # Daemons run in the background; their logs and pids live in .run/ (git-ignored).
+# `just up --cluster`: two gateways (8080, 8081) and two workers on the local
+# clusters of `just cluster up` (their URLs from .run/cluster.env); the
+# gateways' URLs go to .run/gateways, which `just attack` spreads over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,18 +48,33 @@ up() {
   done
   local token feed_token; token=$(cat "$RUN/admin-token"); feed_token=$(cat "$RUN/feed-token")
 
-  stop flashgrid-gateway
-  stop flashgrid-worker
-  for name in flashgrid-worker flashgrid-gateway; do
-    FLASHGRID_ADMIN_TOKEN=$token FLASHGRID_FEED_TOKEN=$feed_token FLASHGRID_LISTEN=$LISTEN \
-      nohup "target/release/$name" >>"$RUN/$name.log" 2>&1 &
-    echo $! > "$RUN/$name.pid"
+  local instances=1 env_file=$RUN/cluster.env
+  if [ "$cluster" = 1 ]; then
+    [ -f "$env_file" ] || { echo "no $env_file: start the local clusters first with \`just cluster up\`" >&2; exit 1; }
+    set -a; source "$env_file"; set +a
+    instances=2
+    echo "On the clusters: REDIS_URL=$REDIS_URL"
+    echo "                 AMQP_URL=$AMQP_URL"
+  fi
+
+  stop_all
+  local host=${LISTEN%:*} port=${LISTEN##*:} gateways=""
+  for i in $(seq 0 $((instances - 1))); do
+    local suffix="" listen="$host:$((port + i))"
+    [ "$i" = 0 ] || suffix="-$i"
+    for name in flashgrid-worker flashgrid-gateway; do
+      FLASHGRID_ADMIN_TOKEN=$token FLASHGRID_FEED_TOKEN=$feed_token FLASHGRID_LISTEN=$listen \
+        nohup "target/release/$name" >>"$RUN/$name$suffix.log" 2>&1 &
+      echo $! > "$RUN/$name$suffix.pid"
+    done
+    gateways="${gateways:+$gateways,}http://$listen"
   done
+  echo "$gateways" > "$RUN/gateways"
 
   echo -n "Waiting for the gateway to be ready"
   for _ in $(seq 1 60); do
     if curl -fsS "$URL/readyz" >/dev/null 2>&1; then break; fi
-    if ! alive flashgrid-gateway || ! alive flashgrid-worker; then
+    if ! alive flashgrid-gateway || ! alive flashgrid-worker || { [ "$instances" = 2 ] && { ! alive flashgrid-gateway-1 || ! alive flashgrid-worker-1; }; }; then
       echo; echo "A daemon exited at start; its log says why:" >&2
       tail -n 5 "$RUN"/flashgrid-*.log >&2
       exit 1
@@ -65,6 +83,11 @@ up() {
   done
   echo
   curl -fsS "$URL/readyz" >/dev/null || { echo "the gateway is not ready after 30 s; see $RUN/flashgrid-gateway.log" >&2; exit 1; }
+  if [ "$instances" = 2 ]; then
+    local url1="http://$host:$((port + 1))"
+    for _ in $(seq 1 60); do curl -fsS "$url1/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+    curl -fsS "$url1/readyz" >/dev/null || { echo "gateway 1 is not ready after 30 s; see $RUN/flashgrid-gateway-1.log" >&2; exit 1; }
+  fi
 
   # A fresh demo event of 20 seats (reset if it exists, so every `just up` starts a new drill).
   local auth="Authorization: Bearer $token" json="Content-Type: application/json"
@@ -79,8 +102,8 @@ up() {
   cat <<MSG
 
 FlashGrid is up.
-  gateway      $URL   (logs: $RUN/flashgrid-gateway.log)
-  worker       logs: $RUN/flashgrid-worker.log
+  gateways     $gateways   (logs: $RUN/flashgrid-gateway*.log)
+  workers      $instances   (logs: $RUN/flashgrid-worker*.log)
   admin token  $token   (create and reset events: keep it to yourself)
   feed token   $feed_token   (read-only: the console's feed and /metrics)
   demo event   "demo", 20 seats
@@ -94,15 +117,22 @@ Stop with:      just down
 MSG
 }
 
+stop_all() {
+  for name in flashgrid-gateway flashgrid-gateway-1 flashgrid-worker flashgrid-worker-1; do
+    stop "$name"
+  done
+  rm -f "$RUN/gateways"
+}
+
 down() {
-  stop flashgrid-gateway
-  stop flashgrid-worker
+  stop_all
   if [ -f "$RUN/compose" ] && docker_up; then docker compose down; rm -f "$RUN/compose"; fi
 }
 
 status() {
-  for name in flashgrid-gateway flashgrid-worker; do
-    if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+  for name in flashgrid-gateway flashgrid-gateway-1 flashgrid-worker flashgrid-worker-1; do
+    if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))";
+    elif [ "${name%-1}" = "$name" ]; then echo "$name: stopped"; fi
   done
   curl -s "$URL/readyz" || true; echo
   for name in flashgrid-gateway flashgrid-worker; do
@@ -110,8 +140,15 @@ status() {
   done
 }
 
+cluster=0
 case "${1:-}" in
-  up) up ;;
+  up)
+    case "${2:-}" in
+      "") ;;
+      --cluster) cluster=1 ;;
+      *) echo "usage: $0 up [--cluster]" >&2; exit 2 ;;
+    esac
+    up ;;
   down) down ;;
   status) status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;

@@ -204,7 +204,7 @@ async fn broker(
         Namespace::new(&format!("bench-{}", std::process::id())).map_err(anyhow::Error::msg)?;
     let conn = queue::connect(url, "flashgrid-bench").await?;
     let ch = conn.create_channel().await?;
-    queue::declare(&ch, &ns).await?;
+    queue::declare(&ch, &queue::Topology::single(ns.clone())).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let body = group_body(per_message);
     let start = Instant::now();

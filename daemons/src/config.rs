@@ -3,6 +3,8 @@
 //! runs the services on their standard ports.
 
 use crate::names::Namespace;
+use crate::queue::{QueueType, Topology};
+use crate::store::NodeMap;
 use clap::Args;
 pub use flashgrid_wire::AdminToken;
 use std::net::SocketAddr;
@@ -19,9 +21,16 @@ pub struct ServicesConfig {
     )]
     pub database_url: String,
 
-    /// Redis.
+    /// Redis: one server, or a Redis Cluster as `redis+cluster://h1:p1,h2:p2`
+    /// (or several comma-separated URLs) naming some of its nodes.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+
+    /// Redis Cluster only: where to reach the nodes whose announced
+    /// addresses this host cannot reach (NAT, container port mappings), as
+    /// `announced=reached` pairs, comma-separated (`10.0.0.5:6379=127.0.0.1:7000`).
+    #[arg(long, env = "FLASHGRID_REDIS_NODE_MAP", default_value = "")]
+    pub redis_node_map: NodeMap,
 
     /// RabbitMQ.
     #[arg(
@@ -30,6 +39,29 @@ pub struct ServicesConfig {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+
+    /// Reservation queues an event's id is hashed over: every gateway and
+    /// worker of a stack must use the same number. Unset: one per node of
+    /// AMQP_URL (each node of a cluster can lead one).
+    #[arg(long, env = "FLASHGRID_QUEUE_PARTITIONS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queue_partitions: Option<u16>,
+
+    /// Type of the reservation queues: `quorum` (replicated; survives a
+    /// node's loss on a cluster) or `classic` (one node).
+    #[arg(long, env = "FLASHGRID_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+
+    /// Most messages a reservation queue holds (each a group of up to
+    /// FLASHGRID_GROUP_MAX reservations); beyond it the broker refuses new
+    /// ones and buyers are answered 503 with Retry-After. 0: no limit.
+    #[arg(long, env = "FLASHGRID_QUEUE_MAX_LENGTH", default_value = "50000")]
+    pub queue_max_length: u32,
+
+    /// Quorum queues: how many times one message may be delivered (each
+    /// time a worker died holding it) before it is dead-lettered as
+    /// poison. 0: no limit.
+    #[arg(long, env = "FLASHGRID_DELIVERY_LIMIT", default_value = "20")]
+    pub delivery_limit: u32,
 
     /// Prefix of every Redis key, exchange and queue name, so several stacks
     /// share one set of servers.
@@ -46,6 +78,22 @@ pub struct ServicesConfig {
     /// URL is answered from PostgreSQL: this bounds Redis's memory.
     #[arg(long, env = "FLASHGRID_OUTCOME_TTL", default_value = "86400", value_parser = parse_ttl)]
     pub outcome_ttl: Duration,
+}
+
+impl ServicesConfig {
+    /// The reservation queues these settings describe.
+    pub fn topology(&self) -> Topology {
+        let nodes = self.amqp_url.split(',').count();
+        Topology {
+            ns: self.namespace.clone(),
+            partitions: self
+                .queue_partitions
+                .unwrap_or_else(|| u16::try_from(nodes.clamp(1, 64)).unwrap_or(1)),
+            kind: self.queue_type,
+            max_length: self.queue_max_length,
+            delivery_limit: self.delivery_limit,
+        }
+    }
 }
 
 /// `flashgrid-gateway`.

@@ -32,6 +32,7 @@
 //! - [`backoff`]: the one backoff of every reconnect and retry loop.
 //! - [`names`]: every Redis key, channel and AMQP name, under one namespace.
 //! - [`db`]: migrations, events and the capacity-guarded commit.
+//! - [`store`]: Redis as one server or a Redis Cluster, behind one handle.
 //! - [`inventory`]: Redis state and the Lua scripts that decide sales.
 //! - [`queue`]: the message format and AMQP topology.
 //! - [`notify`]: the pub/sub messages between workers and gateways.
@@ -51,5 +52,6 @@ pub mod queue;
 pub mod redact;
 pub mod services;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod worker;

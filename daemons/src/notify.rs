@@ -4,10 +4,10 @@
 
 use crate::backoff::Backoff;
 use crate::names::Namespace;
+use crate::store::Store;
 use flashgrid_wire::{EventId, ReservationId};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ impl Notice {
 
 /// Publishes one notice; failures are logged, not returned: every receiver
 /// also refreshes periodically, so a lost notice only delays.
-pub async fn publish(conn: &ConnectionManager, ns: &Namespace, notice: &Notice) {
+pub async fn publish(conn: &Store, ns: &Namespace, notice: &Notice) {
     let mut conn = conn.clone();
     if let Err(e) = conn
         .publish::<_, _, ()>(ns.notify_channel(), notice.encode())
@@ -108,15 +108,22 @@ pub enum Received {
 
 /// Listens to the namespace's channel until `shutdown`, reconnecting with
 /// backoff; `on` is called for each notice and after each (re)subscription.
+/// `nodes` are where it may listen (a cluster forwards every PUBLISH to all
+/// its nodes): it keeps to one, and moves to the next when it fails.
 pub async fn listen(
-    client: redis::Client,
+    nodes: Vec<redis::Client>,
     ns: Namespace,
     shutdown: CancellationToken,
     mut on: impl FnMut(Received),
 ) {
     let channel = ns.notify_channel();
     let mut backoff = Backoff::reconnect(Duration::from_millis(100));
-    loop {
+    if nodes.is_empty() {
+        tracing::error!("no Redis node to subscribe to: notices are not followed");
+        return;
+    }
+    // Each failure moves to the next node (a single server: the same one).
+    for client in nodes.iter().cycle() {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -146,7 +153,7 @@ pub async fn listen(
                         }
                     }
                 }
-                tracing::warn!("lost the Redis pub/sub connection; resubscribing");
+                tracing::warn!(node = %client.get_connection_info().addr(), "lost the Redis pub/sub connection; resubscribing");
                 backoff.next_delay()
             }
             Ok(Err(e)) => {

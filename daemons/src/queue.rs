@@ -82,11 +82,44 @@ impl Group {
     }
 }
 
-/// Opens a connection named after the daemon (shown in RabbitMQ's management UI).
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Ok(Connection::connect(url, props).await?)
+/// Opens a connection named after the daemon (shown in RabbitMQ's
+/// management UI) to one node of `urls` (`AMQP_URL`: one URL, or the
+/// comma-separated nodes of a cluster). Nodes are tried in turn, each
+/// within [`NODE_CONNECT_TIMEOUT`], starting after the node this process
+/// connected to last: a reconnect after a node died goes to another.
+pub async fn connect(urls: &str, name: &str) -> anyhow::Result<Connection> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nodes: Vec<&str> = urls.split(',').map(str::trim).collect();
+    let start = NEXT.load(Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for i in 0..nodes.len() {
+        let at = (start + i) % nodes.len();
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt =
+            tokio::time::timeout(NODE_CONNECT_TIMEOUT, Connection::connect(nodes[at], props)).await;
+        match attempt {
+            Ok(Ok(c)) => {
+                // The next reconnect starts with the node after this one.
+                NEXT.store(at + 1, Ordering::Relaxed);
+                if nodes.len() > 1 {
+                    tracing::info!(node = %crate::redact::redact(nodes[at]), "connected to RabbitMQ");
+                }
+                return Ok(c);
+            }
+            Ok(Err(e)) => failures.push(format!("{}: {e}", crate::redact::redact(nodes[at]))),
+            Err(_) => failures.push(format!(
+                "{}: no AMQP handshake within {NODE_CONNECT_TIMEOUT:?}",
+                crate::redact::redact(nodes[at])
+            )),
+        }
+    }
+    NEXT.store(start + 1, Ordering::Relaxed);
+    Err(anyhow::anyhow!("{}", failures.join("; ")))
 }
+
+/// How long one node may take to connect before the next is tried.
+pub const NODE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Closes a connection politely, but without waiting on a broker that is
 /// gone (its close-ok would never come).
@@ -101,13 +134,13 @@ pub async fn close(conn: &Connection, code: u16, reason: &str) {
 /// A channel in publisher-confirm mode with the queues declared (one may
 /// have been deleted since start), for the few messages a worker publishes
 /// itself: reservations set aside, replays.
-pub async fn confirm_channel(conn: &Connection, ns: &Namespace) -> anyhow::Result<Channel> {
+pub async fn confirm_channel(conn: &Connection, topo: &Topology) -> anyhow::Result<Channel> {
     use anyhow::Context;
     let ch = conn.create_channel().await.context("open a channel")?;
     ch.confirm_select(Default::default())
         .await
         .context("confirm mode")?;
-    declare(&ch, ns).await.context("declare the queues")?;
+    declare(&ch, topo).await.context("declare the queues")?;
     Ok(ch)
 }
 
@@ -146,13 +179,123 @@ pub async fn publish_kept(
     Ok(())
 }
 
-/// Declares the queue, its dead-letter exchange and dead-letter queue. Both
-/// daemons call it with the same arguments, in any order, any number of times.
-pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
+/// The kind of the reservation queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// Replicated over a majority of a cluster's nodes (Raft): survives a
+    /// node's loss; on one node, confirms about twice as fast as classic
+    /// here (docs/BENCHMARKS.md).
+    Quorum,
+    /// On one node only.
+    Classic,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+/// The reservation queues of a namespace and how they are declared: every
+/// daemon of a stack must agree on it (the same flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub ns: Namespace,
+    /// Reservation queues; an event's reservations all go to one, chosen
+    /// by a hash of its id ([`Topology::partition_of`]).
+    pub partitions: u16,
+    pub kind: QueueType,
+    /// Most messages a partition holds; beyond it the broker refuses
+    /// (nacks) a publish and the buyer is answered 503.
+    pub max_length: u32,
+    /// Quorum queues: deliveries of one message (crashes of the workers
+    /// holding it) before it is dead-lettered as poison.
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    /// One classic queue without limits: what a namespace had before
+    /// partitions, and what tests that publish by hand expect.
+    pub fn single(ns: Namespace) -> Self {
+        Self {
+            ns,
+            partitions: 1,
+            kind: QueueType::Classic,
+            max_length: 0,
+            delivery_limit: 0,
+        }
+    }
+
+    /// The queue of partition `p`: partition 0 keeps the name of the one
+    /// queue a namespace had before partitions.
+    pub fn queue(&self, p: u16) -> String {
+        match p {
+            0 => self.ns.queue(),
+            p => format!("{}.{p}", self.ns.queue()),
+        }
+    }
+
+    /// Every partition's queue, in order.
+    pub fn queues(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.partitions).map(|p| self.queue(p))
+    }
+
+    /// The partition of an event: FNV-1a of its id, so that every gateway,
+    /// of any build, sends an event's reservations to the same queue, where
+    /// they stay in order.
+    pub fn partition_of(&self, event: &EventId) -> u16 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in event.as_str().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % u64::from(self.partitions.max(1))) as u16
+    }
+
+    fn queue_args(&self, dead_letter: bool) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.kind == QueueType::Quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        if dead_letter {
+            return args;
+        }
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.ns.dead_letter_exchange().as_str().into()),
+        );
+        if self.max_length > 0 {
+            args.insert(
+                "x-max-length".into(),
+                AMQPValue::LongLongInt(self.max_length.into()),
+            );
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+        }
+        if self.kind == QueueType::Quorum && self.delivery_limit > 0 {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(self.delivery_limit.into()),
+            );
+        }
+        args
+    }
+}
+
+/// Declares the reservation queues, their dead-letter exchange and
+/// dead-letter queue. Every daemon calls it with the same arguments, in any
+/// order, any number of times; a queue declared before with other arguments
+/// (another type, other limits) fails with an error that says what to do.
+pub async fn declare(channel: &Channel, topo: &Topology) -> anyhow::Result<()> {
+    let ns = &topo.ns;
     channel
         .exchange_declare(
             ns.dead_letter_exchange().as_str().into(),
@@ -164,64 +307,108 @@ pub async fn declare(channel: &Channel, ns: &Namespace) -> lapin::Result<()> {
             FieldTable::default(),
         )
         .await?;
-    channel
-        .queue_declare(
-            ns.dead_letter_queue().as_str().into(),
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
+    let dead = ns.dead_letter_queue();
+    declare_queue(channel, topo, &dead, topo.queue_args(true)).await?;
     channel
         .queue_bind(
-            ns.dead_letter_queue().as_str().into(),
+            dead.as_str().into(),
             ns.dead_letter_exchange().as_str().into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    declare_main(channel, ns).await?;
+    for q in topo.queues() {
+        declare_queue(channel, topo, &q, topo.queue_args(false)).await?;
+    }
     Ok(())
 }
 
-/// Declares the reservation queue itself (same arguments every time, so it
-/// is also a safe way to read its depth).
-async fn declare_main(channel: &Channel, ns: &Namespace) -> lapin::Result<lapin::Queue> {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(ns.dead_letter_exchange().as_str().into()),
-    );
+async fn declare_queue(
+    channel: &Channel,
+    topo: &Topology,
+    name: &str,
+    args: FieldTable,
+) -> anyhow::Result<lapin::Queue> {
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(ns.queue().as_str().into(), durable, args)
+        .queue_declare(name.into(), durable, args)
         .await
+        .map_err(|e| {
+            let inequivalent = e.to_string().contains("PRECONDITION_FAILED");
+            let e = anyhow::Error::new(e);
+            if inequivalent {
+                e.context(format!(
+                    "queue {name} exists with other arguments than this daemon's ({} queue, \
+                     max length {}, delivery limit {}): set FLASHGRID_QUEUE_TYPE, \
+                     FLASHGRID_QUEUE_MAX_LENGTH and FLASHGRID_DELIVERY_LIMIT as it was declared, \
+                     or let it drain and delete it (`rabbitmqctl delete_queue {name}`)",
+                    topo.kind.as_str(),
+                    topo.max_length,
+                    topo.delivery_limit
+                ))
+            } else {
+                e.context(format!("declare queue {name}"))
+            }
+        })
 }
 
-/// How full the reservation queue is, and whether anyone drains it.
+/// How full the reservation queues are, and whether anyone drains them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
-    /// Messages ready (not yet handed to a worker).
+    /// Messages ready (not yet handed to a worker), over every partition.
     pub messages: u32,
-    /// Workers consuming.
+    /// Workers consuming the least-consumed partition: 0 when one
+    /// partition is drained by nobody.
     pub consumers: u32,
 }
 
-/// The reservation queue's depth.
-pub async fn depth(channel: &Channel, ns: &Namespace) -> lapin::Result<Depth> {
-    let q = declare_main(channel, ns).await?;
-    Ok(Depth {
-        messages: q.message_count(),
-        consumers: q.consumer_count(),
-    })
+/// The reservation queues' depth (declaring them again is a safe way to
+/// read it: same arguments every time).
+pub async fn depth(channel: &Channel, topo: &Topology) -> anyhow::Result<Depth> {
+    let mut d = Depth {
+        messages: 0,
+        consumers: u32::MAX,
+    };
+    for q in topo.queues() {
+        let q = declare_queue(channel, topo, &q, topo.queue_args(false)).await?;
+        d.messages = d.messages.saturating_add(q.message_count());
+        d.consumers = d.consumers.min(q.consumer_count());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let topo = |n| Topology {
+            partitions: n,
+            ..Topology::single(Namespace::new("fg").unwrap())
+        };
+        // Pinned: a change would split an event's reservations over two
+        // queues while gateways of two builds run side by side.
+        let e = EventId::parse("demo").unwrap();
+        assert_eq!(topo(1).partition_of(&e), 0);
+        assert_eq!(
+            topo(7).partition_of(&e),
+            (0xa5e4_1b67_4276_d396_u64 % 7) as u16
+        );
+        let mut seen = [0u32; 4];
+        for i in 0..400 {
+            seen[usize::from(topo(4).partition_of(&EventId::parse(&format!("e-{i}")).unwrap()))] +=
+                1;
+        }
+        assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
+        assert_eq!(topo(3).queue(0), "fg.reservations");
+        assert_eq!(topo(3).queue(2), "fg.reservations.2");
+        assert_eq!(topo(3).queues().count(), 3);
+    }
 
     #[test]
     fn groups_round_trip_and_bad_ones_are_refused() {

@@ -17,7 +17,8 @@ use std::time::Duration;
     about = "Attack a FlashGrid sale with a crowd of buyers, then verify nothing was oversold or lost"
 )]
 pub struct Opts {
-    /// The gateway.
+    /// The gateway; several, comma-separated, spread the connections over
+    /// them in turn (the first sets the event up and follows the decisions).
     #[arg(long, env = "FLASHGRID_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The event to attack.
@@ -84,9 +85,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn run(opts: Opts) -> Result<Report, String> {
     let event = EventId::parse(&opts.event).map_err(|e| format!("--event: {e}"))?;
     let quantity = Quantity::new(opts.quantity).map_err(|e| format!("--quantity: {e}"))?;
-    let target = Target::resolve(&opts.url).await?;
+    let mut spread = Vec::new();
+    for url in opts.url.split(',').map(str::trim) {
+        spread.push(Target::resolve(url).await?);
+    }
+    let target = spread[0].clone();
+    if spread.len() == 1 {
+        spread.clear();
+    }
     let spec = AttackSpec {
         target: target.clone(),
+        spread,
         event: event.clone(),
         requests: opts.requests.or(if opts.duration.is_none() {
             Some(200)

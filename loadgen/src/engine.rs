@@ -5,7 +5,7 @@
 
 use crate::client::{self, ClientError, Connection};
 use crate::schedule;
-use crate::spec::AttackSpec;
+use crate::spec::{AttackSpec, Target};
 use backon::{ExponentialBuilder, Retryable};
 use flashgrid_wire::Accepted;
 use http::Method;
@@ -52,8 +52,9 @@ pub fn run(spec: AttackSpec) -> (mpsc::Receiver<Sample>, Arc<Live>, JoinHandle<(
     let l = live.clone();
     let handle = tokio::spawn(async move {
         let workers: Vec<_> = (0..spec.concurrency)
-            .map(|_| {
+            .map(|n| {
                 tokio::spawn(worker(
+                    n,
                     spec.clone(),
                     next.clone(),
                     start,
@@ -71,6 +72,7 @@ pub fn run(spec: AttackSpec) -> (mpsc::Receiver<Sample>, Arc<Live>, JoinHandle<(
 }
 
 async fn worker(
+    n: usize,
     spec: Arc<AttackSpec>,
     next: Arc<AtomicU64>,
     start: Instant,
@@ -98,7 +100,7 @@ async fn worker(
             }
         };
         live.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = send(&spec, i, &mut conn, &live).await;
+        let outcome = send(&spec, n, i, &mut conn, &live).await;
         live.in_flight.fetch_sub(1, Ordering::Relaxed);
         let latency = start.elapsed().saturating_sub(due);
         let (outcome, accepted) = match outcome {
@@ -123,17 +125,18 @@ async fn worker(
 
 async fn send(
     spec: &AttackSpec,
+    n: usize,
     i: u64,
     conn: &mut Option<Connection>,
     live: &Live,
 ) -> Result<(u16, Option<Accepted>), ClientError> {
     if conn.as_ref().is_none_or(|c| !c.is_open()) {
-        *conn = Some(connect(spec, live).await?);
+        *conn = Some(connect(spec.gateway(n), live).await?);
     }
     let c = conn.as_mut().expect("connected above");
     let key = spec.key(i);
     let req = client::request(
-        &spec.target,
+        spec.gateway(n),
         Method::POST,
         "/reserve",
         &[("idempotency-key", &key)],
@@ -149,13 +152,13 @@ async fn send(
     Ok((status, accepted))
 }
 
-async fn connect(spec: &AttackSpec, live: &Live) -> Result<Connection, ClientError> {
+async fn connect(target: &Target, live: &Live) -> Result<Connection, ClientError> {
     // 20 ms, doubling, between the tries.
     let schedule = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(20))
         .with_factor(2.0)
         .with_max_times(CONNECT_TRIES as usize - 1);
-    (|| Connection::open(&spec.target))
+    (|| Connection::open(target))
         .retry(schedule)
         .sleep(tokio::time::sleep)
         .notify(|_, _| {

@@ -48,7 +48,11 @@ impl Target {
 /// One attack.
 #[derive(Debug, Clone)]
 pub struct AttackSpec {
+    /// The gateway the event is set up and the decisions followed through.
     pub target: Target,
+    /// Every gateway the crowd's connections spread over, in turn (empty:
+    /// `target` alone); the decisions of one are followed through another.
+    pub spread: Vec<Target>,
     pub event: EventId,
     /// Total requests (`-n`); with a duration, whichever ends first.
     pub requests: Option<u64>,
@@ -66,6 +70,14 @@ pub struct AttackSpec {
 }
 
 impl AttackSpec {
+    /// The gateway connection `n` of the crowd sends to.
+    pub fn gateway(&self, n: usize) -> &Target {
+        match self.spread.len() {
+            0 => &self.target,
+            len => &self.spread[n % len],
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.concurrency == 0 {
             return Err("-c must be at least 1".into());
@@ -128,6 +140,7 @@ mod tests {
                 authority: "x".into(),
                 addr: "127.0.0.1:1".parse().unwrap(),
             },
+            spread: Vec::new(),
             event: EventId::parse("e").unwrap(),
             requests: Some(10),
             concurrency: 2,
@@ -148,6 +161,21 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&s.body(3)).unwrap();
         assert_eq!(body["user_id"], "user-r-1");
         assert_eq!(body["quantity"], 1);
+    }
+
+    #[test]
+    fn connections_spread_over_the_gateways_in_turn() {
+        let mut s = spec();
+        assert_eq!(s.gateway(5), &s.target);
+        let other = Target {
+            base: "http://y".into(),
+            authority: "y".into(),
+            addr: "127.0.0.1:2".parse().unwrap(),
+        };
+        s.spread = vec![s.target.clone(), other.clone()];
+        assert_eq!(s.gateway(0), &s.target);
+        assert_eq!(s.gateway(1), &other);
+        assert_eq!(s.gateway(4), &s.target);
     }
 
     #[test]

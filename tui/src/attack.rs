@@ -37,6 +37,7 @@ async fn run(
     let target = Target::resolve(url).await?;
     let spec = AttackSpec {
         target: target.clone(),
+        spread: Vec::new(),
         event: event.clone(),
         requests: Some(requests),
         concurrency,

@@ -55,13 +55,35 @@ pub async fn queue_named(queue: &str) -> anyhow::Result<QueueState> {
             continue;
         }
         let mut n = || cols.next().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        let (ready, unacked, listed) = (n(), n(), n());
         return Ok(QueueState {
-            ready: n(),
-            unacked: n(),
-            consumers: n(),
+            ready,
+            unacked,
+            // A quorum queue's count in `list_queues` comes from statistics
+            // emitted every few seconds: a consumer minutes old may not be
+            // in it yet. `list_consumers` asks the queue itself.
+            consumers: listed.max(consumers_of(queue).await?),
         });
     }
     anyhow::bail!("the queue {queue} is missing")
+}
+
+/// The consumers of `queue`, as `rabbitmqctl list_consumers` lists them.
+async fn consumers_of(queue: &str) -> anyhow::Result<u64> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["list_consumers", "-q", "--no-table-headers", "queue_name"])
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("run rabbitmqctl list_consumers: {e}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl list_consumers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim() == queue)
+        .count() as u64)
 }
 
 /// Waits until the queue drained, at most `limit`; the last state read.

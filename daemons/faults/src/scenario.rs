@@ -539,7 +539,7 @@ async fn redeliver(stack: &Stack) -> anyhow::Result<String> {
     let (_, redis) = flashgrid::services::redis(&stack.services()).await?;
     let decider = Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()));
     let conn = flashgrid::queue::connect(flashgrid_testkit::AMQP, "doomed-worker").await?;
-    let ch = flashgrid::queue::confirm_channel(&conn, &stack.namespace()).await?;
+    let ch = flashgrid::queue::confirm_channel(&conn, &stack.topology()).await?;
     ch.basic_qos(8, BasicQosOptions::default()).await?;
     let queue = stack.namespace().queue();
     let mut consumer = ch

@@ -9,14 +9,14 @@ async fn main() -> anyhow::Result<()> {
     flashgrid::telemetry::init("info");
     if cfg.replay_dead_letters {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let ns = &cfg.services.namespace;
-        let r = flashgrid::worker::replay(&cfg.services.amqp_url, ns).await?;
+        let topo = cfg.services.topology();
+        let r = flashgrid::worker::replay(&cfg.services.amqp_url, &topo).await?;
         println!(
-            "moved {} messages ({} reservations) from {} back to {}; {} unreadable left in place",
+            "moved {} messages ({} reservations) from {} back to the reservation queues ({}); {} unreadable left in place",
             r.moved,
             r.reservations,
-            ns.dead_letter_queue(),
-            ns.queue(),
+            topo.ns.dead_letter_queue(),
+            topo.queues().collect::<Vec<_>>().join(", "),
             r.unreadable
         );
         return Ok(());

@@ -40,7 +40,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub async fn run(
     stats: Arc<Stats>,
     pool: PgPool,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::store::Store,
     catalog: Arc<Catalog>,
     queue: QueueProbe,
     out: watch::Sender<Option<Arc<Bytes>>>,

@@ -83,7 +83,7 @@ pub async fn serve(
     let Connected {
         ns,
         pool,
-        redis_client,
+        redis_subscribe,
         redis,
         amqp,
     } = connected;
@@ -109,7 +109,7 @@ pub async fn serve(
         tokio::spawn(
             refresh
                 .clone()
-                .follow_notices(redis_client, background.clone()),
+                .follow_notices(redis_subscribe, background.clone()),
         ),
         tokio::spawn(refresh.clone().periodically(background.clone())),
     ];
@@ -117,7 +117,7 @@ pub async fn serve(
     let (publisher, publisher_tasks) = Publisher::start(
         PublisherConfig {
             amqp_url: cfg.services.amqp_url.clone(),
-            ns: ns.clone(),
+            topology: cfg.services.topology(),
             group_max: cfg.group_max,
             inflight: cfg.publish_inflight,
             confirm_timeout: cfg.confirm_timeout,

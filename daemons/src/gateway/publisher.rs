@@ -18,8 +18,7 @@
 
 use crate::backoff::Backoff;
 use crate::inventory::Inventory;
-use crate::names::Namespace;
-use crate::queue::{self, Group, Queued};
+use crate::queue::{self, Group, Queued, Topology};
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, ReservationId};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -40,6 +39,21 @@ pub enum Unavailable {
     Overloaded,
     #[error("the message broker did not confirm the reservation")]
     NotConfirmed,
+    /// The broker refused the message (nack): its queue is at its length
+    /// limit, or lost its leader. Nothing was kept.
+    #[error("the message broker refused the reservation: the sale's queue is full or failing over")]
+    Refused,
+}
+
+/// What the broker answered for the message holding a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirm {
+    /// Kept (acked): the reservation will be decided.
+    Kept,
+    /// Refused (nacked), or never published: not kept.
+    Refused,
+    /// No answer (a lost connection, the deadline): it may have been kept.
+    Unknown,
 }
 
 /// How long a confirmed group waits for its pending markers before
@@ -50,10 +64,6 @@ const MARK_GRACE: Duration = Duration::from_millis(20);
 /// Pending-marker writes under way at once per in-flight slot; beyond it a
 /// group goes unmarked (a stalled Redis must not pile up tasks).
 const MARKS_PER_SLOT: usize = 2;
-
-/// A connection attempt that takes longer is abandoned (a broker that
-/// accepts TCP but never answers the handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At shutdown, how long the confirms still in flight are awaited once no
 /// request is left to answer.
@@ -99,8 +109,8 @@ impl Health {
 /// A reservation handed to the batcher, and how its buyer is answered.
 struct Submission {
     item: Queued,
-    /// `true` once the broker confirmed the message that holds it.
-    done: oneshot::Sender<bool>,
+    /// What the broker answered for the message that holds it.
+    done: oneshot::Sender<Confirm>,
 }
 
 /// Handle used by request handlers.
@@ -125,14 +135,14 @@ struct Live {
 #[derive(Debug, Clone)]
 pub struct QueueProbe {
     channel: watch::Receiver<Option<Live>>,
-    ns: Namespace,
+    topology: Topology,
 }
 
 impl QueueProbe {
     /// The reservation queue's depth and consumers, `None` while the broker is away.
     pub async fn depth(&self) -> Option<queue::Depth> {
         let ch = self.channel.borrow().as_ref()?.channel.clone();
-        tokio::time::timeout(Duration::from_secs(1), queue::depth(&ch, &self.ns))
+        tokio::time::timeout(Duration::from_secs(1), queue::depth(&ch, &self.topology))
             .await
             .ok()?
             .ok()
@@ -149,7 +159,7 @@ impl std::fmt::Debug for Submission {
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
     pub amqp_url: String,
-    pub ns: Namespace,
+    pub topology: Topology,
     pub group_max: usize,
     pub inflight: usize,
     /// The publish deadline: from a purchase's submission to its confirm.
@@ -186,7 +196,7 @@ impl Publisher {
             broken.clone(),
             stop.clone(),
         ));
-        let ns = cfg.ns.clone();
+        let topology = cfg.topology.clone();
         let deadline = cfg.confirm_timeout;
         let batcher = tokio::spawn(batcher(
             cfg,
@@ -202,7 +212,7 @@ impl Publisher {
                 health,
                 probe: QueueProbe {
                     channel: chan_rx,
-                    ns,
+                    topology,
                 },
                 deadline,
             },
@@ -244,7 +254,8 @@ impl Publisher {
         // The batcher bounds the publish and the confirm each; this bounds
         // the whole wait, a free slot included.
         match tokio::time::timeout(self.deadline, rx).await {
-            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(Confirm::Kept)) => Ok(()),
+            Ok(Ok(Confirm::Refused)) => Err(Unavailable::Refused),
             _ => Err(Unavailable::NotConfirmed),
         }
     }
@@ -284,7 +295,6 @@ async fn batcher(
 ) {
     let slots = Arc::new(Semaphore::new(cfg.inflight));
     let marks = Arc::new(Semaphore::new(cfg.inflight * MARKS_PER_SLOT));
-    let queue_name = cfg.ns.queue();
     let deadline = cfg.confirm_timeout;
     while let Some(first) = rx.recv().await {
         // Waiting for a free slot is what lets a group grow under load.
@@ -304,15 +314,13 @@ async fn batcher(
             channel: ch,
         }) = channel.borrow().clone()
         else {
-            fail(group);
+            fail(group, Confirm::Refused);
             continue;
         };
         if !health.is_up() {
-            fail(group);
+            fail(group, Confirm::Refused);
             continue;
         }
-        let items: Vec<&Queued> = group.iter().map(|p| &p.item).collect();
-        let body = Group::encode(&items);
         // Record "pending" for status lookups; best effort, off the critical
         // path. While Redis is slow every permit is taken: this group goes
         // unmarked (its status lookups fall back to the receipt and
@@ -337,46 +345,25 @@ async fn batcher(
                 drop(permit);
             })
         });
-        let published = tokio::time::timeout(
-            deadline,
-            ch.basic_publish(
-                "".into(),
-                queue_name.as_str().into(),
-                // Mandatory: if the queue vanished the broker returns the
-                // message instead of confirming a message it dropped.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
-            ),
-        )
-        .await;
-        let confirm = match published {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "publish failed");
-                start_afresh(
-                    &health,
-                    &broken,
-                    format!("lost the connection to RabbitMQ: {e}"),
-                );
-                fail(group);
-                continue;
+        // One message per partition the group's events fall in (one, unless
+        // several events sell at once); they share the group's slot.
+        let started = tokio::time::Instant::now();
+        let mut sent = Vec::with_capacity(1);
+        let mut parts = by_partition(&cfg.topology, group).into_iter();
+        for (queue_name, part) in parts.by_ref() {
+            match publish(&ch, &queue_name, &part, deadline).await {
+                Ok(confirm) => sent.push((part, confirm)),
+                Err(why) => {
+                    start_afresh(&health, &broken, why);
+                    // Its frames may still reach the broker.
+                    fail(part, Confirm::Unknown);
+                    break;
+                }
             }
-            Err(_) => {
-                tracing::warn!(
-                    ?deadline,
-                    "a publish did not go out in time: the broker blocks this connection"
-                );
-                start_afresh(&health, &broken, not_moving("take a publish", deadline));
-                fail(group);
-                continue;
-            }
-        };
+        }
+        for (_, part) in parts {
+            fail(part, Confirm::Refused);
+        }
         let broken = broken.clone();
         let health = health.clone();
         let link = channel.clone();
@@ -388,40 +375,50 @@ async fn batcher(
                     .as_ref()
                     .is_some_and(|l| l.generation == generation)
             };
-            let ok = match tokio::time::timeout(deadline, confirm).await {
-                Ok(Ok(c)) if c.is_ack() => match c.take_message() {
-                    None => true,
-                    Some(_) => {
-                        tracing::error!(
-                            "the broker returned a group as unroutable: redeclaring the queue"
+            let mut answered = Vec::with_capacity(sent.len());
+            for (part, confirm) in sent {
+                let ok = match tokio::time::timeout_at(started + deadline, confirm).await {
+                    Ok(Ok(c)) if c.is_ack() => match c.take_message() {
+                        None => Confirm::Kept,
+                        Some(_) => {
+                            tracing::error!(
+                                "the broker returned a group as unroutable: redeclaring the queues"
+                            );
+                            broken.notify_one();
+                            Confirm::Refused
+                        }
+                    },
+                    Ok(Ok(_)) => {
+                        tracing::warn!(
+                            "the broker refused (nacked) a group: its queue is full (FLASHGRID_QUEUE_MAX_LENGTH) or lost its leader"
                         );
-                        broken.notify_one();
-                        false
+                        Confirm::Refused
                     }
-                },
-                Ok(Ok(_)) => {
-                    tracing::warn!("the broker refused (nacked) a group");
-                    false
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "lost the confirm of a group");
-                    if current() {
-                        start_afresh(
-                            &health,
-                            &broken,
-                            format!("lost the connection to RabbitMQ: {e}"),
-                        );
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "lost the confirm of a group");
+                        if current() {
+                            start_afresh(
+                                &health,
+                                &broken,
+                                format!("lost the connection to RabbitMQ: {e}"),
+                            );
+                        }
+                        Confirm::Unknown
                     }
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(?deadline, "no confirm from the broker in time");
-                    if current() {
-                        start_afresh(&health, &broken, not_moving("confirm a publish", deadline));
+                    Err(_) => {
+                        tracing::warn!(?deadline, "no confirm from the broker in time");
+                        if current() {
+                            start_afresh(
+                                &health,
+                                &broken,
+                                not_moving("confirm a publish", deadline),
+                            );
+                        }
+                        Confirm::Unknown
                     }
-                    false
-                }
-            };
+                };
+                answered.push((part, ok));
+            }
             // The slot is free as soon as the broker answered: a slow Redis
             // must not slow the publishes.
             drop(slot);
@@ -430,8 +427,10 @@ async fn batcher(
             if let Some(marked) = marked {
                 let _ = tokio::time::timeout(MARK_GRACE, marked).await;
             }
-            for p in group {
-                let _ = p.done.send(ok);
+            for (part, ok) in answered {
+                for p in part {
+                    let _ = p.done.send(ok);
+                }
             }
         });
     }
@@ -459,9 +458,73 @@ fn marks_of(
     marks.iter().map(|(e, sale, id, o)| (e, *sale, *id, o))
 }
 
-fn fail(group: Vec<Submission>) {
+/// The group's submissions by the queue of their event's partition.
+fn by_partition(topo: &Topology, group: Vec<Submission>) -> Vec<(String, Vec<Submission>)> {
+    if topo.partitions == 1 {
+        return vec![(topo.queue(0), group)];
+    }
+    let mut parts: Vec<(u16, Vec<Submission>)> = Vec::with_capacity(1);
+    for s in group {
+        let p = topo.partition_of(&s.item.event);
+        match parts.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, part)) => part.push(s),
+            None => parts.push((p, vec![s])),
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(p, part)| (topo.queue(p), part))
+        .collect()
+}
+
+/// Publishes one group message, persistent and mandatory (if the queue
+/// vanished the broker returns the message instead of confirming a message
+/// it dropped), within the deadline; the error says why the link must
+/// start afresh.
+async fn publish(
+    ch: &Channel,
+    queue_name: &str,
+    part: &[Submission],
+    deadline: Duration,
+) -> Result<lapin::PublisherConfirm, String> {
+    let items: Vec<&Queued> = part.iter().map(|p| &p.item).collect();
+    let body = Group::encode(&items);
+    let published = tokio::time::timeout(
+        deadline,
+        ch.basic_publish(
+            "".into(),
+            queue_name.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &body,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        ),
+    )
+    .await;
+    match published {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "publish failed");
+            Err(format!("lost the connection to RabbitMQ: {e}"))
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?deadline,
+                "a publish did not go out in time: the broker blocks this connection"
+            );
+            Err(not_moving("take a publish", deadline))
+        }
+    }
+}
+
+/// Answers a group the broker did not confirm.
+fn fail(group: Vec<Submission>, answer: Confirm) {
     for p in group {
-        let _ = p.done.send(false);
+        let _ = p.done.send(answer);
     }
 }
 
@@ -480,19 +543,9 @@ async fn link(
     loop {
         let c = match conn.take() {
             Some(c) => Ok(c),
-            None => {
-                match tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    queue::connect(&cfg.amqp_url, "flashgrid-gateway"),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!(
-                        "no AMQP handshake within {CONNECT_TIMEOUT:?}"
-                    )),
-                }
-            }
+            // Each node within its own connect timeout (a broker that
+            // accepts TCP but never answers the handshake), in turn.
+            None => queue::connect(&cfg.amqp_url, "flashgrid-gateway").await,
         };
         let ready = match c {
             Ok(c) => match open(&c, &cfg).await {
@@ -590,13 +643,13 @@ async fn open(conn: &lapin::Connection, cfg: &PublisherConfig) -> anyhow::Result
     let deadline = cfg.confirm_timeout;
     let ready = async {
         let ch = conn.create_channel().await?;
-        queue::declare(&ch, &cfg.ns).await?;
+        queue::declare(&ch, &cfg.topology).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         // No queue is bound to this key: the broker confirms and drops it.
         let confirm = ch
             .basic_publish(
                 "".into(),
-                cfg.ns.link_probe().as_str().into(),
+                cfg.topology.ns.link_probe().as_str().into(),
                 BasicPublishOptions::default(),
                 b"",
                 BasicProperties::default(),

@@ -69,10 +69,10 @@ impl Refresh {
     }
 
     /// Follows the namespace's notices until `stop`.
-    pub async fn follow_notices(self, client: redis::Client, stop: CancellationToken) {
+    pub async fn follow_notices(self, nodes: Vec<redis::Client>, stop: CancellationToken) {
         let ns = self.inventory.namespace().clone();
         // Reloads run in their own tasks so the subscription never stalls.
-        notify::listen(client, ns, stop, move |received| match received {
+        notify::listen(nodes, ns, stop, move |received| match received {
             Received::Notice(Notice::SoldOut(e)) => self.catalog.mark_sold_out(&e),
             Received::Notice(Notice::Decided(_, ids)) => self.waiters.wake(&ids),
             Received::Notice(Notice::Stats(r)) => {

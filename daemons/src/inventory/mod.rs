@@ -9,9 +9,9 @@ pub mod record;
 
 use crate::db::EventSnapshot;
 use crate::names::{EventKeys, Namespace};
+use crate::store::Store;
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, PerUserLimit, Quantity, Reason, ReservationId, UserId};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ pub enum InventoryError {
 /// Handle on the Redis state; cheap to clone (the connection multiplexes).
 #[derive(Clone)]
 pub struct Inventory {
-    conn: ConnectionManager,
+    conn: Store,
     ns: Namespace,
     /// Seconds a pending marker or a rejection stays readable.
     outcome_ttl: u64,
@@ -142,9 +142,9 @@ struct Scripts {
 }
 
 impl Inventory {
-    pub fn new(conn: ConnectionManager, ns: Namespace) -> Self {
+    pub fn new(conn: impl Into<Store>, ns: Namespace) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             ns,
             outcome_ttl: DEFAULT_OUTCOME_TTL.as_secs(),
             scripts: std::sync::Arc::new(Scripts {
@@ -168,7 +168,7 @@ impl Inventory {
         &self.ns
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Store {
         self.conn.clone()
     }
 
@@ -388,26 +388,27 @@ impl Inventory {
 
     /// Records freshly accepted reservations as pending (never overwriting a
     /// rejection that raced ahead; a confirmation that did lives in the won
-    /// hash, which is read first), in one round trip.
+    /// hash, which is read first): one round trip on one server, one per
+    /// event's slot at once on a cluster.
     pub async fn mark_pending<'a>(
         &self,
         items: impl Iterator<Item = (&'a EventId, u32, ReservationId, &'a Outcome)>,
     ) -> Result<(), InventoryError> {
-        let mut pipe = redis::pipe();
         let ttl = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::EX(self.outcome_ttl));
+        let mut pipes = SlotPipes::new(self.conn.is_cluster());
         for (event, sale, id, outcome) in items {
-            pipe.set_options(
-                self.keys(event).outcome(sale, &id),
-                record::encode(outcome),
-                ttl.clone(),
-            )
-            .ignore();
+            pipes
+                .of(event)
+                .set_options(
+                    self.keys(event).outcome(sale, &id),
+                    record::encode(outcome),
+                    ttl.clone(),
+                )
+                .ignore();
         }
-        let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(())
+        pipes.run(&self.conn).await
     }
 
     /// Records a rejection derived from what PostgreSQL makes certain,
@@ -540,13 +541,60 @@ impl Inventory {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // One GET per key in a pipeline rather than MGET: the keys live in
-        // different hash slots.
+        // One GET per key rather than MGET: the keys live in different
+        // hash slots. One pipeline on one server; one call per event, all
+        // at once, on a cluster (a cluster pipeline is of one slot).
+        if self.conn.is_cluster() {
+            let gets = events.iter().map(|e| {
+                let mut conn = self.conn.clone();
+                let key = self.keys(e).stock;
+                async move { conn.get::<_, Option<i64>>(key).await }
+            });
+            return Ok(futures::future::try_join_all(gets).await?);
+        }
         let mut pipe = redis::pipe();
         for e in events {
             pipe.get(self.keys(e).stock);
         }
         let mut conn = self.conn.clone();
         Ok(pipe.query_async(&mut conn).await?)
+    }
+}
+
+/// Commands of no reply, gathered into one pipeline, or on a cluster into
+/// one per event (every key of an event is in its slot), sent at once.
+struct SlotPipes<'e> {
+    cluster: bool,
+    pipes: Vec<(&'e EventId, redis::Pipeline)>,
+}
+
+impl<'e> SlotPipes<'e> {
+    fn new(cluster: bool) -> Self {
+        Self {
+            cluster,
+            pipes: Vec::new(),
+        }
+    }
+
+    fn of(&mut self, event: &'e EventId) -> &mut redis::Pipeline {
+        let at = if self.cluster {
+            self.pipes.iter().position(|(e, _)| *e == event)
+        } else {
+            (!self.pipes.is_empty()).then_some(0)
+        };
+        let at = at.unwrap_or_else(|| {
+            self.pipes.push((event, redis::pipe()));
+            self.pipes.len() - 1
+        });
+        &mut self.pipes[at].1
+    }
+
+    async fn run(self, conn: &Store) -> Result<(), InventoryError> {
+        let sends = self.pipes.into_iter().map(|(_, pipe)| {
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ pub use startup::{postgres, rabbitmq, redis, redis_manager_config, with_retry};
 
 use crate::config::ServicesConfig;
 use crate::names::Namespace;
-use redis::aio::ConnectionManager;
+use crate::store::Store;
 use sqlx::PgPool;
 
 /// Which service, for error messages.
@@ -52,9 +52,10 @@ impl Service {
 pub struct Connected {
     pub ns: Namespace,
     pub pool: PgPool,
-    /// For pub/sub, which needs a connection of its own.
-    pub redis_client: redis::Client,
-    pub redis: ConnectionManager,
+    /// For pub/sub, which needs a connection of its own: the nodes it may
+    /// listen on, tried in turn (one for a single server).
+    pub redis_subscribe: Vec<redis::Client>,
+    pub redis: Store,
     pub amqp: lapin::Connection,
 }
 
@@ -67,13 +68,16 @@ pub async fn connect(
     pool_size: u32,
 ) -> anyhow::Result<Connected> {
     let pool = postgres(cfg, pool_size).await?;
-    let (redis_client, redis) = redis(cfg).await?;
+    let (target, redis) = redis(cfg).await?;
+    let redis_subscribe = target
+        .subscribe_clients()
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
     // Fail fast at start on an unreachable broker; later losses reconnect.
     let amqp = rabbitmq(cfg, name).await?;
     Ok(Connected {
         ns: cfg.namespace.clone(),
         pool,
-        redis_client,
+        redis_subscribe,
         redis,
         amqp,
     })

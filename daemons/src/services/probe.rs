@@ -1,7 +1,7 @@
 //! Whether PostgreSQL and Redis answer right now: `/readyz`, and the
 //! worker's test of a batch that keeps failing (a refusal, or a service away?).
 
-use redis::aio::ConnectionManager;
+use crate::store::Store;
 use sqlx::PgPool;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ impl Reachable {
 }
 
 /// Asks PostgreSQL (`SELECT 1`) and Redis (`PING`) at once, each within `limit`.
-pub async fn answering(pool: &PgPool, redis: &ConnectionManager, limit: Duration) -> Reachable {
+pub async fn answering(pool: &PgPool, redis: &Store, limit: Duration) -> Reachable {
     let mut conn = redis.clone();
     let ping = redis::cmd("PING");
     let (pg, rd) = tokio::join!(

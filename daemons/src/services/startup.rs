@@ -5,8 +5,9 @@ use super::Service;
 use crate::backoff::Backoff;
 use crate::config::ServicesConfig;
 use crate::redact::redact;
+use crate::store::{RedisTarget, Store};
 use anyhow::{Context, anyhow};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use sqlx::PgPool;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -64,16 +65,17 @@ pub async fn postgres(cfg: &ServicesConfig, max_connections: u32) -> anyhow::Res
     .await
 }
 
-/// Redis: a multiplexed connection that reconnects by itself, with bounded
-/// timeouts so a stalled server surfaces as an error instead of a hang.
-pub async fn redis(cfg: &ServicesConfig) -> anyhow::Result<(redis::Client, ConnectionManager)> {
+/// Redis: one server or a cluster (`REDIS_URL`), a multiplexed connection
+/// that reconnects by itself, with bounded timeouts so a stalled server
+/// surfaces as an error instead of a hang.
+pub async fn redis(cfg: &ServicesConfig) -> anyhow::Result<(RedisTarget, Store)> {
     let url = &cfg.redis_url;
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| anyhow!("REDIS_URL {} is not a valid Redis URL: {e}", redact(url)))?;
-    let conn = with_retry(Service::Redis, url, cfg.startup_timeout, || {
-        let client = client.clone();
+    let target = RedisTarget::parse(url).map_err(|e| anyhow!(e))?;
+    let store = with_retry(Service::Redis, url, cfg.startup_timeout, || {
+        let target = target.clone();
         async move {
-            let mut conn = ConnectionManager::new_with_config(client, redis_manager_config())
+            let mut conn = target
+                .connect(&cfg.redis_node_map)
                 .await
                 .context("connect")?;
             redis::cmd("PING")
@@ -84,7 +86,10 @@ pub async fn redis(cfg: &ServicesConfig) -> anyhow::Result<(redis::Client, Conne
         }
     })
     .await?;
-    Ok((client, conn))
+    if target.is_cluster() {
+        tracing::info!(nodes = target.nodes().len(), "connected to a Redis Cluster");
+    }
+    Ok((target, store))
 }
 
 /// Timeouts sized for a flash crowd: long enough that a burst queued behind

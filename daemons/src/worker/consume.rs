@@ -1,15 +1,16 @@
-//! Consume: take a batch (the first delivery, then whatever else the broker
-//! already handed over, up to `batch_max`), decode each message into its
-//! reservations, dead-letter the unreadable ones, have the batch decided and
-//! committed, and ack — with `multiple`, up to the last readable delivery,
-//! only after PostgreSQL committed.
+//! Consume: one loop per reservation queue (partition), each on a channel
+//! of its own: take a batch (the first delivery, then whatever else the
+//! broker already handed over, up to `batch_max`), decode each message into
+//! its reservations, dead-letter the unreadable ones, have the batch decided
+//! and committed, and ack — with `multiple`, up to the last readable
+//! delivery, only after PostgreSQL committed. An event's reservations are
+//! all on one partition, so each event is still decided in arrival order.
 
 use super::isolate::Isolate;
 use super::report::Unreported;
 use super::retry::{Processed, until_done};
 use crate::config::WorkerConfig;
-use crate::names::Namespace;
-use crate::queue::{self, Group, Queued};
+use crate::queue::{self, Group, Queued, Topology};
 use crate::worker::Decider;
 use anyhow::{Context, anyhow};
 use futures::{FutureExt, StreamExt};
@@ -19,11 +20,14 @@ use lapin::types::FieldTable;
 use std::ops::Range;
 use tokio_util::sync::CancellationToken;
 
+/// How long a message handed back may take to be confirmed by the broker.
+const HAND_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a consumer works with.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Consume<'a> {
     pub cfg: &'a WorkerConfig,
-    pub ns: &'a Namespace,
+    pub topology: &'a Topology,
     pub decider: &'a Decider,
     pub unreported: &'a Unreported,
     pub shutdown: &'a CancellationToken,
@@ -53,34 +57,64 @@ impl Batch {
 }
 
 impl Consume<'_> {
-    /// Consumes until shutdown (Ok) or until the connection fails (Err).
+    /// Consumes every partition until shutdown (Ok) or until the connection
+    /// or one partition's channel fails (Err): the other partitions then
+    /// finish their batch in hand, unacked, and stop too.
     pub(super) async fn run(&self, conn: &lapin::Connection) -> anyhow::Result<()> {
+        let restart = self.shutdown.child_token();
+        let this = Consume {
+            shutdown: &restart,
+            ..*self
+        };
+        let loops = self.topology.queues().map(|q| {
+            let restart = &restart;
+            async move {
+                let r = this.partition(conn, &q).await;
+                if r.is_err() {
+                    restart.cancel();
+                }
+                r
+            }
+        });
+        let ended = futures::future::join_all(loops).await;
+        ended.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    }
+
+    /// Consumes one partition's queue until shutdown (Ok) or until its
+    /// channel fails (Err).
+    async fn partition(&self, conn: &lapin::Connection, queue_name: &str) -> anyhow::Result<()> {
         let channel = conn.create_channel().await.context("open a channel")?;
-        queue::declare(&channel, self.ns)
+        queue::declare(&channel, self.topology)
             .await
-            .context("declare the queue")?;
+            .context("declare the queues")?;
         channel
             .basic_qos(self.cfg.prefetch, BasicQosOptions::default())
             .await
             .context("set the prefetch")?;
+        // Where messages are handed back (see `hand_back`).
+        let back = queue::confirm_channel(conn, self.topology).await?;
         let mut consumer = channel
             .basic_consume(
-                self.ns.queue().as_str().into(),
+                queue_name.into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
-            .context("start consuming")?;
-        tracing::info!(prefetch = self.cfg.prefetch, "consuming");
+            .with_context(|| format!("start consuming {queue_name}"))?;
+        tracing::info!(
+            prefetch = self.cfg.prefetch,
+            queue = queue_name,
+            "consuming"
+        );
         loop {
             let first = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.shutdown.cancelled() => break,
                 d = consumer.next() => d,
             };
             let first = match first {
                 Some(d) => d.context("consumer")?,
-                None => anyhow::bail!("the consumer was cancelled by the broker"),
+                None => anyhow::bail!("the consumer of {queue_name} was cancelled by the broker"),
             };
             let (deliveries, ended) = take_ready(first, &mut consumer, self.cfg.batch_max);
             if let Some(e) = &ended {
@@ -90,13 +124,18 @@ impl Consume<'_> {
                 );
             }
             let batch = self.decode(&channel, deliveries).await?;
-            if !self.settle(&channel, &batch).await? {
-                return Ok(());
+            if !self.settle(&channel, &back, queue_name, &batch).await? {
+                break;
             }
             if let Some(e) = ended {
                 return Err(e);
             }
         }
+        // Before the connection, which lapin otherwise reports as an error;
+        // deliveries not acked go back to the queue.
+        let _ = back.close(200, "stopping".into()).await;
+        let _ = channel.close(200, "stopping".into()).await;
+        Ok(())
     }
 
     /// Decodes each delivery; an unreadable one goes to the dead-letter
@@ -118,7 +157,7 @@ impl Consume<'_> {
                     });
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, bytes = d.data.len(), "unreadable message sent to the dead-letter queue {}", self.ns.dead_letter_queue());
+                    tracing::error!(error = %e, bytes = d.data.len(), "unreadable message sent to the dead-letter queue {}", self.topology.ns.dead_letter_queue());
                     channel
                         .basic_reject(d.delivery_tag, BasicRejectOptions { requeue: false })
                         .await
@@ -132,12 +171,20 @@ impl Consume<'_> {
     /// Decides and commits the batch, then acks it; `false` if shutdown
     /// came first (nothing acked: the broker redelivers it to the next
     /// worker).
-    async fn settle(&self, channel: &lapin::Channel, batch: &Batch) -> anyhow::Result<bool> {
+    async fn settle(
+        &self,
+        channel: &lapin::Channel,
+        back: &lapin::Channel,
+        queue_name: &str,
+        batch: &Batch,
+    ) -> anyhow::Result<bool> {
         if !batch.items.is_empty() {
             match until_done(self.decider, &batch.items, self.shutdown).await {
                 Processed::Done(report) if !report.tentative.is_empty() => {
                     self.unreported.add(&report);
-                    return self.hand_back(channel, batch, &report.tentative).await;
+                    return self
+                        .hand_back(channel, back, queue_name, batch, &report.tentative)
+                        .await;
                 }
                 Processed::Done(report) => self.unreported.add(&report),
                 Processed::Shutdown => return Ok(false),
@@ -149,7 +196,7 @@ impl Consume<'_> {
                     let isolate = Isolate {
                         amqp_url: &self.cfg.services.amqp_url,
                         channel,
-                        ns: self.ns,
+                        topology: self.topology,
                         decider: self.decider,
                         unreported: self.unreported,
                         shutdown: self.shutdown,
@@ -172,34 +219,41 @@ impl Consume<'_> {
 impl Consume<'_> {
     /// Acks the batch's messages one by one, except those holding a
     /// reservation whose rejection is still tentative (items `tentative`,
-    /// see `Decider::make_certain`): those go back to the queue, to be
+    /// see `Decider::make_certain`): those go back to their queue, to be
     /// decided again until their rejection is certain or they are sold a
     /// seat. Their other reservations are decided already, and get the same
     /// decision back.
+    ///
+    /// A message goes back as a copy, published (confirmed) before the
+    /// original is acked, rather than requeued: a quorum queue counts every
+    /// requeue against its delivery limit, which is there for the crashes
+    /// of workers holding a poison message, not for waiting. A crash in
+    /// between leaves both, which decide the same (idempotent per id).
     async fn hand_back(
         &self,
         channel: &lapin::Channel,
+        back: &lapin::Channel,
+        queue_name: &str,
         batch: &Batch,
         tentative: &[usize],
     ) -> anyhow::Result<bool> {
-        let mut requeued = 0;
+        let mut handed = 0;
         for m in &batch.messages {
             if tentative.iter().any(|i| m.items.contains(i)) {
-                channel
-                    .basic_reject(m.tag, BasicRejectOptions { requeue: true })
+                let body = Group::encode(&batch.items[m.items.clone()]);
+                queue::publish_kept(back, queue_name, &body, HAND_BACK_TIMEOUT)
                     .await
                     .context("hand a message back to the queue")?;
-                requeued += 1;
-            } else {
-                channel
-                    .basic_ack(m.tag, BasicAckOptions { multiple: false })
-                    .await
-                    .context("ack")?;
+                handed += 1;
             }
+            channel
+                .basic_ack(m.tag, BasicAckOptions { multiple: false })
+                .await
+                .context("ack")?;
         }
-        self.unreported.handed_back(requeued);
+        self.unreported.handed_back(handed);
         tracing::info!(
-            requeued,
+            handed,
             reservations = tentative.len(),
             "messages with rejections not certain yet handed back to the queue"
         );

@@ -7,8 +7,7 @@ use super::batch::{BatchError, Decider};
 use super::consume::Message;
 use super::report::Unreported;
 use super::retry::{Processed, until_done};
-use crate::names::Namespace;
-use crate::queue::{self, Group, Queued};
+use crate::queue::{self, Group, Queued, Topology};
 use anyhow::Context;
 use lapin::options::BasicAckOptions;
 use std::time::Duration;
@@ -31,7 +30,7 @@ pub(super) struct Isolate<'a> {
     /// must still get through.
     pub amqp_url: &'a str,
     pub channel: &'a lapin::Channel,
-    pub ns: &'a Namespace,
+    pub topology: &'a Topology,
     pub decider: &'a Decider,
     pub unreported: &'a Unreported,
     pub shutdown: &'a CancellationToken,
@@ -81,11 +80,11 @@ impl Isolate<'_> {
             Some((_, ch)) => ch,
             None => {
                 let conn = queue::connect(self.amqp_url, "flashgrid-worker-set-aside").await?;
-                let ch = queue::confirm_channel(&conn, self.ns).await?;
+                let ch = queue::confirm_channel(&conn, self.topology).await?;
                 &aside.insert((conn, ch)).1
             }
         };
-        let dead = self.ns.dead_letter_queue();
+        let dead = self.topology.ns.dead_letter_queue();
         let body = Group::encode(std::slice::from_ref(item));
         queue::publish_kept(ch, &dead, &body, SET_ASIDE_TIMEOUT)
             .await

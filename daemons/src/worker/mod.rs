@@ -58,6 +58,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ns = connected.ns;
+    let topology = cfg.services.topology();
     let inventory =
         Inventory::new(connected.redis, ns.clone()).with_outcome_ttl(cfg.services.outcome_ttl);
     let decider = Decider::new(connected.pool, inventory.clone());
@@ -71,7 +72,8 @@ pub async fn serve(
     ));
     tracing::info!(
         namespace = ns.as_str(),
-        queue = ns.queue(),
+        queues = topology.partitions,
+        queue_type = topology.kind.as_str(),
         "worker started"
     );
     // A Redis that came back older is rebuilt within a second even when no
@@ -91,7 +93,7 @@ pub async fn serve(
     });
     let consume = Consume {
         cfg,
-        ns: &ns,
+        topology: &topology,
         decider: &decider,
         unreported: &unreported,
         shutdown: &shutdown,
@@ -113,6 +115,9 @@ pub async fn serve(
                         break;
                     }
                     Err(e) => {
+                        // Its other channels may still hold deliveries:
+                        // closing hands them back to the broker.
+                        queue::close(&c, 320, "reconnecting").await;
                         // A consumer that ran a while lost its connection:
                         // come back at once. One that keeps failing at once
                         // must not spin.

@@ -2,8 +2,7 @@
 //! aside, messages it could not read — back to the reservation queue, once an
 //! operator has fixed the cause (`flashgrid-worker --replay-dead-letters`).
 
-use crate::names::Namespace;
-use crate::queue::{self, Group};
+use crate::queue::{self, Group, Topology};
 use anyhow::Context;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use std::time::Duration;
@@ -23,16 +22,16 @@ pub struct Replayed {
 /// is acked in the dead-letter queue: a crash in between replays it twice,
 /// which the worker counts once (every step is idempotent per reservation
 /// id), and never loses it.
-pub async fn replay(amqp_url: &str, ns: &Namespace) -> anyhow::Result<Replayed> {
+pub async fn replay(amqp_url: &str, topo: &Topology) -> anyhow::Result<Replayed> {
     let conn = queue::connect(amqp_url, "flashgrid-worker-replay").await?;
-    let result = replay_on(&conn, ns).await;
+    let result = replay_on(&conn, topo).await;
     queue::close(&conn, 200, "replay done").await;
     result
 }
 
-async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<Replayed> {
-    let ch = queue::confirm_channel(conn, ns).await?;
-    let (dead, main) = (ns.dead_letter_queue(), ns.queue());
+async fn replay_on(conn: &lapin::Connection, topo: &Topology) -> anyhow::Result<Replayed> {
+    let ch = queue::confirm_channel(conn, topo).await?;
+    let dead = topo.ns.dead_letter_queue();
     let mut done = Replayed::default();
     // Held unacked (so `basic_get` moves past them), requeued at the end.
     let mut unreadable = Vec::new();
@@ -46,6 +45,8 @@ async fn replay_on(conn: &lapin::Connection, ns: &Namespace) -> anyhow::Result<R
             unreadable.push(tag);
             continue;
         };
+        // Back to the partition of its event (a group is of one partition).
+        let main = topo.queue(topo.partition_of(&group.items[0].event));
         queue::publish_kept(&ch, &main, &msg.delivery.data, Duration::from_secs(10))
             .await
             .with_context(|| format!("replay a message (it stays in {dead})"))?;

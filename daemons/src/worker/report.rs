@@ -50,7 +50,7 @@ impl Unreported {
 /// then a last report.
 pub(super) async fn report(
     unreported: Arc<Unreported>,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::store::Store,
     ns: Namespace,
     stop: CancellationToken,
 ) {

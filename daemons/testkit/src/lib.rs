@@ -15,7 +15,7 @@ pub mod proxy;
 pub mod stack;
 
 pub use proxy::Proxy;
-pub use stack::{Instance, Role, Stack};
+pub use stack::{Instance, Role, Services, Stack};
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -45,9 +45,55 @@ impl Running {
     }
 }
 
+/// Where a stack's Redis and RabbitMQ are: this machine's own, or the
+/// local clusters the cluster suite runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Services {
+    pub redis_url: String,
+    pub amqp_url: String,
+}
+
+impl Services {
+    /// This machine's Redis (6379) and RabbitMQ (5672).
+    pub fn local() -> Self {
+        Self {
+            redis_url: REDIS.into(),
+            amqp_url: AMQP.into(),
+        }
+    }
+
+    /// The clusters `just test-cluster` starts: their URLs are read from
+    /// the file `FLASHGRID_TEST_CLUSTER_ENV` names (lines `REDIS_URL=…`,
+    /// `AMQP_URL=…`, as `scripts/cluster.sh` writes them).
+    pub fn clusters() -> Self {
+        let path = std::env::var("FLASHGRID_TEST_CLUSTER_ENV").unwrap_or_else(|_| {
+            panic!("FLASHGRID_TEST_CLUSTER_ENV is not set: run the cluster suite with `just test-cluster`")
+        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {path} (FLASHGRID_TEST_CLUSTER_ENV): {e}"));
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("{path} has no {name}= line"))
+                .trim()
+                .to_owned()
+        };
+        Self {
+            redis_url: value("REDIS_URL"),
+            amqp_url: value("AMQP_URL"),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        *self == Self::local()
+    }
+}
+
 /// One test's stack.
 #[derive(Debug)]
 pub struct Stack {
+    /// Where its Redis and RabbitMQ are.
+    pub services: Services,
     pub ns: String,
     pub db_name: String,
     pub db_url: String,
@@ -140,8 +186,16 @@ impl Stack {
     /// A database and namespace, no daemons yet, a port for each of
     /// `gateways` gateway instances (any number of workers may run).
     pub async fn empty_with_gateways(gateways: usize) -> Self {
+        Self::on(Services::local(), gateways).await
+    }
+
+    /// A database (on this machine's PostgreSQL) and a namespace on
+    /// `services`, no daemons yet, a port for each of `gateways` gateways.
+    pub async fn on(services: Services, gateways: usize) -> Self {
         assert!(gateways >= 1, "a stack has at least one gateway");
-        require_services();
+        if services.is_local() {
+            require_services();
+        }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
             .with_test_writer()
@@ -167,6 +221,7 @@ impl Stack {
             }
         }
         Self {
+            services,
             ns,
             db_name,
             db_url,
@@ -208,11 +263,28 @@ impl Stack {
         Namespace::new(&self.ns).expect("a valid namespace")
     }
 
+    /// The reservation queues of the stack's daemons.
+    pub fn topology(&self) -> flashgrid::queue::Topology {
+        self.services().topology()
+    }
+
     pub fn services(&self) -> ServicesConfig {
         ServicesConfig {
             database_url: self.db_url.clone(),
-            redis_url: REDIS.into(),
-            amqp_url: AMQP.into(),
+            amqp_url: self.services.amqp_url.clone(),
+            redis_url: self.services.redis_url.clone(),
+            redis_node_map: Default::default(),
+            queue_partitions: None,
+            // Classic on this machine's RabbitMQ: the tests read queue
+            // counts with `rabbitmqctl`, whose figures of a quorum queue
+            // are statistics seconds old. Quorum on the clusters.
+            queue_type: if self.services.is_local() {
+                flashgrid::queue::QueueType::Classic
+            } else {
+                flashgrid::queue::QueueType::Quorum
+            },
+            queue_max_length: 50_000,
+            delivery_limit: 20,
             namespace: self.namespace(),
             startup_timeout: Duration::from_secs(10),
             outcome_ttl: flashgrid::inventory::DEFAULT_OUTCOME_TTL,
@@ -313,9 +385,10 @@ impl Stack {
         };
         let child = Command::new(binary)
             .env("DATABASE_URL", &self.db_url)
-            .env("REDIS_URL", REDIS)
-            .env("AMQP_URL", AMQP)
+            .env("REDIS_URL", &self.services.redis_url)
+            .env("AMQP_URL", &self.services.amqp_url)
             .env("FLASHGRID_NAMESPACE", &self.ns)
+            .env("FLASHGRID_QUEUE_TYPE", self.services().queue_type.as_str())
             .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
             .env("FLASHGRID_FEED_TOKEN", FEED_TOKEN)
@@ -408,6 +481,8 @@ impl Drop for Stack {
             }
         }
         let ns = self.namespace();
+        let topology = self.topology();
+        let services = self.services.clone();
         let db = self.db_name.clone();
         let pool = self.pool.clone();
         // Cleanup needs async I/O but Drop is sync (and may run while a test
@@ -438,23 +513,27 @@ impl Drop for Stack {
                     .execute(&admin)
                     .await;
                 }
-                if let Ok(client) = redis::Client::open(REDIS)
-                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                if let Ok(target) = flashgrid::store::RedisTarget::parse(&services.redis_url)
+                    && let Ok(mut c) = target.connect(&Default::default()).await
                 {
+                    // On a cluster KEYS asks every master; the keys are
+                    // deleted one by one (they are in many slots).
                     let keys: Vec<String> = redis::cmd("KEYS")
                         .arg(ns.key_pattern())
                         .query_async(&mut c)
                         .await
                         .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-                    }
+                    let dels = keys.iter().map(|k| {
+                        let mut c = c.clone();
+                        async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await }
+                    });
+                    let _ = futures::future::join_all(dels).await;
                 }
-                if let Ok(conn) = flashgrid::queue::connect(AMQP, "test-cleanup").await
+                if let Ok(conn) =
+                    flashgrid::queue::connect(&services.amqp_url, "test-cleanup").await
                     && let Ok(ch) = conn.create_channel().await
                 {
-                    for q in [ns.queue(), ns.dead_letter_queue()] {
+                    for q in topology.queues().chain([ns.dead_letter_queue()]) {
                         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                     }
                     let _ = ch

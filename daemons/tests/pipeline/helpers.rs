@@ -176,7 +176,7 @@ impl TestStack {
     /// waits until the broker has kept it.
     pub async fn publish_to(&self, queue: &str, body: &[u8]) {
         let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
-        let ch = flashgrid::queue::confirm_channel(&conn, &self.namespace())
+        let ch = flashgrid::queue::confirm_channel(&conn, &self.topology())
             .await
             .unwrap();
         flashgrid::queue::publish_kept(&ch, queue, body, Duration::from_secs(10))

@@ -81,7 +81,7 @@ async fn a_reservation_that_always_fails_is_set_aside_and_the_rest_is_sold() {
         .execute(&stack.pool)
         .await
         .unwrap();
-    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+    let replayed = flashgrid::worker::replay(AMQP, &stack.topology())
         .await
         .unwrap();
     assert_eq!(
@@ -119,7 +119,7 @@ async fn a_replay_leaves_unreadable_messages_where_they_are() {
         .await;
     stack.publish_to(&dead, b"not a group").await;
 
-    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+    let replayed = flashgrid::worker::replay(AMQP, &stack.topology())
         .await
         .unwrap();
     assert_eq!(
@@ -168,7 +168,7 @@ async fn a_stock_key_of_the_wrong_type_sets_the_purchase_aside_instead_of_rebuil
     // The operator deletes the bad key; the worker rebuilds the stock from
     // PostgreSQL and the replayed purchase is sold, counted once.
     let _: () = redis.del(&keys.stock).await.unwrap();
-    let replayed = flashgrid::worker::replay(AMQP, &stack.namespace())
+    let replayed = flashgrid::worker::replay(AMQP, &stack.topology())
         .await
         .unwrap();
     assert_eq!((replayed.moved, replayed.reservations), (1, 1));
@@ -179,4 +179,61 @@ async fn a_stock_key_of_the_wrong_type_sets_the_purchase_aside_instead_of_rebuil
         || async { (stack.db_counts("wrongtype").await == (2, 2, 2)).then_some(()) },
     )
     .await;
+}
+
+/// A message whose every delivery dies with its consumer (a poison message
+/// that crashes the worker) is dead-lettered once a quorum queue's delivery
+/// limit is spent, instead of crashing workers forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_killing_its_consumer_is_dead_lettered_at_the_delivery_limit() {
+    use lapin::options::{BasicConsumeOptions, BasicGetOptions};
+    use lapin::types::FieldTable;
+    let stack = TestStack::empty().await;
+    let topology = flashgrid::queue::Topology {
+        kind: flashgrid::queue::QueueType::Quorum,
+        delivery_limit: 2,
+        ..stack.topology()
+    };
+    let conn = flashgrid::queue::connect(AMQP, "test").await.unwrap();
+    let ch = flashgrid::queue::confirm_channel(&conn, &topology)
+        .await
+        .unwrap();
+    let queue = topology.queue(0);
+    flashgrid::queue::publish_kept(&ch, &queue, b"poison", Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Each consumer takes it and dies (its channel closes, nothing acked).
+    for delivery in 1..=3 {
+        let doomed = conn.create_channel().await.unwrap();
+        let mut consumer = doomed
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut consumer),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("delivery {delivery} never came"));
+        assert_eq!(got.unwrap().unwrap().data, b"poison");
+        doomed.close(200, "dying".into()).await.unwrap();
+    }
+    let dead = stack.namespace().dead_letter_queue();
+    let dead_lettered = eventually(
+        "the poison message in the dead-letter queue",
+        Duration::from_secs(30),
+        || async {
+            ch.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert_eq!(dead_lettered.delivery.data, b"poison");
+    let _ = conn.close(200, "".into()).await;
 }

@@ -371,3 +371,63 @@ fn counts(statuses: &[u16]) -> std::collections::BTreeMap<u16, usize> {
     }
     m
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after_and_takes_purchases_again_once_drained() {
+    let stack = TestStack::empty().await;
+    // A queue of three messages, one purchase a message, no worker yet.
+    let mut gateway = stack.gateway_config();
+    gateway.services.queue_max_length = 3;
+    gateway.group_max = 1;
+    stack.start_gateway_with(gateway).await;
+    stack.wait_ready().await;
+    stack.create_event("crowded", 10).await;
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        accepted.push(stack.accepted("crowded", &format!("u{n}"), 1, None).await);
+    }
+    let refused = stack
+        .reserve("crowded", "u3", 1, Some("full-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        503,
+        "the fourth purchase finds the queue full"
+    );
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("not taken"), "{message}");
+    assert_eq!(
+        stack.queue_depth().await,
+        3,
+        "nothing beyond the limit was kept"
+    );
+
+    // A worker (declaring the same limit) drains the queue: the same
+    // purchase, retried with its key, is taken, and every one is decided.
+    let mut worker = stack.worker_config();
+    worker.services.queue_max_length = 3;
+    stack.start_worker_with(worker).await;
+    let retried = eventually("the retry to be taken", Duration::from_secs(30), || async {
+        let r = stack
+            .reserve("crowded", "u3", 1, Some("full-1"))
+            .await
+            .ok()?;
+        (r.status() == 202).then_some(r)
+    })
+    .await;
+    accepted.push(retried.json().await.unwrap());
+    for a in &accepted {
+        assert_eq!(stack.decided(a).await.status, Status::Confirmed);
+    }
+    assert_eq!(stack.db_counts("crowded").await.0, 4);
+}

@@ -80,7 +80,7 @@ impl Sabotaged {
         conn: &lapin::Connection,
     ) -> anyhow::Result<()> {
         let channel = conn.create_channel().await?;
-        queue::declare(&channel, ns).await?;
+        queue::declare(&channel, &cfg.services.topology()).await?;
         channel
             .basic_qos(cfg.prefetch, BasicQosOptions::default())
             .await?;

@@ -1,0 +1,199 @@
+//! The cluster suite: FlashGrid on a Redis Cluster (3 masters, 3 replicas)
+//! and a 3-node RabbitMQ cluster with quorum queues, two gateways and two
+//! workers as processes. `just test-cluster` starts clusters of its own
+//! for it (apart from `just cluster up`'s: its tests may kill nodes) and
+//! runs it; `just test` lists its tests as ignored.
+
+use clap::Parser;
+use flashgrid_testkit::{FEED_TOKEN, Instance, Services, Stack, TOKEN, eventually};
+use flashgrid_wire::{Accepted, ReservationView, Status};
+use std::path::Path;
+use std::time::Duration;
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_flashgrid-gateway");
+const WORKER: &str = env!("CARGO_BIN_EXE_flashgrid-worker");
+
+/// A stack on the clusters with room for two gateways, none started.
+async fn on_clusters() -> Stack {
+    Stack::on(Services::clusters(), 2).await
+}
+
+fn start(stack: &Stack, which: Instance) {
+    let bin = match which.role {
+        flashgrid_testkit::Role::Gateway => GATEWAY,
+        flashgrid_testkit::Role::Worker => WORKER,
+    };
+    stack.start_process_with(which, Path::new(bin), &[], None);
+}
+
+/// Two gateways and two workers, every gateway ready.
+async fn two_of_each(stack: &Stack) {
+    for n in 0..2 {
+        start(stack, Instance::worker(n));
+        start(stack, Instance::gateway(n));
+    }
+    for n in 0..2 {
+        stack.wait_gateway_ready(n).await;
+    }
+}
+
+/// Masters of the Redis Cluster that hold keys of the stack's namespace.
+async fn masters_holding_keys(stack: &Stack) -> usize {
+    let mut holding = 0;
+    let target = flashgrid::store::RedisTarget::parse(&stack.services.redis_url).unwrap();
+    for url in target.nodes() {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            continue;
+        };
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut c).await.unwrap();
+        if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            continue;
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(stack.namespace().key_pattern())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        holding += usize::from(!keys.is_empty());
+    }
+    holding
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn sales_through_two_gateways_and_two_workers_sell_each_seat_once() {
+    let stack = on_clusters().await;
+    two_of_each(&stack).await;
+    let urls = format!("{},{}", stack.gateway_url(0), stack.gateway_url(1));
+    // Several events at once, so that their keys fall on several shards
+    // and their messages on several partitions.
+    let events = ["drop-a", "drop-b", "drop-c", "drop-d", "drop-e", "drop-f"];
+    let attacks = events.iter().map(|event| {
+        let opts = flashgrid_load::cli::Opts::parse_from([
+            "flashgrid-load",
+            "--url",
+            &urls,
+            "--event",
+            event,
+            "--token",
+            TOKEN,
+            "--capacity",
+            "40",
+            "-n",
+            "1500",
+            "-c",
+            "100",
+            "--json",
+        ]);
+        flashgrid_load::cli::run(opts)
+    });
+    let reports = futures::future::join_all(attacks).await;
+    for (event, report) in events.iter().zip(reports) {
+        let report = report.unwrap_or_else(|e| panic!("attack on {event}: {e}"));
+        assert_eq!(report.verdict, "pass", "{event}: {}", report.text());
+        assert_eq!(report.confirmed, 40, "{event}: every seat sold");
+        assert_eq!(
+            (report.pending, report.lost, report.oversold),
+            (0, 0, false),
+            "{event}"
+        );
+        let (rows, seats): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(quantity)::bigint FROM reservations WHERE event_id = $1",
+        )
+        .bind(event)
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+        assert_eq!((rows, seats), (40, Some(40)), "{event} in PostgreSQL");
+    }
+    // Hash tags put each event in one slot; six events land on more than
+    // one of the three shards (the chance that all six share one: 1/243).
+    assert!(
+        masters_holding_keys(&stack).await >= 2,
+        "the events' keys are all on one shard"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn a_decision_wakes_a_long_poll_on_the_other_gateway() {
+    let stack = on_clusters().await;
+    // Gateways only: the purchase waits in the queue until a worker runs.
+    start(&stack, Instance::gateway(0));
+    start(&stack, Instance::gateway(1));
+    stack.wait_gateway_ready(0).await;
+    stack.wait_gateway_ready(1).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/admin/events", stack.gateway_url(0)))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"event_id": "polled", "name": "Polled", "capacity": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Bought through gateway 1 once it knows the event (it learns of it
+    // through the cluster's pub/sub, or its periodic reload).
+    let accepted: Accepted = eventually(
+        "gateway 1 to take a purchase of the new event",
+        Duration::from_secs(30),
+        || async {
+            let r = http
+                .post(format!("{}/reserve", stack.gateway_url(1)))
+                .json(&serde_json::json!({"event_id": "polled", "user_id": "ann", "quantity": 1}))
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 202 {
+                return None;
+            }
+            r.json().await.ok()
+        },
+    )
+    .await;
+    // Followed through gateway 0, long-polling; the worker starts after
+    // the poll began. Only the worker's "decided" notice, sent through
+    // the Redis Cluster, ends the poll before its 20 s: a poll that ends
+    // pending means the notice never arrived.
+    let url = format!(
+        "{}{}?wait_ms=20000",
+        stack.gateway_url(0),
+        accepted.status_url
+    );
+    let poll = tokio::spawn({
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<ReservationView>()
+                .await
+                .unwrap()
+        }
+    });
+    // The worker starts once the poll waits (gateway 0 counts it).
+    eventually(
+        "the long-poll waiting on gateway 0",
+        Duration::from_secs(10),
+        || async {
+            let text = http
+                .get(format!("{}/metrics", stack.gateway_url(0)))
+                .bearer_auth(FEED_TOKEN)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .any(|l| l.starts_with("flashgrid_status_long_polls ") && l.ends_with(" 1"))
+                .then_some(())
+        },
+    )
+    .await;
+    start(&stack, Instance::worker(0));
+    let view = poll.await.unwrap();
+    assert_eq!(view.status, Status::Confirmed, "{view:?}");
+}
