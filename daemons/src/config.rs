@@ -41,10 +41,12 @@ pub struct ServicesConfig {
     pub amqp_url: String,
 
     /// Reservation queues an event's id is hashed over: every gateway and
-    /// worker of a stack must use the same number. Unset: one per node of
-    /// AMQP_URL (each node of a cluster can lead one).
-    #[arg(long, env = "FLASHGRID_QUEUE_PARTITIONS", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub queue_partitions: Option<u16>,
+    /// worker of a namespace must use the same number (a daemon refuses to
+    /// start beside daemons of another count). 3: one leader per node of a
+    /// 3-node cluster; measured here, partitions add 4–7 % on a cluster
+    /// and cost nothing on one node (docs/BENCHMARKS.md).
+    #[arg(long, env = "FLASHGRID_QUEUE_PARTITIONS", default_value = "3", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queue_partitions: u16,
 
     /// Type of the reservation queues: `quorum` (replicated; survives a
     /// node's loss on a cluster) or `classic` (one node).
@@ -59,7 +61,7 @@ pub struct ServicesConfig {
 
     /// Quorum queues: how many times one message may be delivered (each
     /// time a worker died holding it) before it is dead-lettered as
-    /// poison. 0: no limit.
+    /// poison. 0: the broker's default (none before RabbitMQ 4).
     #[arg(long, env = "FLASHGRID_DELIVERY_LIMIT", default_value = "20")]
     pub delivery_limit: u32,
 
@@ -83,12 +85,9 @@ pub struct ServicesConfig {
 impl ServicesConfig {
     /// The reservation queues these settings describe.
     pub fn topology(&self) -> Topology {
-        let nodes = self.amqp_url.split(',').count();
         Topology {
             ns: self.namespace.clone(),
-            partitions: self
-                .queue_partitions
-                .unwrap_or_else(|| u16::try_from(nodes.clamp(1, 64)).unwrap_or(1)),
+            partitions: self.queue_partitions,
             kind: self.queue_type,
             max_length: self.queue_max_length,
             delivery_limit: self.delivery_limit,

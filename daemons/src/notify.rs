@@ -98,6 +98,29 @@ pub async fn publish(conn: &Store, ns: &Namespace, notice: &Notice) {
     }
 }
 
+/// What a gateway publishes every [`HEARTBEAT_EVERY`], so that its own
+/// subscription hears something even while no sale runs: one that stays
+/// silent for [`SILENCE_LIMIT`] is taken for dead (a cluster node cut off
+/// without a reset) and replaced by one on the next node.
+const PING: &str = "ping";
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const SILENCE_LIMIT: Duration = Duration::from_secs(7);
+
+/// Publishes a heartbeat every [`HEARTBEAT_EVERY`] until `stop`.
+pub async fn heartbeat(conn: Store, ns: Namespace, stop: CancellationToken) {
+    let channel = ns.notify_channel();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+        }
+        let mut conn = conn.clone();
+        // A failure is the listener's to notice (by the silence).
+        let _ =
+            tokio::time::timeout(HEARTBEAT_EVERY, conn.publish::<_, _, ()>(&channel, PING)).await;
+    }
+}
+
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
@@ -146,10 +169,15 @@ pub async fn listen(
                                 let payload: String = msg.get_payload().unwrap_or_default();
                                 match Notice::parse(&payload) {
                                     Some(n) => on(Received::Notice(n)),
+                                    None if payload == PING => {}
                                     None => tracing::debug!(payload, "ignored an unknown notice"),
                                 }
                             }
                             None => break,
+                        },
+                        _ = tokio::time::sleep(SILENCE_LIMIT) => {
+                            tracing::warn!(node = %client.get_connection_info().addr(), "no notice, not even a heartbeat, for {SILENCE_LIMIT:?}: taking the subscription for dead");
+                            break;
                         }
                     }
                 }

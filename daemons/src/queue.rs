@@ -238,6 +238,12 @@ impl Topology {
         }
     }
 
+    /// The empty queue whose length limit records the partition count
+    /// (see [`check_partitions`]).
+    pub fn partitions_marker(&self) -> String {
+        format!("{}.partitions", self.ns.queue())
+    }
+
     /// Every partition's queue, in order.
     pub fn queues(&self) -> impl Iterator<Item = String> + '_ {
         (0..self.partitions).map(|p| self.queue(p))
@@ -354,6 +360,52 @@ async fn declare_queue(
                 e.context(format!("declare queue {name}"))
             }
         })
+}
+
+/// Fails when a daemon of the namespace runs (or ran) with another number
+/// of partitions: reservations it queued on a partition this one does not
+/// know would wait for a worker that never comes. The count is kept in
+/// the broker as the length limit of an empty marker queue, which the
+/// broker refuses to declare again with another one.
+pub async fn check_partitions(conn: &Connection, topo: &Topology) -> anyhow::Result<()> {
+    let marker = topo.partitions_marker();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(topo.partitions.into()),
+    );
+    if topo.kind == QueueType::Quorum {
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    // A refused declare closes its channel: one of its own.
+    let ch = conn.create_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch
+        .queue_declare(marker.as_str().into(), durable, args)
+        .await
+    {
+        Ok(_) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(())
+        }
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => anyhow::bail!(
+            "a daemon of namespace {} uses other reservation queues than \
+             FLASHGRID_QUEUE_PARTITIONS={} FLASHGRID_QUEUE_TYPE={} (queue {marker} records \
+             them). Set both alike on every gateway and worker; to change them, stop them \
+             all, let the queues drain, and delete {marker} and the queues \
+             (`rabbitmqctl delete_queue {marker}`)",
+            topo.ns,
+            topo.partitions,
+            topo.kind.as_str()
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("declare {marker}"))),
+    }
 }
 
 /// How full the reservation queues are, and whether anyone drains them.

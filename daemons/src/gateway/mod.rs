@@ -112,6 +112,11 @@ pub async fn serve(
                 .follow_notices(redis_subscribe, background.clone()),
         ),
         tokio::spawn(refresh.clone().periodically(background.clone())),
+        tokio::spawn(crate::notify::heartbeat(
+            inventory.connection(),
+            ns.clone(),
+            background.clone(),
+        )),
     ];
 
     let (publisher, publisher_tasks) = Publisher::start(

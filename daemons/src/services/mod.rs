@@ -74,6 +74,9 @@ pub async fn connect(
         .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
     // Fail fast at start on an unreachable broker; later losses reconnect.
     let amqp = rabbitmq(cfg, name).await?;
+    // Daemons of one namespace that disagree on the partitions would queue
+    // reservations where no worker looks: refuse to start.
+    crate::queue::check_partitions(&amqp, &cfg.topology()).await?;
     Ok(Connected {
         ns: cfg.namespace.clone(),
         pool,

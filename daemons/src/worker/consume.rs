@@ -4,7 +4,9 @@
 //! its reservations, dead-letter the unreadable ones, have the batch decided
 //! and committed, and ack — with `multiple`, up to the last readable
 //! delivery, only after PostgreSQL committed. An event's reservations are
-//! all on one partition, so each event is still decided in arrival order.
+//! all on one partition, each partition consumed in order by one loop per
+//! worker (several workers share a partition, as they always shared the one
+//! queue); a message handed back goes to the back of its queue.
 
 use super::isolate::Isolate;
 use super::report::Unreported;
@@ -19,6 +21,9 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Basi
 use lapin::types::FieldTable;
 use std::ops::Range;
 use tokio_util::sync::CancellationToken;
+
+/// How long closing a channel may take at shutdown.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a message handed back may take to be confirmed by the broker.
 const HAND_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -132,9 +137,11 @@ impl Consume<'_> {
             }
         }
         // Before the connection, which lapin otherwise reports as an error;
-        // deliveries not acked go back to the queue.
-        let _ = back.close(200, "stopping".into()).await;
-        let _ = channel.close(200, "stopping".into()).await;
+        // deliveries not acked go back to the queue. Bounded: a broker that
+        // stopped answering must not hold the shutdown.
+        for ch in [&back, &channel] {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "stopping".into())).await;
+        }
         Ok(())
     }
 
@@ -240,11 +247,24 @@ impl Consume<'_> {
         let mut handed = 0;
         for m in &batch.messages {
             if tentative.iter().any(|i| m.items.contains(i)) {
-                let body = Group::encode(&batch.items[m.items.clone()]);
-                queue::publish_kept(back, queue_name, &body, HAND_BACK_TIMEOUT)
-                    .await
-                    .context("hand a message back to the queue")?;
                 handed += 1;
+                let body = Group::encode(&batch.items[m.items.clone()]);
+                if let Err(e) =
+                    queue::publish_kept(back, queue_name, &body, HAND_BACK_TIMEOUT).await
+                {
+                    // The queue is full (a sell-out fills it) or failing
+                    // over: requeue the original instead, which costs one
+                    // delivery of its limit but never the partition.
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "could not hand a copy back; requeueing the message"
+                    );
+                    channel
+                        .basic_reject(m.tag, BasicRejectOptions { requeue: true })
+                        .await
+                        .context("hand a message back to the queue")?;
+                    continue;
+                }
             }
             channel
                 .basic_ack(m.tag, BasicAckOptions { multiple: false })

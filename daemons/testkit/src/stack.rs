@@ -274,7 +274,9 @@ impl Stack {
             amqp_url: self.services.amqp_url.clone(),
             redis_url: self.services.redis_url.clone(),
             redis_node_map: Default::default(),
-            queue_partitions: None,
+            // One queue on this machine's RabbitMQ (the tests count its
+            // messages); the default on the clusters.
+            queue_partitions: if self.services.is_local() { 1 } else { 3 },
             // Classic on this machine's RabbitMQ: the tests read queue
             // counts with `rabbitmqctl`, whose figures of a quorum queue
             // are statistics seconds old. Quorum on the clusters.
@@ -389,6 +391,10 @@ impl Stack {
             .env("AMQP_URL", &self.services.amqp_url)
             .env("FLASHGRID_NAMESPACE", &self.ns)
             .env("FLASHGRID_QUEUE_TYPE", self.services().queue_type.as_str())
+            .env(
+                "FLASHGRID_QUEUE_PARTITIONS",
+                self.services().queue_partitions.to_string(),
+            )
             .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
             .env("FLASHGRID_FEED_TOKEN", FEED_TOKEN)
@@ -533,7 +539,11 @@ impl Drop for Stack {
                     flashgrid::queue::connect(&services.amqp_url, "test-cleanup").await
                     && let Ok(ch) = conn.create_channel().await
                 {
-                    for q in topology.queues().chain([ns.dead_letter_queue()]) {
+                    // A test may have declared more partitions than the
+                    // stack's own: up to 8 are removed.
+                    let partitions = (0..topology.partitions.max(8)).map(|p| topology.queue(p));
+                    let others = [ns.dead_letter_queue(), topology.partitions_marker()];
+                    for q in partitions.chain(others) {
                         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                     }
                     let _ = ch

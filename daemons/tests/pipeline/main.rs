@@ -16,6 +16,7 @@ mod fuzz;
 mod guards;
 mod idempotency;
 mod memory;
+mod partitions;
 mod poison;
 mod pressure;
 mod rate_limit;

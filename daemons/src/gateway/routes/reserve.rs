@@ -240,8 +240,10 @@ impl Gateway {
             Err(e @ Unavailable::Overloaded) => Err(ApiError::unavailable(format!(
                 "{e}: retry shortly with the same Idempotency-Key"
             ))),
+            // A nack after a queue's crash may follow a message it kept.
             Err(e @ Unavailable::Refused) => Err(ApiError::unavailable(format!(
-                "{e}: the reservation was not taken; retry shortly with the same Idempotency-Key"
+                "{e}: the reservation was most likely not taken. Retry shortly with the same \
+                 Idempotency-Key (without one, a retry may be a second purchase)"
             ))),
             Err(e @ Unavailable::NotConfirmed) => Err(ApiError::unavailable(format!(
                 "{e} in time: it may still be decided. Retry shortly with the same Idempotency-Key \
