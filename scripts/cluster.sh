@@ -83,21 +83,21 @@ redis_cluster_ok() {
 }
 
 redis_down() {
+  # The pids are read before any is signalled: a node removes its pid file
+  # as it exits.
+  local pids=()
   for p in $REDIS_PORTS; do
     local pidfile="$DIR/redis/$p/redis.pid"
-    if [ -f "$pidfile" ]; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
-    fi
+    if [ -f "$pidfile" ]; then pids+=("$(cat "$pidfile" 2>/dev/null || true)"); fi
   done
-  for p in $REDIS_PORTS; do
-    local pidfile="$DIR/redis/$p/redis.pid"
-    if [ -f "$pidfile" ]; then
-      local pid
-      pid=$(cat "$pidfile")
-      local deadline=$((SECONDS + 10))
-      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+  for pid in "${pids[@]}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    [ -n "$pid" ] || continue
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 
