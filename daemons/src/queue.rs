@@ -136,11 +136,19 @@ pub async fn close(conn: &Connection, code: u16, reason: &str) {
 /// itself: reservations set aside, replays.
 pub async fn confirm_channel(conn: &Connection, topo: &Topology) -> anyhow::Result<Channel> {
     use anyhow::Context;
+    let ch = confirm_mode(conn).await?;
+    declare(&ch, topo).await.context("declare the queues")?;
+    Ok(ch)
+}
+
+/// A channel in publisher-confirm mode, declaring nothing (for queues the
+/// caller declared on this connection already).
+pub async fn confirm_mode(conn: &Connection) -> anyhow::Result<Channel> {
+    use anyhow::Context;
     let ch = conn.create_channel().await.context("open a channel")?;
     ch.confirm_select(Default::default())
         .await
         .context("confirm mode")?;
-    declare(&ch, topo).await.context("declare the queues")?;
     Ok(ch)
 }
 
@@ -261,7 +269,8 @@ impl Topology {
         (h % u64::from(self.partitions.max(1))) as u16
     }
 
-    fn queue_args(&self, dead_letter: bool) -> FieldTable {
+    /// The arguments every queue of the namespace is declared with: its type.
+    fn type_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if self.kind == QueueType::Quorum {
             args.insert(
@@ -269,6 +278,11 @@ impl Topology {
                 AMQPValue::LongString("quorum".into()),
             );
         }
+        args
+    }
+
+    fn queue_args(&self, dead_letter: bool) -> FieldTable {
+        let mut args = self.type_args();
         if dead_letter {
             return args;
         }
@@ -369,17 +383,11 @@ async fn declare_queue(
 /// broker refuses to declare again with another one.
 pub async fn check_partitions(conn: &Connection, topo: &Topology) -> anyhow::Result<()> {
     let marker = topo.partitions_marker();
-    let mut args = FieldTable::default();
+    let mut args = topo.type_args();
     args.insert(
         "x-max-length".into(),
         AMQPValue::LongLongInt(topo.partitions.into()),
     );
-    if topo.kind == QueueType::Quorum {
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-    }
     // A refused declare closes its channel: one of its own.
     let ch = conn.create_channel().await?;
     let durable = QueueDeclareOptions {

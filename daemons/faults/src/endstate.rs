@@ -30,25 +30,14 @@ pub async fn queue_state(ns: &Namespace) -> anyhow::Result<QueueState> {
 
 /// How the queue `queue` stands, as the broker tells it.
 pub async fn queue_named(queue: &str) -> anyhow::Result<QueueState> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "consumers",
-        ])
-        .output()
-        .await
-        .map_err(|e| anyhow::anyhow!("run rabbitmqctl (it reads the unacked count): {e}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "rabbitmqctl list_queues failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+    ])
+    .await?;
     for line in text.lines() {
         let mut cols = line.split_whitespace();
         if cols.next() != Some(queue) {
@@ -56,34 +45,40 @@ pub async fn queue_named(queue: &str) -> anyhow::Result<QueueState> {
         }
         let mut n = || cols.next().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
         let (ready, unacked, listed) = (n(), n(), n());
+        // A quorum queue's count in `list_queues` comes from statistics
+        // emitted every few seconds: a consumer minutes old may not be in
+        // it yet. `list_consumers` asks the queue itself.
+        let consumers = rabbitmqctl(&["list_consumers", "queue_name"])
+            .await?
+            .lines()
+            .filter(|l| l.trim() == queue)
+            .count() as u64;
         return Ok(QueueState {
             ready,
             unacked,
-            // A quorum queue's count in `list_queues` comes from statistics
-            // emitted every few seconds: a consumer minutes old may not be
-            // in it yet. `list_consumers` asks the queue itself.
-            consumers: listed.max(consumers_of(queue).await?),
+            consumers: listed.max(consumers),
         });
     }
     anyhow::bail!("the queue {queue} is missing")
 }
 
-/// The consumers of `queue`, as `rabbitmqctl list_consumers` lists them.
-async fn consumers_of(queue: &str) -> anyhow::Result<u64> {
+/// What `rabbitmqctl <command> -q --no-table-headers <columns>` prints
+/// (it reads what AMQP's answers leave out: the unacked count, consumers).
+async fn rabbitmqctl(args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["list_consumers", "-q", "--no-table-headers", "queue_name"])
+        .args(&args[..1])
+        .args(["-q", "--no-table-headers"])
+        .args(&args[1..])
         .output()
         .await
-        .map_err(|e| anyhow::anyhow!("run rabbitmqctl list_consumers: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("run rabbitmqctl {}: {e}", args[0]))?;
     anyhow::ensure!(
         out.status.success(),
-        "rabbitmqctl list_consumers failed: {}",
+        "rabbitmqctl {} failed: {}",
+        args[0],
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.trim() == queue)
-        .count() as u64)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Waits until the queue drained, at most `limit`; the last state read.

@@ -296,6 +296,8 @@ async fn batcher(
     let slots = Arc::new(Semaphore::new(cfg.inflight));
     let marks = Arc::new(Semaphore::new(cfg.inflight * MARKS_PER_SLOT));
     let deadline = cfg.confirm_timeout;
+    // Named once, not per group.
+    let queues: Vec<String> = cfg.topology.queues().collect();
     while let Some(first) = rx.recv().await {
         // Waiting for a free slot is what lets a group grow under load.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -350,8 +352,8 @@ async fn batcher(
         let started = tokio::time::Instant::now();
         let mut sent = Vec::with_capacity(1);
         let mut parts = by_partition(&cfg.topology, group).into_iter();
-        for (queue_name, part) in parts.by_ref() {
-            match publish(&ch, &queue_name, &part, deadline).await {
+        for (p, part) in parts.by_ref() {
+            match publish(&ch, &queues[usize::from(p)], &part, deadline).await {
                 Ok(confirm) => sent.push((part, confirm)),
                 Err(why) => {
                     start_afresh(&health, &broken, why);
@@ -458,10 +460,10 @@ fn marks_of(
     marks.iter().map(|(e, sale, id, o)| (e, *sale, *id, o))
 }
 
-/// The group's submissions by the queue of their event's partition.
-fn by_partition(topo: &Topology, group: Vec<Submission>) -> Vec<(String, Vec<Submission>)> {
+/// The group's submissions by their event's partition.
+fn by_partition(topo: &Topology, group: Vec<Submission>) -> Vec<(u16, Vec<Submission>)> {
     if topo.partitions == 1 {
-        return vec![(topo.queue(0), group)];
+        return vec![(0, group)];
     }
     let mut parts: Vec<(u16, Vec<Submission>)> = Vec::with_capacity(1);
     for s in group {
@@ -472,9 +474,6 @@ fn by_partition(topo: &Topology, group: Vec<Submission>) -> Vec<(String, Vec<Sub
         }
     }
     parts
-        .into_iter()
-        .map(|(p, part)| (topo.queue(p), part))
-        .collect()
 }
 
 /// Publishes one group message, persistent and mandatory (if the queue

@@ -66,6 +66,12 @@ impl Consume<'_> {
     /// or one partition's channel fails (Err): the other partitions then
     /// finish their batch in hand, unacked, and stop too.
     pub(super) async fn run(&self, conn: &lapin::Connection) -> anyhow::Result<()> {
+        // Once per connection, for every partition.
+        let setup = conn.create_channel().await.context("open a channel")?;
+        queue::declare(&setup, self.topology)
+            .await
+            .context("declare the queues")?;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, setup.close(200, "declared".into())).await;
         let restart = self.shutdown.child_token();
         let this = Consume {
             shutdown: &restart,
@@ -89,15 +95,12 @@ impl Consume<'_> {
     /// channel fails (Err).
     async fn partition(&self, conn: &lapin::Connection, queue_name: &str) -> anyhow::Result<()> {
         let channel = conn.create_channel().await.context("open a channel")?;
-        queue::declare(&channel, self.topology)
-            .await
-            .context("declare the queues")?;
         channel
             .basic_qos(self.cfg.prefetch, BasicQosOptions::default())
             .await
             .context("set the prefetch")?;
         // Where messages are handed back (see `hand_back`).
-        let back = queue::confirm_channel(conn, self.topology).await?;
+        let back = queue::confirm_mode(conn).await?;
         let mut consumer = channel
             .basic_consume(
                 queue_name.into(),

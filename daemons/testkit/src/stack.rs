@@ -263,6 +263,24 @@ impl Stack {
         Namespace::new(&self.ns).expect("a valid namespace")
     }
 
+    /// PostgreSQL's rows, confirmed seats and `events.confirmed` counter
+    /// of an event.
+    pub async fn db_counts(&self, event: &str) -> (i64, i64, i32) {
+        let (rows, qty): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(quantity)::bigint FROM reservations WHERE event_id = $1",
+        )
+        .bind(event)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        let counter: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        (rows, qty.unwrap_or(0), counter)
+    }
+
     /// The reservation queues of the stack's daemons.
     pub fn topology(&self) -> flashgrid::queue::Topology {
         self.services().topology()
@@ -385,16 +403,14 @@ impl Stack {
             Role::Gateway => self.gateway_port(which.n),
             Role::Worker => self.gateway_port(0),
         };
+        let queues = self.topology();
         let child = Command::new(binary)
             .env("DATABASE_URL", &self.db_url)
             .env("REDIS_URL", &self.services.redis_url)
             .env("AMQP_URL", &self.services.amqp_url)
             .env("FLASHGRID_NAMESPACE", &self.ns)
-            .env("FLASHGRID_QUEUE_TYPE", self.services().queue_type.as_str())
-            .env(
-                "FLASHGRID_QUEUE_PARTITIONS",
-                self.services().queue_partitions.to_string(),
-            )
+            .env("FLASHGRID_QUEUE_TYPE", queues.kind.as_str())
+            .env("FLASHGRID_QUEUE_PARTITIONS", queues.partitions.to_string())
             .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
             .env("FLASHGRID_FEED_TOKEN", FEED_TOKEN)

@@ -98,14 +98,8 @@ async fn sales_through_two_gateways_and_two_workers_sell_each_seat_once() {
             (0, 0, false),
             "{event}"
         );
-        let (rows, seats): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(quantity)::bigint FROM reservations WHERE event_id = $1",
-        )
-        .bind(event)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
-        assert_eq!((rows, seats), (40, Some(40)), "{event} in PostgreSQL");
+        let (rows, seats, _) = stack.db_counts(event).await;
+        assert_eq!((rows, seats), (40, 40), "{event} in PostgreSQL");
     }
     // Hash tags put each event in one slot; six events land on more than
     // one of the three shards (the chance that all six share one: 1/243).

@@ -232,23 +232,6 @@ impl TestStack {
         .await
     }
 
-    /// Rows and confirmed quantity PostgreSQL holds for an event.
-    pub async fn db_counts(&self, event: &str) -> (i64, i64, i32) {
-        let (rows, qty): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), SUM(quantity)::bigint FROM reservations WHERE event_id = $1",
-        )
-        .bind(event)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap();
-        let counter: i32 = sqlx::query_scalar("SELECT confirmed FROM events WHERE event_id = $1")
-            .bind(event)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-        (rows, qty.unwrap_or(0), counter)
-    }
-
     /// Confirmations PostgreSQL's capacity guard revoked for the event.
     pub async fn db_revoked(&self, event: &str) -> i32 {
         sqlx::query_scalar("SELECT revoked FROM events WHERE event_id = $1")
