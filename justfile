@@ -28,9 +28,9 @@ attack *ARGS:
       FLASHGRID_URL="$(cat .run/gateways 2>/dev/null || echo "$FLASHGRID_URL")" \
       target/release/flashgrid-load --event demo --capacity 20 -n 10000 -c 10000 {{ARGS}}
 
-# measure throughput and latency beside same-run ceilings; writes docs/BENCHMARKS.md
-bench:
-    scripts/bench.sh
+# measure throughput and latency beside same-run ceilings; writes docs/BENCHMARKS.md (`--cluster`: on the local clusters with 1 and 2 gateways beside the single node, and the capacity model's per-unit ceilings; writes docs/BENCHMARKS-CLUSTER.md)
+bench *ARGS:
+    scripts/bench.sh {{ARGS}}
 
 # Redis memory per accepted request for a sale of 1,000,000 requests, after it and once outcomes expired (one JSON line)
 bench-memory *ARGS:
@@ -42,13 +42,13 @@ bench-memory *ARGS:
 cluster CMD:
     scripts/cluster.sh {{CMD}}
 
-# run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one; `--instances 2` two gateways and two workers)
+# run the fault matrix: one line per scenario with its verdicts (`just faults redis-cut` runs one; `--instances 2` two gateways and two workers; `--cluster` the cluster drills on test clusters of its own)
 faults *ARGS:
     scripts/services.sh check
     cargo build --release --locked --workspace --bins
-    target/release/flashgrid-faults {{ARGS}}
+    scripts/faults.sh {{ARGS}}
 
-# run every fault scenario 10 times (SOAK_RUNS), one and two instances (SOAK_INSTANCES), and write the counts to docs/RELIABILITY.md
+# run every fault scenario 10 times (SOAK_RUNS), one and two instances (SOAK_INSTANCES), and write the counts to docs/RELIABILITY.md (`--cluster`: the cluster drills)
 soak *ARGS:
     scripts/soak.sh {{ARGS}}
 
@@ -68,7 +68,7 @@ test:
     scripts/services.sh check
     cargo test --workspace --locked --release
 
-# the cluster suite: FlashGrid on a Redis Cluster and a 3-node RabbitMQ cluster of its own (7100–7105, 5683–5685; started and stopped around the run, KEEP_CLUSTER=1 keeps them)
+# the cluster suite, node kills included: FlashGrid on a Redis Cluster and a 3-node RabbitMQ cluster of its own (7100–7105, 5683–5685; started and stopped around the run, KEEP_CLUSTER=1 keeps them)
 test-cluster *ARGS:
     scripts/services.sh check
     scripts/test-cluster.sh {{ARGS}}

@@ -14,7 +14,15 @@
 #
 # Ports are overridable for a second set beside the first:
 # CLUSTER_REDIS_PORT (first of 6), CLUSTER_AMQP_PORT (first of 3),
-# CLUSTER_DIR, CLUSTER_NODE_PREFIX.
+# CLUSTER_DIR, CLUSTER_NODE_PREFIX, CLUSTER_ENV_FILE; the env file records
+# them, so that the fault drills (`kill`, `revive`, `ctl`) find the set.
+#
+# For the fault drills (the cluster suite, `just faults --cluster`):
+#   kill redis PORT | kill rabbit N   SIGKILL one node (N: 1..3)
+#   revive redis PORT | revive rabbit N
+#                                     start it again as it was; returns once
+#                                     both clusters are whole again
+#   ctl N ARGS…                       rabbitmqctl against node N
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,19 +60,25 @@ port_free() {
 
 # --- Redis Cluster --------------------------------------------------------
 
+# Starts Redis node $1 (its folder kept: a revived node reads its
+# nodes.conf and rejoins as a replica of whoever took its slots).
+redis_start() {
+  local p=$1 d="$DIR/redis/$1"
+  mkdir -p "$d"
+  # Each node its own config file (the cluster writes its state there),
+  # no persistence, bound to loopback.
+  redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
+    --dir "$(realpath "$d")" --pidfile "$(realpath "$d")/redis.pid" \
+    --logfile "$(realpath "$d")/redis.log" \
+    --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout 2000 --save "" --appendonly no
+}
+
 redis_up() {
   need redis-server "install Redis (Debian: redis-server)"
   need redis-cli "install Redis (Debian: redis-tools)"
   for p in $REDIS_PORTS; do
-    local d="$DIR/redis/$p"
-    mkdir -p "$d"
-    # Each node its own config file (the cluster writes its state there),
-    # no persistence, bound to loopback.
-    redis-server --port "$p" --bind 127.0.0.1 --daemonize yes \
-      --dir "$(realpath "$d")" --pidfile "$(realpath "$d")/redis.pid" \
-      --logfile "$(realpath "$d")/redis.log" \
-      --cluster-enabled yes --cluster-config-file nodes.conf \
-      --cluster-node-timeout 2000 --save "" --appendonly no
+    redis_start "$p"
   done
   for p in $REDIS_PORTS; do
     wait_for 10 "Redis on $p" redis-cli -p "$p" ping
@@ -151,10 +165,15 @@ EOF
   done
   # One at a time, so each joins a running first node.
   for i in 1 2 3; do
-    rabbit "$i" rabbitmq-server -detached
-    wait_for 60 "RabbitMQ node $(nodename "$i")" rabbit "$i" rabbitmqctl -n "$(nodename "$i")" await_startup --timeout 5
+    rabbit_start "$i"
   done
   wait_for 30 "3 running nodes in the RabbitMQ cluster" rabbit_cluster_ok
+}
+
+rabbit_start() {
+  local i=$1
+  rabbit "$i" rabbitmq-server -detached
+  wait_for 60 "RabbitMQ node $(nodename "$i")" rabbit "$i" rabbitmqctl -n "$(nodename "$i")" await_startup --timeout 5
 }
 
 rabbit_cluster_ok() {
@@ -202,6 +221,49 @@ urls() {
   done
   echo "REDIS_URL=redis+cluster://$redis"
   echo "AMQP_URL=$amqp"
+  # Which set this is, for `kill`, `revive` and `ctl` (and the drills).
+  echo "CLUSTER_DIR=$(realpath "$DIR")"
+  echo "CLUSTER_REDIS_PORT=$REDIS_PORT"
+  echo "CLUSTER_AMQP_PORT=$AMQP_PORT"
+  echo "CLUSTER_NODE_PREFIX=$PREFIX"
+  echo "CLUSTER_ENV_FILE=$(realpath "$ENV_FILE")"
+}
+
+# The node a drill names, checked: a Redis port of this set, or 1..3.
+drill_node() {
+  case "$1" in
+  redis)
+    for p in $REDIS_PORTS; do [ "$p" = "$2" ] && return 0; done
+    die "no Redis node $2 in this set ($REDIS_PORT–$((REDIS_PORT + 5)))"
+    ;;
+  rabbit)
+    case "$2" in 1 | 2 | 3) return 0 ;; esac
+    die "no RabbitMQ node $2: choose 1, 2 or 3"
+    ;;
+  *) die "kill/revive redis PORT | rabbit N, not $1" ;;
+  esac
+}
+
+# Both clusters whole: every Redis node ok and every master replicated,
+# 3 RabbitMQ nodes running.
+wait_whole() {
+  for p in $REDIS_PORTS; do
+    wait_for 30 "cluster_state:ok on Redis $p" redis_cluster_ok "$p"
+  done
+  wait_for 30 "3 Redis masters with a replica each" redis_replicated
+  wait_for 60 "3 running nodes in the RabbitMQ cluster" rabbit_cluster_ok
+}
+
+# Every replica's link to its master up (a revived node has synced).
+redis_replicated() {
+  local masters=0 up=0
+  for p in $REDIS_PORTS; do
+    local info
+    info=$(redis-cli -p "$p" info replication | tr -d '\r')
+    grep -q '^role:master' <<<"$info" && masters=$((masters + 1))
+    grep -q '^master_link_status:up' <<<"$info" && up=$((up + 1))
+  done
+  [ "$masters" = 3 ] && [ "$up" = 3 ]
 }
 
 case "${1:-}" in
@@ -250,8 +312,43 @@ healthy)
   for p in $REDIS_PORTS; do redis_cluster_ok "$p" || exit 1; done
   rabbit_cluster_ok || exit 1
   ;;
+kill)
+  [ -d "$DIR" ] || die "no cluster under $DIR"
+  drill_node "${2:-}" "${3:-}"
+  if [ "$2" = redis ]; then
+    pidfile="$DIR/redis/$3/redis.pid"
+  else
+    pidfile="$DIR/rabbitmq/n$3/pid"
+  fi
+  [ -f "$pidfile" ] || die "$2 node $3 is not running (no $pidfile)"
+  kill -9 "$(cat "$pidfile")"
+  # Gone once its port refuses (the kernel closed its sockets).
+  if [ "$2" = redis ]; then port=$3; else port=$((AMQP_PORT + $3 - 1)); fi
+  wait_for 10 "$2 node $3 to be gone" port_free "$port"
+  rm -f "$pidfile"
+  echo "$2 node $3 killed"
+  ;;
+revive)
+  [ -d "$DIR" ] || die "no cluster under $DIR"
+  drill_node "${2:-}" "${3:-}"
+  if [ "$2" = redis ]; then
+    redis_start "$3"
+    wait_for 10 "Redis on $3" redis-cli -p "$3" ping
+  else
+    rabbit_start "$3"
+  fi
+  wait_whole
+  echo "$2 node $3 back, both clusters whole"
+  ;;
+ctl)
+  [ -d "$DIR" ] || die "no cluster under $DIR"
+  drill_node rabbit "${2:-}"
+  i=$2
+  shift 2
+  rabbit "$i" rabbitmqctl -n "$(nodename "$i")" "$@"
+  ;;
 *)
-  echo "usage: $0 up|down|status|healthy" >&2
+  echo "usage: $0 up|down|status|healthy|kill|revive|ctl" >&2
   exit 2
   ;;
 esac

@@ -15,23 +15,26 @@ trap 'rm -f "$TABLE"' EXIT
 
 scripts/services.sh check
 cargo build --release --locked --workspace --bins
+# The cluster drills' counts go to a section of their own.
+MARK=soak
+for a in "$@"; do [ "$a" = --cluster ] && MARK=soak-cluster; done
 status=0
-target/release/flashgrid-faults --runs "$RUNS" --instances "$INSTANCES" --table "$TABLE" "$@" || status=$?
+scripts/faults.sh --runs "$RUNS" --instances "$INSTANCES" --table "$TABLE" "$@" || status=$?
 
 {
-  echo "<!-- soak:begin (written by \`just soak\`; edit outside the markers) -->"
+  echo "<!-- $MARK:begin (written by \`just soak$( [ "$MARK" = soak-cluster ] && echo ' --cluster')\`; edit outside the markers) -->"
   echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores, everything co-located, release build:"
   echo "\`just soak$( [ $# -gt 0 ] && printf ' %s' "$@")\` ($RUNS runs of each scenario in each topology, instances $INSTANCES: \`×2\` is two gateways and two workers; 3,000 buyers for 300 seats per run)."
   echo
   cat "$TABLE"
-  echo "<!-- soak:end -->"
+  echo "<!-- $MARK:end -->"
 } > "$TABLE.section"
-python3 - "$DOC" "$TABLE.section" <<'PY'
+python3 - "$DOC" "$TABLE.section" "$MARK" <<'PY'
 import re, sys
-doc, section = sys.argv[1], open(sys.argv[2]).read()
+doc, section, mark = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
 text = open(doc).read()
-new = re.sub(r"<!-- soak:begin.*?<!-- soak:end -->\n", lambda _: section, text, flags=re.S)
-if new == text and "<!-- soak:begin" not in text:
+new = re.sub(rf"<!-- {mark}:begin.*?<!-- {mark}:end -->\n", lambda _: section, text, flags=re.S)
+if new == text and f"<!-- {mark}:begin" not in text:
     new = text.rstrip("\n") + "\n\n" + section
 open(doc, "w").write(new)
 PY

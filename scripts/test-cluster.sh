@@ -1,32 +1,10 @@
 #!/usr/bin/env bash
-# `just test-cluster`: the cluster suite (daemons/tests/cluster) on local
-# clusters of its own — a Redis Cluster on 7100–7105 and a 3-node RabbitMQ
-# cluster on 5683–5685, apart from the ones `just cluster up` starts for
-# development (7000–7005, 5673–5675), because its tests kill and cut
-# nodes. The clusters are started if not running and stopped at the end
-# (KEEP_CLUSTER=1 keeps them up for the next run: ~20 s saved).
+# `just test-cluster`: the cluster suite (daemons/tests/cluster) on the
+# test clusters (scripts/with-test-cluster.sh starts and stops them). Its
+# tests run one at a time: the drills kill and cut nodes the others use.
 # Extra arguments go to the test binary (a test name, --nocapture).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CLUSTER_REDIS_PORT=${TEST_CLUSTER_REDIS_PORT:-7100}
-export CLUSTER_AMQP_PORT=${TEST_CLUSTER_AMQP_PORT:-5683}
-export CLUSTER_DIR=.run/test-cluster
-export CLUSTER_NODE_PREFIX=fgt
-export CLUSTER_ENV_FILE=.run/test-cluster.env
-
-started=
-if ! scripts/cluster.sh healthy >/dev/null 2>&1; then
-  scripts/cluster.sh down >/dev/null 2>&1 || true
-  scripts/cluster.sh up
-  started=1
-fi
-stop() {
-  if [ -n "$started" ] && [ -z "${KEEP_CLUSTER:-}" ]; then
-    scripts/cluster.sh down
-  fi
-}
-trap stop EXIT
-
-FLASHGRID_TEST_CLUSTER_ENV=$(realpath "$CLUSTER_ENV_FILE") \
-  cargo test --release --locked --workspace --test cluster -- --include-ignored "$@"
+exec scripts/with-test-cluster.sh \
+  cargo test --release --locked --workspace --test cluster -- --include-ignored --test-threads=1 "$@"

@@ -6,11 +6,20 @@
 //! On a cluster every event's keys share one hash slot (`names`), so each
 //! script runs on one shard; what spans events (a pipeline over several
 //! events' keys) is split per slot by the caller ([`Store::is_cluster`]).
+//!
+//! The cluster client (redis 1.8) can wedge for good when a master dies
+//! under load: seen here with a few hundred requests in flight, every
+//! request then timed out, even once the cluster was whole again. A
+//! watchdog ([`ClusterStore`]) pings through it and replaces it with a new
+//! one when it stops answering.
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Where Redis is, parsed from `REDIS_URL`.
@@ -118,7 +127,7 @@ impl RedisTarget {
                 if !node_map.0.is_empty() {
                     b = b.node_address_map(node_map.0.clone());
                 }
-                Ok(Store::Cluster(b.build()?.get_async_connection().await?))
+                Ok(Store::Cluster(ClusterStore::connect(b.build()?).await?))
             }
         }
     }
@@ -160,7 +169,118 @@ impl std::str::FromStr for NodeMap {
 #[derive(Clone)]
 pub enum Store {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterStore),
+}
+
+/// A cluster connection, replaced by a new one when it stops answering.
+///
+/// Every clone holds the connection it uses and the generation it came
+/// from; a call checks the generation (one relaxed atomic load) and picks
+/// up a replacement only when there is one.
+#[derive(Clone)]
+pub struct ClusterStore {
+    conn: ClusterConnection,
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Bumped when `current` is replaced.
+    generation: AtomicU64,
+    current: ArcSwap<(u64, ClusterConnection)>,
+}
+
+/// The watchdog pings this often …
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// … waits this long for an answer (an error is an answer: the client is
+/// alive, a node is not) …
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// … and replaces the client after this many silences in a row (~9 s:
+/// a failover's slot refresh takes the cluster's node timeout, 2 s here).
+const SILENCES: u32 = 3;
+/// A new client must connect within this long (its own connect can hang).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ClusterStore {
+    async fn connect(client: redis::cluster::ClusterClient) -> redis::RedisResult<Self> {
+        let conn = connect_within(&client).await?;
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            current: ArcSwap::from_pointee((0, conn.clone())),
+        });
+        tokio::spawn(watch(client, Arc::downgrade(&shared)));
+        Ok(Self {
+            conn,
+            generation: 0,
+            shared,
+        })
+    }
+
+    /// The connection to use: this clone's, or the replacement.
+    fn current(&mut self) -> &mut ClusterConnection {
+        if self.shared.generation.load(Ordering::Relaxed) != self.generation {
+            let now = self.shared.current.load();
+            self.generation = now.0;
+            self.conn = now.1.clone();
+        }
+        &mut self.conn
+    }
+}
+
+/// Pings through the client while any [`ClusterStore`] uses it; replaces
+/// it after [`SILENCES`] unanswered pings in a row.
+async fn watch(client: redis::cluster::ClusterClient, shared: Weak<Shared>) {
+    let mut silences = 0;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(s) = shared.upgrade() else { return };
+        let (generation, mut conn) = {
+            let now = s.current.load();
+            (now.0, now.1.clone())
+        };
+        drop(s);
+        let ping = redis::cmd("PING");
+        if tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<Value>(&mut conn))
+            .await
+            .is_ok()
+        {
+            silences = 0;
+            continue;
+        }
+        silences += 1;
+        if silences < SILENCES {
+            continue;
+        }
+        match connect_within(&client).await {
+            Ok(fresh) => {
+                let Some(s) = shared.upgrade() else { return };
+                s.current.store(Arc::new((generation + 1, fresh)));
+                s.generation.store(generation + 1, Ordering::Relaxed);
+                silences = 0;
+                tracing::warn!(
+                    "the Redis Cluster client answered nothing for {} pings in a row: replaced by a new one",
+                    SILENCES
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the Redis Cluster client answers nothing, and a new one cannot connect yet")
+            }
+        }
+    }
+}
+
+/// A new connection of `client`, within [`CONNECT_TIMEOUT`].
+async fn connect_within(
+    client: &redis::cluster::ClusterClient,
+) -> redis::RedisResult<ClusterConnection> {
+    tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection to the Redis Cluster within {CONNECT_TIMEOUT:?}"),
+            ))
+        })?
 }
 
 impl Store {
@@ -168,6 +288,14 @@ impl Store {
     /// several must be split per event on a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Store::Cluster(_))
+    }
+}
+
+impl std::fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,8 +314,8 @@ impl From<ConnectionManager> for Store {
     }
 }
 
-impl From<ClusterConnection> for Store {
-    fn from(c: ClusterConnection) -> Self {
+impl From<ClusterStore> for Store {
+    fn from(c: ClusterStore) -> Self {
         Store::Cluster(c)
     }
 }
@@ -196,7 +324,7 @@ impl ConnectionLike for Store {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Store::Single(c) => c.req_packed_command(cmd),
-            Store::Cluster(c) => c.req_packed_command(cmd),
+            Store::Cluster(c) => c.current().req_packed_command(cmd),
         }
     }
 
@@ -208,14 +336,14 @@ impl ConnectionLike for Store {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Store::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Store::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Store::Cluster(c) => c.current().req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Store::Single(c) => c.get_db(),
-            Store::Cluster(c) => c.get_db(),
+            Store::Cluster(c) => c.conn.get_db(),
         }
     }
 }

@@ -7,9 +7,12 @@
 //! daemons as real processes reaching PostgreSQL, Redis and RabbitMQ through
 //! [`Proxy`]s the run controls: one gateway and one worker, or two (or more)
 //! of each ([`Options::instances`]) sharing the services as a scaled-out
-//! deployment does.
+//! deployment does. On the local clusters ([`Options::clusters`]) every
+//! Redis and RabbitMQ node has a proxy of its own, and the cluster drills
+//! ([`Scenario::CLUSTER`]) kill or cut nodes.
 
 pub mod buyers;
+pub mod cluster;
 pub mod endstate;
 pub mod report;
 pub mod sabotage;
@@ -22,7 +25,7 @@ pub use verdict::Verdicts;
 
 use anyhow::{Context, bail};
 use buyers::{Answer, Plan};
-use flashgrid_testkit::{Instance, Proxy, Role, Stack, TOKEN};
+use flashgrid_testkit::{Instance, Proxy, Role, Services, Stack, TOKEN};
 use flashgrid_wire::{EventId, EventView, ReservationId, Status};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -78,6 +81,9 @@ pub struct Options {
     /// [`Scenario::min_instances`]): buyer `i` buys through gateway
     /// `i % n` and reads its status through the next one.
     pub instances: usize,
+    /// The local clusters to run on (`scripts/cluster.sh`'s), instead of
+    /// this machine's Redis and RabbitMQ.
+    pub clusters: Option<cluster::Clusters>,
 }
 
 impl Options {
@@ -91,6 +97,7 @@ impl Options {
             log_dir,
             sabotage: None,
             instances: 1,
+            clusters: None,
         }
     }
 }
@@ -117,27 +124,74 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         (1..=MAX_INSTANCES).contains(&instances),
         "instances must be 1..={MAX_INSTANCES}, not {instances}"
     );
-    let stack = Stack::empty_with_gateways(instances).await;
+    anyhow::ensure!(
+        !scenario.needs_cluster() || opts.clusters.is_some(),
+        "{} drills a cluster: run it with --cluster",
+        scenario.name()
+    );
+    anyhow::ensure!(
+        opts.clusters.is_none() || scenario.runs_on_cluster(),
+        "{} acts on this machine's Redis: run it without --cluster",
+        scenario.name()
+    );
+    let services = opts
+        .clusters
+        .as_ref()
+        .map_or_else(Services::local, |c| c.services.clone());
+    let stack = Stack::on(services, instances).await;
     // Each worker reaches PostgreSQL through a proxy of its own, so that a
     // stall there holds its commits and nothing of the gateways' or the
-    // other workers'.
-    let (postgres, redis, rabbitmq) = (
-        Proxy::start(5432).await,
-        Proxy::start(6379).await,
-        Proxy::start(5672).await,
-    );
+    // other workers'. Every Redis and RabbitMQ node has one, shared by
+    // the daemons.
+    let postgres = Proxy::start(5432).await;
+    let (redis_ports, amqp_ports) = match &opts.clusters {
+        Some(c) => (c.redis_ports(), c.amqp_ports()),
+        None => (vec![6379], vec![5672]),
+    };
+    let mut redis = Vec::with_capacity(redis_ports.len());
+    for &p in &redis_ports {
+        redis.push(Proxy::start(p).await);
+    }
+    let mut rabbitmq = Vec::with_capacity(amqp_ports.len());
+    for &p in &amqp_ports {
+        rabbitmq.push(Proxy::start(p).await);
+    }
     let mut worker_postgres = Vec::with_capacity(instances);
     for _ in 0..instances {
         worker_postgres.push(Proxy::start(5432).await);
     }
     let db_via = |p: &Proxy| stack.db_url.replace(":5432/", &format!(":{}/", p.port));
-    let mut env = vec![
-        ("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port)),
-        (
-            "AMQP_URL",
-            format!("amqp://guest:guest@127.0.0.1:{}/%2f", rabbitmq.port),
-        ),
-    ];
+    let amqp_url = rabbitmq
+        .iter()
+        .map(|p| format!("amqp://guest:guest@127.0.0.1:{}/%2f", p.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env = vec![("AMQP_URL", amqp_url)];
+    if let Some(c) = opts
+        .clusters
+        .as_ref()
+        .filter(|_| !scenario.cuts_redis_nodes())
+    {
+        // Straight to the nodes: a killed node refuses connections, as it
+        // does without a proxy in between.
+        env.push(("REDIS_URL", c.services.redis_url.clone()));
+    } else if opts.clusters.is_some() {
+        // The daemons are given the proxies as seeds; the nodes announce
+        // their own ports, which the map sends through the proxies too.
+        let seeds: Vec<String> = redis
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.port))
+            .collect();
+        let map: Vec<String> = redis_ports
+            .iter()
+            .zip(&redis)
+            .map(|(node, p)| format!("127.0.0.1:{node}=127.0.0.1:{}", p.port))
+            .collect();
+        env.push(("REDIS_URL", format!("redis+cluster://{}", seeds.join(","))));
+        env.push(("FLASHGRID_REDIS_NODE_MAP", map.join(",")));
+    } else {
+        env.push(("REDIS_URL", format!("redis://127.0.0.1:{}", redis[0].port)));
+    }
     if let Some(s) = opts.sabotage.filter(|s| s.in_worker()) {
         env.push((sabotage::ENV, s.name().to_owned()));
     }
@@ -241,7 +295,9 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         postgres: &postgres,
         worker_postgres: &worker_postgres,
         redis: &redis,
+        redis_ports: &redis_ports,
         rabbitmq: &rabbitmq,
+        clusters: opts.clusters.as_ref(),
         restart: &start,
     };
     let fault = async {
@@ -279,7 +335,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
     // The end state is judged once nothing is on its way: a duplicate still
     // in the queue would be counted after the snapshot.
     let ns = stack.namespace();
-    let queue = endstate::drain(&ns, DRAIN_WINDOW).await?;
+    let queue = endstate::drain(opts.clusters.as_ref(), &stack.topology(), DRAIN_WINDOW).await?;
     let mut dead = Vec::new();
     if !queue.drained() {
         dead.push(format!(
@@ -331,7 +387,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         })
         .collect();
     let statuses = final_statuses(&http, &accepted).await;
-    let cache = match endstate::cache(flashgrid_testkit::REDIS, &ns, &event).await {
+    let cache = match endstate::cache(&stack.services.redis_url, &ns, &event).await {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(error = %e, "could not read Redis at the end");

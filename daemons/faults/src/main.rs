@@ -50,6 +50,12 @@ struct Opts {
     /// List the scenarios and what each injects, then exit.
     #[arg(long)]
     list: bool,
+
+    /// Run on the local clusters the file `FLASHGRID_TEST_CLUSTER_ENV`
+    /// names (`just faults --cluster` starts its own): the cluster drills
+    /// by default, two gateways and two workers.
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[tokio::main]
@@ -66,7 +72,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
     if o.list {
-        for s in Scenario::ALL {
+        for s in Scenario::ALL.into_iter().chain(Scenario::CLUSTER) {
             let known = s
                 .known_failure()
                 .map(|k| format!(" [known to fail: {k}]"))
@@ -76,13 +82,21 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let scenarios: Vec<Scenario> = if o.scenarios.is_empty() {
-        Scenario::ALL.to_vec()
+        if o.cluster {
+            Scenario::CLUSTER.to_vec()
+        } else {
+            Scenario::ALL.to_vec()
+        }
     } else {
         o.scenarios
             .iter()
             .map(|n| {
                 Scenario::parse(n).with_context(|| {
-                    let names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    let names: Vec<_> = Scenario::ALL
+                        .iter()
+                        .chain(&Scenario::CLUSTER)
+                        .map(|s| s.name())
+                        .collect();
                     format!("no scenario {n:?}: choose among {}", names.join(", "))
                 })
             })
@@ -105,14 +119,29 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
         "--instances takes 1 to {} (or a list: 1,2)",
         faults::MAX_INSTANCES
     );
+    for s in &scenarios {
+        if o.cluster && !s.runs_on_cluster() {
+            anyhow::bail!(
+                "{} acts on this machine's Redis: run it without --cluster",
+                s.name()
+            );
+        }
+        if !o.cluster && s.needs_cluster() {
+            anyhow::bail!("{} drills a cluster: run it with --cluster", s.name());
+        }
+    }
     let runs_of = topologies(&scenarios, &o.instances);
     let mut opts = Options::new(Binaries::beside_current_exe()?, o.log_dir.clone());
+    if o.cluster {
+        opts.clusters = Some(faults::cluster::Clusters::from_env()?);
+    }
     opts.buyers = o.buyers;
     opts.capacity = o.capacity;
     opts.spread = Duration::from_secs_f64(o.spread);
 
     println!(
-        "fault matrix: {} buyers for {} seats over {:.1} s, {} run(s) each, instances {}; logs in {}",
+        "fault matrix{}: {} buyers for {} seats over {:.1} s, {} run(s) each, instances {}; logs in {}",
+        if o.cluster { " on the clusters" } else { "" },
         opts.buyers,
         opts.capacity,
         o.spread,

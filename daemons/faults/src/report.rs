@@ -147,6 +147,7 @@ pub fn soak_table(reports: &[Report]) -> String {
     topologies.dedup();
     let rows = Scenario::ALL
         .into_iter()
+        .chain(Scenario::CLUSTER)
         .flat_map(|s| topologies.iter().map(move |&n| (s, n)));
     for (scenario, instances) in rows {
         let runs: Vec<&Report> = reports

@@ -7,6 +7,7 @@
 //! PostgreSQL proxy of its own, all cut together); a fault on a daemon (a
 //! kill, a stalled commit) strikes instance 0 while the others keep selling.
 
+use crate::cluster::Clusters;
 use anyhow::Context;
 use flashgrid::inventory::Inventory;
 use flashgrid::queue::Group;
@@ -42,6 +43,17 @@ pub enum Scenario {
     /// proxy; worker 1 rebuilds and sells on; the held commit lands late
     /// and must be fenced. Needs two workers ([`Scenario::min_instances`]).
     RedisWipeCommitHeld,
+    /// The cluster drills ([`Scenario::CLUSTER`]): the Redis master of the
+    /// event's slot SIGKILLed (its replica promoted), then revived.
+    RedisMasterKill,
+    /// The RabbitMQ node leading the event's partition SIGKILLed (another
+    /// takes the lead), then revived.
+    RabbitLeaderKill,
+    /// Gateway 0 and worker 0 SIGKILLed together, restarted 1 s later.
+    GatewayWorkerKill,
+    /// The event's Redis master and the RabbitMQ node leading its
+    /// partition cut from every daemon for 3 s (each through its proxy).
+    ClusterCut,
 }
 
 impl Scenario {
@@ -61,6 +73,48 @@ impl Scenario {
         Scenario::RedisWipeCommitHeld,
     ];
 
+    /// The drills of a cluster (`just faults --cluster`, the cluster suite),
+    /// each with two gateways and two workers.
+    pub const CLUSTER: [Scenario; 4] = [
+        Scenario::RedisMasterKill,
+        Scenario::RabbitLeaderKill,
+        Scenario::GatewayWorkerKill,
+        Scenario::ClusterCut,
+    ];
+
+    /// Whether it acts on cluster nodes (it needs `--cluster`).
+    pub fn needs_cluster(self) -> bool {
+        matches!(
+            self,
+            Scenario::RedisMasterKill | Scenario::RabbitLeaderKill | Scenario::ClusterCut
+        )
+    }
+
+    /// Whether it can run on the clusters: the drills, and the faults of
+    /// daemons and of every service's way. The others act on this
+    /// machine's Redis keys.
+    pub fn runs_on_cluster(self) -> bool {
+        self.needs_cluster()
+            || matches!(
+                self,
+                Scenario::GatewayWorkerKill
+                    | Scenario::GatewayKill
+                    | Scenario::BrokerCut
+                    | Scenario::RedisCut
+                    | Scenario::PostgresCut
+                    | Scenario::RetryStorm
+            )
+    }
+
+    /// Whether, on the clusters, it cuts Redis nodes from the daemons (who
+    /// then reach them through proxies; otherwise straight).
+    pub fn cuts_redis_nodes(self) -> bool {
+        matches!(
+            self,
+            Scenario::ClusterCut | Scenario::RedisCut | Scenario::RedisWipe
+        )
+    }
+
     /// The name `just faults <name>` takes.
     pub fn name(self) -> &'static str {
         match self {
@@ -77,6 +131,10 @@ impl Scenario {
             Scenario::RedisOutcomesLost => "redis-outcomes-lost",
             Scenario::RedisRestoreOlder => "redis-restore-older",
             Scenario::RedisWipeCommitHeld => "redis-wipe-commit-held",
+            Scenario::RedisMasterKill => "redis-master-kill",
+            Scenario::RabbitLeaderKill => "rabbitmq-leader-kill",
+            Scenario::GatewayWorkerKill => "gateway-worker-kill",
+            Scenario::ClusterCut => "cluster-cut",
         }
     }
 
@@ -111,11 +169,26 @@ impl Scenario {
             Scenario::RedisWipeCommitHeld => {
                 "Redis wiped while worker 0 holds a commit at a stalled proxy; worker 1 rebuilds and sells on; the held commit lands late (always two workers)"
             }
+            Scenario::RedisMasterKill => {
+                "cluster: the Redis master of the sale's slot SIGKILLed mid-sale (its replica promoted), revived as a replica"
+            }
+            Scenario::RabbitLeaderKill => {
+                "cluster: the RabbitMQ node leading the sale's queue partition SIGKILLed mid-sale, revived"
+            }
+            Scenario::GatewayWorkerKill => {
+                "gateway 0 and worker 0 SIGKILLed together mid-sale, restarted 1 s later"
+            }
+            Scenario::ClusterCut => {
+                "cluster: the sale's Redis master and its partition's RabbitMQ leader cut from the daemons for 3 s"
+            }
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain(Self::CLUSTER)
+            .find(|s| s.name() == name)
     }
 
     /// Why the scenario fails today, naming the issue that fixes it; its
@@ -154,8 +227,9 @@ impl Scenario {
     /// Instances of each daemon the scenario needs: a run with fewer is
     /// given this many.
     pub fn min_instances(self) -> usize {
-        // One worker to hold a commit, another to rebuild and sell on.
-        if self == Scenario::RedisWipeCommitHeld {
+        // One worker to hold a commit, another to rebuild and sell on; a
+        // cluster drill runs as a scaled-out deployment does.
+        if self == Scenario::RedisWipeCommitHeld || Self::CLUSTER.contains(&self) {
             2
         } else {
             1
@@ -177,8 +251,14 @@ pub struct Reach<'a> {
     pub postgres: &'a Proxy,
     /// Each worker's, by instance: a stall holds one worker's commits only.
     pub worker_postgres: &'a [Proxy],
-    pub redis: &'a Proxy,
-    pub rabbitmq: &'a Proxy,
+    /// One per Redis node (one on this machine, six on the clusters) …
+    pub redis: &'a [Proxy],
+    /// … in front of these ports.
+    pub redis_ports: &'a [u16],
+    /// One per RabbitMQ node, node 1 first.
+    pub rabbitmq: &'a [Proxy],
+    /// The clusters the run is on, if it is.
+    pub clusters: Option<&'a Clusters>,
     /// Restarts a daemon process the way the run started it.
     pub restart: &'a (dyn Fn(Instance) + Sync),
 }
@@ -265,10 +345,10 @@ pub async fn inject(
         Scenario::RedisWipe | Scenario::RedisWipeSoldOut => {
             // A restart without persistence: connections drop, the data is
             // gone, and the server is back a second later.
-            let dropped = t.redis.cut();
+            let dropped = cut_all(t.redis);
             let wiped = wipe(t.stack).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            t.redis.restore();
+            restore_all(t.redis);
             format!("{dropped} connections dropped, {wiped}, back 1 s later")
         }
         Scenario::RetryStorm => "3 copies of each purchase".into(), // the buyers are the fault
@@ -285,7 +365,109 @@ pub async fn inject(
         }
         Scenario::RedisRestoreOlder => restore_copy(t.stack, &carry.copy).await?,
         Scenario::RedisWipeCommitHeld => wipe_while_a_commit_is_held(t).await?,
+        Scenario::RedisMasterKill => kill_the_master(t, drill(t)?).await?,
+        Scenario::RabbitLeaderKill => kill_the_leader(t, drill(t)?).await?,
+        Scenario::GatewayWorkerKill => {
+            let (gateway, worker) = (Instance::gateway(0), Instance::worker(0));
+            for which in [gateway, worker] {
+                anyhow::ensure!(
+                    t.stack.process_alive(which) == Some(true),
+                    "{which} was not running before the fault"
+                );
+            }
+            // SIGKILL both, the second at once after the first.
+            tokio::join!(t.stack.stop(gateway), t.stack.stop(worker));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (t.restart)(worker);
+            (t.restart)(gateway);
+            format!("{gateway} and {worker} SIGKILLed together, restarted 1 s later")
+        }
+        Scenario::ClusterCut => cut_master_and_leader(t, drill(t)?).await?,
     })
+}
+
+/// The clusters a drill acts on.
+fn drill<'a>(t: &Reach<'a>) -> anyhow::Result<&'a Clusters> {
+    t.clusters
+        .context("a cluster drill without clusters: run it with --cluster")
+}
+
+/// Kills the master of the sale's slot: the one whose loss the sale feels.
+/// Returns once its replica has taken over and the old master is back (a
+/// replica now): the clusters whole for the next drill.
+async fn kill_the_master(t: &Reach<'_>, c: &Clusters) -> anyhow::Result<String> {
+    let key = t.stack.namespace().event_keys(t.event).stock;
+    let master = c.master_of(&key, None).await?;
+    let killed = Instant::now();
+    c.kill_redis(master).await?;
+    let promoted = c
+        .await_new_master(&key, master, Duration::from_secs(30))
+        .await?;
+    let took_over = killed.elapsed();
+    c.revive_redis(master).await?;
+    Ok(format!(
+        "Redis master {master} SIGKILLed; replica {promoted} serving the slot {:.1} s later; \
+         {master} back as a replica after {:.1} s",
+        took_over.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    ))
+}
+
+/// Kills the RabbitMQ node leading the sale's partition. Returns once
+/// another node leads it and the killed one is back.
+async fn kill_the_leader(t: &Reach<'_>, c: &Clusters) -> anyhow::Result<String> {
+    let topology = t.stack.topology();
+    let queue = topology.queue(topology.partition_of(t.event));
+    let leader = c.leader_of(&queue).await?;
+    let killed = Instant::now();
+    c.kill_rabbit(leader).await?;
+    let next = c
+        .await_new_leader(&queue, leader, Duration::from_secs(30))
+        .await?;
+    let took_over = killed.elapsed();
+    c.revive_rabbit(leader).await?;
+    Ok(format!(
+        "RabbitMQ node {leader} (leading {queue}) SIGKILLed; node {next} leading {:.1} s later; \
+         node {leader} back after {:.1} s",
+        took_over.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    ))
+}
+
+/// Cuts the sale's Redis master and its partition's RabbitMQ leader from
+/// every daemon for 3 s: the nodes run on (no failover), unreachable.
+async fn cut_master_and_leader(t: &Reach<'_>, c: &Clusters) -> anyhow::Result<String> {
+    let key = t.stack.namespace().event_keys(t.event).stock;
+    let master = c.master_of(&key, None).await?;
+    let topology = t.stack.topology();
+    let queue = topology.queue(topology.partition_of(t.event));
+    let leader = c.leader_of(&queue).await?;
+    let redis = t
+        .redis_ports
+        .iter()
+        .position(|&p| p == master)
+        .map(|i| &t.redis[i])
+        .with_context(|| format!("no proxy in front of Redis {master}"))?;
+    let rabbit = t
+        .rabbitmq
+        .get(leader - 1)
+        .with_context(|| format!("no proxy in front of RabbitMQ node {leader}"))?;
+    let (r, q) = (redis.cut(), rabbit.cut());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restore();
+    rabbit.restore();
+    Ok(format!(
+        "Redis master {master} ({r} connections dropped) and RabbitMQ node {leader} \
+         (leading {queue}; {q} dropped) cut for 3 s"
+    ))
+}
+
+fn cut_all(proxies: &[Proxy]) -> u32 {
+    proxies.iter().map(Proxy::cut).sum()
+}
+
+fn restore_all(proxies: &[Proxy]) {
+    proxies.iter().for_each(Proxy::restore);
 }
 
 /// Redis loses the event's outcomes, and nothing else. The one place that
@@ -318,10 +500,10 @@ async fn wipe_while_a_commit_is_held(t: &Reach<'_>) -> anyhow::Result<String> {
     let held = stall_a_commit(t.worker_postgres).await?;
     let a = &t.worker_postgres[held.worker];
     let (sold_before, epoch_before) = sale(t.stack, t.event).await?;
-    let dropped = t.redis.cut();
+    let dropped = cut_all(t.redis);
     let wiped = wipe(t.stack).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    t.redis.restore();
+    restore_all(t.redis);
     // Another worker has rebuilt (the epoch moved on) and committed since.
     // A worker gives up a commit attempt after 10 s: A's commit is
     // released well before.
@@ -423,10 +605,10 @@ async fn stall_a_commit(proxies: &[Proxy]) -> anyhow::Result<Held> {
     anyhow::bail!("no worker sent anything to PostgreSQL during 20 stalls of 0.5 s")
 }
 
-async fn cut(proxy: &Proxy, for_: Duration) -> String {
-    let dropped = proxy.cut();
+async fn cut(proxies: &[Proxy], for_: Duration) -> String {
+    let dropped = cut_all(proxies);
     tokio::time::sleep(for_).await;
-    proxy.restore();
+    restore_all(proxies);
     format!(
         "{dropped} connections dropped, {:.0} s refused",
         for_.as_secs_f64()

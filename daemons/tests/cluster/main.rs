@@ -2,7 +2,8 @@
 //! and a 3-node RabbitMQ cluster with quorum queues, two gateways and two
 //! workers as processes. `just test-cluster` starts clusters of its own
 //! for it (apart from `just cluster up`'s: its tests may kill nodes) and
-//! runs it; `just test` lists its tests as ignored.
+//! runs it, one test at a time; `just test` lists its tests as ignored.
+//! The drills kill or cut nodes mid-sale and leave both clusters whole.
 
 use clap::Parser;
 use flashgrid_testkit::{FEED_TOKEN, Instance, Services, Stack, TOKEN, eventually};
@@ -190,4 +191,50 @@ async fn a_decision_wakes_a_long_poll_on_the_other_gateway() {
     start(&stack, Instance::worker(0));
     let view = poll.await.unwrap();
     assert_eq!(view.status, Status::Confirmed, "{view:?}");
+}
+
+/// One cluster drill (see `flashgrid_faults`): 3,000 buyers for 300 seats
+/// through two gateways and two workers, the fault mid-sale, every verdict
+/// 0 — oversold, leaked, lost, double, drift, dead, over_limit,
+/// unanswered, flipped.
+async fn drill(scenario: flashgrid_faults::Scenario) {
+    use flashgrid_faults::{Binaries, Options, cluster::Clusters};
+    let mut opts = Options::new(
+        Binaries {
+            gateway: GATEWAY.into(),
+            worker: WORKER.into(),
+        },
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-faults"),
+    );
+    opts.instances = 2;
+    opts.clusters = Some(Clusters::from_env().expect("the test clusters"));
+    let report = flashgrid_faults::run(scenario, &opts)
+        .await
+        .expect("the drill ran");
+    println!("{}", report.line());
+    assert!(report.passed(), "{}", report.explain());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn redis_master_kill() {
+    drill(flashgrid_faults::Scenario::RedisMasterKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn rabbitmq_leader_kill() {
+    drill(flashgrid_faults::Scenario::RabbitLeaderKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn gateway_worker_kill() {
+    drill(flashgrid_faults::Scenario::GatewayWorkerKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local clusters: run `just test-cluster`"]
+async fn cluster_cut() {
+    drill(flashgrid_faults::Scenario::ClusterCut).await;
 }
