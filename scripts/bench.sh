@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `just bench --cluster`: the clusters' figures beside the single node's.
+if [ "${1:-}" = --cluster ]; then
+  exec scripts/bench-cluster.sh
+fi
+
 N_OPEN=${BENCH_REQUESTS:-50000}   # requests of the throughput scenarios
 C_OPEN=${BENCH_CONNECTIONS:-256}  # connections of the throughput scenarios
 BARE=127.0.0.1:18099

@@ -11,7 +11,11 @@
 //!   its own node so that its leader lands there).
 //! - `memory`: Redis memory per accepted request for a sale of a million
 //!   requests, after the sale and once the outcomes expired (`memory`).
+//! - `shard`, `winners`: the decide script's calls per second on one Redis
+//!   shard, and winners committed per second by the worker's statement —
+//!   the per-unit figures of docs/SCALING.md (`capacity`).
 
+mod capacity;
 mod memory;
 
 use anyhow::Context;
@@ -69,6 +73,40 @@ enum Cmd {
         #[arg(long, default_value = "1")]
         queues: usize,
     },
+    /// The decide script's calls per second on one Redis (or a cluster,
+    /// events spread over its shards); prints one JSON line.
+    Shard {
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        #[arg(long, default_value = "200000")]
+        reservations: usize,
+        /// Reservations per call: 1 as a gateway-side decision would be,
+        /// 256 as the worker batches.
+        #[arg(long, default_value = "1")]
+        batch: usize,
+        #[arg(long, default_value = "64")]
+        concurrency: usize,
+        /// Events decided at once (each in its own slot).
+        #[arg(long, default_value = "1")]
+        events: usize,
+    },
+    /// Winners committed per second by the worker's commit statement, into
+    /// a database of its own; prints one JSON line.
+    Winners {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        #[arg(long, default_value = "500000")]
+        rows: usize,
+        #[arg(long, default_value = "256")]
+        batch: usize,
+        /// Commits in flight (as many workers).
+        #[arg(long, default_value = "4")]
+        concurrency: usize,
+    },
     /// Redis memory per accepted request, after the sale and after expiry;
     /// prints one JSON line. Run it on an otherwise idle Redis.
     Memory {
@@ -113,6 +151,36 @@ async fn main() -> anyhow::Result<()> {
             status,
             body,
         } => bare(listen, status, body).await,
+        Cmd::Shard {
+            redis_url,
+            reservations,
+            batch,
+            concurrency,
+            events,
+        } => {
+            capacity::shard(capacity::ShardPlan {
+                redis_url,
+                reservations,
+                batch,
+                concurrency,
+                events,
+            })
+            .await
+        }
+        Cmd::Winners {
+            database_url,
+            rows,
+            batch,
+            concurrency,
+        } => {
+            capacity::winners(capacity::WinnersPlan {
+                database_url,
+                rows,
+                batch,
+                concurrency,
+            })
+            .await
+        }
         Cmd::Broker {
             amqp_url,
             messages,
