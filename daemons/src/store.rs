@@ -48,7 +48,10 @@ impl RedisTarget {
                 .split(',')
                 .map(str::trim)
                 .map(|h| {
-                    if h.is_empty() || h.contains('/') {
+                    let port_ok = h.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok()
+                    });
+                    if h.contains('/') || !port_ok {
                         Err(format!(
                             "REDIS_URL: {h:?} is not a host:port in a redis+cluster:// list"
                         ))
@@ -374,6 +377,10 @@ mod tests {
             RedisTarget::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
         );
         assert!(RedisTarget::parse("redis+cluster://a:1,,b:2").is_err());
+        // Caught at start, not after the connection's retries.
+        assert!(RedisTarget::parse("redis+cluster://a:1,b").is_err());
+        assert!(RedisTarget::parse("redis+cluster://a:1,b:x").is_err());
+        assert!(RedisTarget::parse("redis+cluster://a:1,:2").is_err());
         assert!(RedisTarget::parse("redis+cluster://a:1/0").is_err());
         let e = RedisTarget::parse("redis://a:1,http://b").unwrap_err();
         assert!(e.contains("http://b"), "{e}");

@@ -502,7 +502,9 @@ async fn final_statuses(
             get_json(http, format!("{url}?wait_ms=8000")).await;
         (*id, v.map(|v| v.status).filter(|s| *s != Status::Pending))
     }))
-    .buffer_unordered(32)
+    // Many at once: a run that lost hundreds (a sabotage) has each of
+    // them wait out its 8 s (926 lost at 32 at a time took 4 minutes).
+    .buffer_unordered(256)
     .collect()
     .await
 }
