@@ -307,9 +307,11 @@ status)
   done
   ;;
 healthy)
-  # Exit 0 only when both clusters are whole (what `up` waits for).
+  # Exit 0 only when both clusters are whole: every Redis node ok, three
+  # masters each with a synced replica, three RabbitMQ nodes running.
   [ -d "$DIR" ] || exit 1
   for p in $REDIS_PORTS; do redis_cluster_ok "$p" || exit 1; done
+  redis_replicated || exit 1
   rabbit_cluster_ok || exit 1
   ;;
 kill)

@@ -20,6 +20,10 @@ MARK=soak
 for a in "$@"; do [ "$a" = --cluster ] && MARK=soak-cluster; done
 status=0
 scripts/faults.sh --runs "$RUNS" --instances "$INSTANCES" --table "$TABLE" "$@" || status=$?
+if [ ! -s "$TABLE" ]; then
+  echo "no counts written (exit $status): docs/RELIABILITY.md left as it was" >&2
+  exit "$status"
+fi
 
 {
   echo "<!-- $MARK:begin (written by \`just soak$( [ "$MARK" = soak-cluster ] && echo ' --cluster')\`; edit outside the markers) -->"

@@ -16,6 +16,7 @@
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,8 +196,8 @@ struct Shared {
 
 /// The watchdog pings this often …
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// … waits this long for an answer (an error is an answer: the client is
-/// alive, a node is not) …
+/// … of one node, waits this long for an answer (an error other than a
+/// timeout is an answer: the client is alive, a node is not) …
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// … and replaces the client after this many silences in a row (~9 s:
 /// a failover's slot refresh takes the cluster's node timeout, 2 s here).
@@ -242,11 +243,20 @@ async fn watch(client: redis::cluster::ClusterClient, shared: Weak<Shared>) {
             (now.0, now.1.clone())
         };
         drop(s);
-        let ping = redis::cmd("PING");
-        if tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<Value>(&mut conn))
-            .await
-            .is_ok()
-        {
+        // One node, any: a plain PING goes to every master and would time
+        // out while one of them is merely unreachable. A wedged client
+        // answers nothing on any route.
+        let ping = conn.route_command(
+            redis::cmd("PING"),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        );
+        let answered = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+            // The client's own timeout is no answer either.
+            Ok(Err(e)) => !e.is_timeout(),
+            Ok(Ok(_)) => true,
+            Err(_) => false,
+        };
+        if answered {
             silences = 0;
             continue;
         }

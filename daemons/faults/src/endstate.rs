@@ -50,7 +50,12 @@ async fn queue_on(clusters: Option<&Clusters>, queue: &str) -> anyhow::Result<Qu
         if cols.next() != Some(queue) {
             continue;
         }
-        let mut n = || cols.next().and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        // A count that cannot be read is not taken for empty.
+        let mut n = || {
+            cols.next()
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(u64::MAX / 4)
+        };
         let (ready, unacked, listed) = (n(), n(), n());
         // A quorum queue's count in `list_queues` comes from statistics
         // emitted every few seconds: a consumer minutes old may not be in
