@@ -23,6 +23,15 @@ pub struct Clusters {
     amqp_port: u16,
 }
 
+/// A node of the clusters a drill acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// The Redis node on this port.
+    Redis(u16),
+    /// RabbitMQ node 1..=3.
+    Rabbit(usize),
+}
+
 /// The env file `just test-cluster` and `just faults --cluster` name.
 pub const ENV: &str = "FLASHGRID_TEST_CLUSTER_ENV";
 
@@ -114,33 +123,23 @@ impl Clusters {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// SIGKILLs Redis node `port`; returns once its port refuses.
-    pub async fn kill_redis(&self, port: u16) -> anyhow::Result<()> {
-        self.script(&["kill", "redis", &port.to_string()])
-            .await
-            .map(drop)
+    /// SIGKILLs `node`; returns once its port refuses.
+    pub async fn kill(&self, node: Node) -> anyhow::Result<()> {
+        self.drill("kill", node).await
     }
 
-    /// Starts Redis node `port` again; returns once both clusters are
-    /// whole (it has rejoined as a replica and synced).
-    pub async fn revive_redis(&self, port: u16) -> anyhow::Result<()> {
-        self.script(&["revive", "redis", &port.to_string()])
-            .await
-            .map(drop)
+    /// Starts `node` again as it ran; returns once both clusters are whole
+    /// (a Redis node has rejoined as a replica and synced).
+    pub async fn revive(&self, node: Node) -> anyhow::Result<()> {
+        self.drill("revive", node).await
     }
 
-    /// SIGKILLs RabbitMQ node `n` (1..=3).
-    pub async fn kill_rabbit(&self, n: usize) -> anyhow::Result<()> {
-        self.script(&["kill", "rabbit", &n.to_string()])
-            .await
-            .map(drop)
-    }
-
-    /// Starts RabbitMQ node `n` again; returns once both clusters are whole.
-    pub async fn revive_rabbit(&self, n: usize) -> anyhow::Result<()> {
-        self.script(&["revive", "rabbit", &n.to_string()])
-            .await
-            .map(drop)
+    async fn drill(&self, verb: &str, node: Node) -> anyhow::Result<()> {
+        let (kind, id) = match node {
+            Node::Redis(port) => ("redis", port.to_string()),
+            Node::Rabbit(n) => ("rabbit", n.to_string()),
+        };
+        self.script(&[verb, kind, &id]).await.map(drop)
     }
 
     /// `rabbitmqctl <command> -q --no-table-headers <columns>` against the

@@ -7,7 +7,7 @@
 //! PostgreSQL proxy of its own, all cut together); a fault on a daemon (a
 //! kill, a stalled commit) strikes instance 0 while the others keep selling.
 
-use crate::cluster::Clusters;
+use crate::cluster::{Clusters, Node};
 use anyhow::Context;
 use flashgrid::inventory::Inventory;
 use flashgrid::queue::Group;
@@ -399,14 +399,14 @@ async fn kill_the_master(t: &Reach<'_>, c: &Clusters) -> anyhow::Result<String> 
     let key = t.stack.namespace().event_keys(t.event).stock;
     let master = c.master_of(&key, None).await?;
     let killed = Instant::now();
-    c.kill_redis(master).await?;
+    c.kill(Node::Redis(master)).await?;
     let promoted = c
         .await_new_master(&key, master, Duration::from_secs(30))
         .await;
     let took_over = killed.elapsed();
     // Revived whatever happened: a drill that left a master dead would
     // leave the next one a shard without a replica.
-    c.revive_redis(master).await?;
+    c.revive(Node::Redis(master)).await?;
     let promoted = promoted?;
     Ok(format!(
         "Redis master {master} SIGKILLed; replica {promoted} serving the slot {:.1} s later; \
@@ -423,12 +423,12 @@ async fn kill_the_leader(t: &Reach<'_>, c: &Clusters) -> anyhow::Result<String> 
     let queue = topology.queue(topology.partition_of(t.event));
     let leader = c.leader_of(&queue).await?;
     let killed = Instant::now();
-    c.kill_rabbit(leader).await?;
+    c.kill(Node::Rabbit(leader)).await?;
     let next = c
         .await_new_leader(&queue, leader, Duration::from_secs(30))
         .await;
     let took_over = killed.elapsed();
-    c.revive_rabbit(leader).await?;
+    c.revive(Node::Rabbit(leader)).await?;
     let next = next?;
     Ok(format!(
         "RabbitMQ node {leader} (leading {queue}) SIGKILLed; node {next} leading {:.1} s later; \
