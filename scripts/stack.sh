@@ -63,7 +63,9 @@ up() {
     local suffix="" listen="$host:$((port + i))"
     [ "$i" = 0 ] || suffix="-$i"
     for name in flashgrid-worker flashgrid-gateway; do
+      # FLASHGRID_INSTANCE: the name the console lists it under (gateway-0, worker-1).
       FLASHGRID_ADMIN_TOKEN=$token FLASHGRID_FEED_TOKEN=$feed_token FLASHGRID_LISTEN=$listen \
+        FLASHGRID_INSTANCE="${name#flashgrid-}-$i" \
         nohup "target/release/$name" >>"$RUN/$name$suffix.log" 2>&1 &
       echo $! > "$RUN/$name$suffix.pid"
     done

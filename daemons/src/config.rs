@@ -80,9 +80,35 @@ pub struct ServicesConfig {
     /// URL is answered from PostgreSQL: this bounds Redis's memory.
     #[arg(long, env = "FLASHGRID_OUTCOME_TTL", default_value = "86400", value_parser = parse_ttl)]
     pub outcome_ttl: Duration,
+
+    /// This daemon's name in the console and the feed, unique in the
+    /// namespace. Unset: `<host>-<pid>`.
+    #[arg(long, env = "FLASHGRID_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 impl ServicesConfig {
+    /// The name this daemon reports itself under (`FLASHGRID_INSTANCE`, or
+    /// host and process id; a process running several daemons numbers them).
+    pub fn instance_id(&self) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
+        if let Some(name) = self
+            .instance
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            return name.to_owned();
+        }
+        let host = whoami::hostname().unwrap_or_else(|_| "localhost".to_owned());
+        let base = format!("{host}-{}", std::process::id());
+        match IN_PROCESS.fetch_add(1, Ordering::Relaxed) {
+            0 => base,
+            n => format!("{base}-{}", n + 1),
+        }
+    }
+
     /// The reservation queues these settings describe.
     pub fn topology(&self) -> Topology {
         Topology {

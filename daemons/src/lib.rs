@@ -36,6 +36,7 @@
 //! - [`inventory`]: Redis state and the Lua scripts that decide sales.
 //! - [`queue`]: the message format and AMQP topology.
 //! - [`notify`]: the pub/sub messages between workers and gateways.
+//! - [`reach`]: which node of each service a daemon reaches, for the feed.
 //! - [`gateway`], [`worker`]: the two daemons, each with `run` (from its
 //!   configuration) and `serve` (on connected services).
 //! - [`redact`], [`shutdown`], [`telemetry`]: passwords out of logs, one
@@ -49,6 +50,7 @@ pub mod inventory;
 pub mod names;
 pub mod notify;
 pub mod queue;
+pub mod reach;
 pub mod redact;
 pub mod services;
 pub mod shutdown;

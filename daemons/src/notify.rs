@@ -5,14 +5,14 @@
 use crate::backoff::Backoff;
 use crate::names::Namespace;
 use crate::store::Store;
-use flashgrid_wire::{EventId, ReservationId};
+use flashgrid_wire::{DaemonView, EventId, ReservationId};
 use futures::StreamExt;
 use redis::AsyncCommands;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// One pub/sub message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     /// The event's stock reached zero (sent by decide.lua).
     SoldOut(EventId),
@@ -22,6 +22,9 @@ pub enum Notice {
     Decided(EventId, Vec<ReservationId>),
     /// A worker's decisions since its last report (sent per interval).
     Stats(WorkerReport),
+    /// A gateway's or worker's own figures and the nodes it reaches (sent
+    /// per interval by every daemon), for every gateway's feed.
+    Daemon(Box<DaemonView>),
 }
 
 /// What one worker decided over one interval.
@@ -46,6 +49,11 @@ impl Notice {
                 "stats {} {} {} {} {}",
                 r.confirmed, r.rejected, r.written, r.revoked, r.handed_back
             ),
+            Notice::Daemon(view) => {
+                // A wire type, in JSON: new fields stay readable by older gateways.
+                let json = serde_json::to_string(view).unwrap_or_default();
+                format!("daemon {json}")
+            }
             Notice::Decided(e, ids) => {
                 let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
                 s.push_str("decided ");
@@ -60,6 +68,11 @@ impl Notice {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
+        if let Some(json) = raw.strip_prefix("daemon ") {
+            return serde_json::from_str(json)
+                .ok()
+                .map(|v| Notice::Daemon(Box::new(v)));
+        }
         let mut words = raw.split(' ');
         let kind = words.next()?;
         if kind == "stats" {
@@ -122,7 +135,7 @@ pub async fn heartbeat(conn: Store, ns: Namespace, stop: CancellationToken) {
 }
 
 /// What a subscriber receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Received {
     /// (Re)subscribed: notices sent meanwhile may have been missed, refresh.
     Subscribed,
@@ -224,12 +237,29 @@ mod tests {
                 revoked: 2,
                 handed_back: 1,
             }),
+            Notice::Daemon(Box::new(DaemonView {
+                id: "gw 1".into(),
+                kind: flashgrid_wire::DaemonKind::Gateway,
+                listen: Some("127.0.0.1:8080".into()),
+                silent_ms: 0,
+                gateway: Some(Default::default()),
+                latency_buckets: vec![0, 3, 1],
+                worker: None,
+                nodes: vec![flashgrid_wire::NodeView {
+                    service: "redis".into(),
+                    addr: "127.0.0.1:7000".into(),
+                    up: true,
+                    role: Some("master".into()),
+                    connected: false,
+                }],
+            })),
         ] {
             assert_eq!(Notice::parse(&n.encode()), Some(n));
         }
         assert_eq!(Notice::parse("soldout"), None);
         assert_eq!(Notice::parse("decided e x"), None);
         assert_eq!(Notice::parse("what e"), None);
+        assert_eq!(Notice::parse("daemon {not json"), None);
         assert_eq!(Notice::parse("stats 1 2"), None);
         assert_eq!(Notice::parse("stats 1 2 3 x"), None);
         // An older worker's report, without the revoked count.

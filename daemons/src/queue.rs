@@ -102,6 +102,7 @@ pub async fn connect(urls: &str, name: &str) -> anyhow::Result<Connection> {
             Ok(Ok(c)) => {
                 // The next reconnect starts with the node after this one.
                 NEXT.store(at + 1, Ordering::Relaxed);
+                record_connected(name, at);
                 if nodes.len() > 1 {
                     tracing::info!(node = %crate::redact::redact(nodes[at]), "connected to RabbitMQ");
                 }
@@ -116,6 +117,25 @@ pub async fn connect(urls: &str, name: &str) -> anyhow::Result<Connection> {
     }
     NEXT.store(start + 1, Ordering::Relaxed);
     Err(anyhow::anyhow!("{}", failures.join("; ")))
+}
+
+/// The node (its index in `AMQP_URL`) each connection name of this
+/// process connected to last, for the feed's view of which node a daemon
+/// uses. A handful of names per process: a list, not a map.
+static CONNECTED: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn record_connected(name: &str, node: usize) {
+    let mut list = CONNECTED.lock().unwrap_or_else(|p| p.into_inner());
+    match list.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = node,
+        None => list.push((name.to_owned(), node)),
+    }
+}
+
+/// The node the connections named `name` connected to last.
+pub fn connected_node(name: &str) -> Option<usize> {
+    let list = CONNECTED.lock().unwrap_or_else(|p| p.into_inner());
+    list.iter().find(|(n, _)| n == name).map(|(_, i)| *i)
 }
 
 /// How long one node may take to connect before the next is tried.

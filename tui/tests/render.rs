@@ -7,8 +7,8 @@ use flashgrid_tui::app::{App, AttackRun, Connection, Phase};
 use flashgrid_tui::event::{Event, FeedEvent, Progress};
 use flashgrid_tui::ui;
 use flashgrid_wire::{
-    EventId, EventView, GatewayStats, PerUserLimit, QueueStats, ServiceHealth, Snapshot,
-    WorkerStats,
+    DaemonKind, DaemonView, EventId, EventView, GatewayStats, NodeView, PerUserLimit, QueueStats,
+    ServiceHealth, Snapshot, WorkerStats,
 };
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -55,7 +55,80 @@ fn snapshot(events: Vec<EventView>) -> Snapshot {
             redis: true,
             rabbitmq: true,
         }),
+        daemons: vec![],
     }
+}
+
+fn node(service: &str, port: u16, up: bool, role: Option<&str>, connected: bool) -> NodeView {
+    NodeView {
+        service: service.into(),
+        addr: format!("127.0.0.1:{port}"),
+        up,
+        role: role.map(Into::into),
+        connected,
+    }
+}
+
+/// Two gateways and two workers on the clusters; `cut` makes worker w-2
+/// lose one Redis master.
+fn daemons(cut: bool, silent_ms: u64) -> Vec<DaemonView> {
+    let nodes = |cut: bool| {
+        vec![
+            node("postgres", 5432, true, None, true),
+            node(
+                "redis",
+                7000,
+                !cut,
+                if cut { None } else { Some("master") },
+                false,
+            ),
+            node("redis", 7003, true, Some("replica"), false),
+            node("rabbitmq", 5673, true, None, true),
+            node("rabbitmq", 5674, true, None, false),
+        ]
+    };
+    let gateway = |id: &str, port: u16, rps: f64| DaemonView {
+        id: id.into(),
+        kind: DaemonKind::Gateway,
+        listen: Some(format!("127.0.0.1:{port}")),
+        silent_ms: 0,
+        gateway: Some(GatewayStats {
+            requests_per_s: rps,
+            requests_total: 1234,
+            ..Default::default()
+        }),
+        latency_buckets: vec![],
+        worker: None,
+        nodes: nodes(false),
+    };
+    let worker = |id: &str, cut: bool, silent_ms: u64| DaemonView {
+        id: id.into(),
+        kind: DaemonKind::Worker,
+        listen: None,
+        silent_ms,
+        gateway: None,
+        latency_buckets: vec![],
+        worker: Some(WorkerStats {
+            confirmed_per_s: 7.0,
+            confirmed_total: 77,
+            ..Default::default()
+        }),
+        nodes: nodes(cut),
+    };
+    vec![
+        gateway("gw-1", 8080, 4000.0),
+        gateway("gw-2", 8081, 5500.0),
+        worker("w-1", false, 0),
+        worker("w-2", cut, silent_ms),
+    ]
+}
+
+fn app_with_daemons(d: Vec<DaemonView>) -> App {
+    let mut a = App::new("http://127.0.0.1:8080".into(), true, true);
+    let mut s = snapshot(vec![event("demo", 20, 5, 15)]);
+    s.daemons = d;
+    a.update(Event::Feed(FeedEvent::Snapshot(Box::new(s))));
+    a
 }
 
 fn app(events: Vec<EventView>) -> App {
@@ -150,6 +223,73 @@ fn an_unreachable_service_and_a_queue_without_worker_show_in_red() {
     );
     assert!(status.contains("✗ no worker"), "status line: {status}");
     assert!(!status.contains("PostgreSQL"), "status line: {status}");
+}
+
+#[test]
+fn every_gateway_and_worker_is_counted_and_listed_with_its_nodes() {
+    let a = app_with_daemons(daemons(false, 0));
+    let screen = render(&a, 80, 24, Instant::now());
+    let status = screen.lines().next().unwrap();
+    assert!(status.contains("2gw 2wk"), "status line: {status}");
+    assert!(!status.contains('✗'), "status line: {status}");
+    assert!(
+        screen.contains("Throughput (per second, 2 gateways)"),
+        "{screen}"
+    );
+
+    // `d` lists them, each with its figures and its nodes.
+    let mut a = a;
+    a.on_key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Char('d'),
+    ));
+    let screen = render(&a, 100, 30, Instant::now());
+    for needle in [
+        "gateway gw-1 127.0.0.1:8080  4000 req/s",
+        "gateway gw-2 127.0.0.1:8081  5500 req/s",
+        "worker  w-1  7 confirmed/s",
+        "worker  w-2",
+        "postgres 5432✓",
+        "redis 7000M✓ 7003r✓",
+        "rabbitmq 5673● 5674✓",
+    ] {
+        assert!(screen.contains(needle), "missing {needle:?} in\n{screen}");
+    }
+    // Any key closes it.
+    a.on_key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Char('x'),
+    ));
+    assert!(!render(&a, 100, 30, Instant::now()).contains("redis 7000M✓"));
+}
+
+#[test]
+fn a_daemon_cut_from_a_node_or_gone_silent_shows_in_red() {
+    let a = app_with_daemons(daemons(true, 0));
+    let status = render(&a, 100, 24, Instant::now())
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        status.contains("✗ w-2 ✗ redis 127.0.0.1:7000 (d)"),
+        "status line: {status}"
+    );
+    assert_eq!(
+        colours_of(&a, 100, 24, "w-2 ✗ redis")[0],
+        ratatui::style::Color::Red
+    );
+
+    // A silent worker is not counted, and said silent.
+    let a = app_with_daemons(daemons(false, 5_000));
+    let status = render(&a, 100, 24, Instant::now())
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(status.contains("2gw 1wk"), "status line: {status}");
+    assert!(
+        status.contains("✗ worker w-2 silent (d)"),
+        "status line: {status}"
+    );
 }
 
 #[test]

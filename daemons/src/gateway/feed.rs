@@ -3,15 +3,27 @@
 //! `watch` channel; each WebSocket client sends the latest one it has not
 //! sent. A slow client skips snapshots and a stuck one is dropped: neither
 //! ever slows the gateway.
+//!
+//! Each interval the gateway also publishes its own view (its figures and
+//! the nodes it reaches) to the other daemons through Redis, and its
+//! snapshot lists every daemon heard from ([`Peers`]), with the `/reserve`
+//! figures summed over the live gateways: whichever gateway the console
+//! connects to, it shows the whole stack.
 
 use super::catalog::Catalog;
 use super::error::{ApiError, Body};
+use super::peers::{self, Peers};
 use super::publisher::QueueProbe;
 use super::stats::{LatencyHistogram, Stats};
 use crate::db;
+use crate::names::Namespace;
+use crate::notify::{self, Notice};
 use bytes::Bytes;
 use chrono::Utc;
-use flashgrid_wire::{GatewayStats, LatencyMs, QueueStats, ServiceHealth, Snapshot, WorkerStats};
+use flashgrid_wire::{
+    DaemonKind, DaemonView, GatewayStats, LatencyMs, QueueStats, ServiceHealth, Snapshot,
+    WorkerStats,
+};
 use futures::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -36,13 +48,24 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// gone silent shows as down instead of stalling the feed.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// This gateway as the other daemons see it.
+#[derive(Debug)]
+pub struct Me {
+    pub peers: Arc<Peers>,
+    pub listen: String,
+    pub nodes: crate::reach::Nodes,
+    pub ns: Namespace,
+}
+
 /// Builds snapshots until `stop`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     stats: Arc<Stats>,
     pool: PgPool,
     redis: crate::store::Store,
     catalog: Arc<Catalog>,
     queue: QueueProbe,
+    me: Me,
     out: watch::Sender<Option<Arc<Bytes>>>,
     stop: CancellationToken,
 ) {
@@ -81,12 +104,32 @@ pub async fn run(
             None => (None, None),
         };
         stats.queue_depth.set(depth.map_or(-1, |d| d as i64));
-        let mut snap = now.snapshot(&prev, depth, consumers, events.clone());
+        let (mut snap, window) = now.snapshot(&prev, depth, consumers, events.clone());
         snap.services = Some(ServiceHealth {
             postgres,
             redis: matches!(pong, Ok(Ok(()))),
             rabbitmq: depth.is_some(),
         });
+        let own = DaemonView {
+            id: me.peers.me().to_owned(),
+            kind: DaemonKind::Gateway,
+            listen: Some(me.listen.clone()),
+            silent_ms: 0,
+            gateway: Some(snap.gateway.clone()),
+            latency_buckets: window.to_vec(),
+            worker: None,
+            nodes: me.nodes.borrow().as_ref().clone(),
+        };
+        // Fire and forget, bounded: a Redis that is away must not hold up
+        // the feed (the snapshot says Redis is down anyway).
+        let notice = Notice::Daemon(Box::new(own.clone()));
+        let (conn, ns) = (redis.clone(), me.ns.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(INTERVAL * 2, notify::publish(&conn, &ns, &notice)).await;
+        });
+        let others = me.peers.listed(Instant::now());
+        snap.gateway = sum_gateways(&snap.gateway, &window, &others);
+        snap.daemons = std::iter::once(own).chain(others).collect();
         if let Ok(json) = serde_json::to_vec(&snap) {
             out.send_replace(Some(Arc::new(Bytes::from(json))));
         }
@@ -128,13 +171,12 @@ impl Reading {
         depth: Option<u64>,
         consumers: Option<u64>,
         events: Vec<flashgrid_wire::EventView>,
-    ) -> Snapshot {
+    ) -> (Snapshot, [u64; 24]) {
         let secs = self.at.duration_since(prev.at).as_secs_f64().max(1e-3);
         let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
         let window: [u64; 24] =
             std::array::from_fn(|i| self.latency[i].saturating_sub(prev.latency[i]));
-        let q = |q: f64| LatencyHistogram::quantile(&window, q);
-        Snapshot {
+        let snap = Snapshot {
             at: Utc::now(),
             interval_ms: (secs * 1000.0) as u64,
             gateway: GatewayStats {
@@ -142,13 +184,7 @@ impl Reading {
                 accepted_per_s: rate(self.accepted, prev.accepted),
                 rejected_per_s: rate(self.rejected, prev.rejected),
                 unavailable_per_s: rate(self.unavailable, prev.unavailable),
-                latency_ms: LatencyMs {
-                    p50: q(0.5),
-                    p90: q(0.9),
-                    p99: q(0.99),
-                    p99_9: q(0.999),
-                    max: q(1.0),
-                },
+                latency_ms: latency_of(&window),
                 requests_total: self.requests,
                 accepted_total: self.accepted,
                 rejected_total: self.rejected,
@@ -165,8 +201,52 @@ impl Reading {
             },
             events,
             services: None,
+            daemons: Vec::new(),
+        };
+        (snap, window)
+    }
+}
+
+/// The percentiles of a window of latency buckets.
+fn latency_of(window: &[u64; 24]) -> LatencyMs {
+    let q = |q: f64| LatencyHistogram::quantile(window, q);
+    LatencyMs {
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p99_9: q(0.999),
+        max: q(1.0),
+    }
+}
+
+/// `/reserve` over every live gateway: this one's figures plus those the
+/// others last reported, rates and totals summed, percentiles of the merged
+/// buckets (a view with buckets of another shape adds its rates only).
+fn sum_gateways(own: &GatewayStats, window: &[u64; 24], others: &[DaemonView]) -> GatewayStats {
+    let mut sum = own.clone();
+    let mut merged = *window;
+    let mut merged_any = false;
+    for v in others.iter().filter(|v| peers::is_live(v)) {
+        let Some(g) = &v.gateway else { continue };
+        sum.requests_per_s += g.requests_per_s;
+        sum.accepted_per_s += g.accepted_per_s;
+        sum.rejected_per_s += g.rejected_per_s;
+        sum.unavailable_per_s += g.unavailable_per_s;
+        sum.requests_total += g.requests_total;
+        sum.accepted_total += g.accepted_total;
+        sum.rejected_total += g.rejected_total;
+        sum.unavailable_total += g.unavailable_total;
+        if v.latency_buckets.len() == merged.len() {
+            for (m, b) in merged.iter_mut().zip(&v.latency_buckets) {
+                *m += b;
+            }
+            merged_any = true;
         }
     }
+    if merged_any {
+        sum.latency_ms = latency_of(&merged);
+    }
+    sum
 }
 
 /// Answers the WebSocket handshake and serves the feed on the upgraded
@@ -245,5 +325,63 @@ async fn serve<S>(
                 Some(Ok(_)) => {} // pings are answered by tungstenite
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(id: &str, silent_ms: u64, requests_per_s: f64, buckets: Vec<u64>) -> DaemonView {
+        DaemonView {
+            id: id.into(),
+            kind: DaemonKind::Gateway,
+            listen: None,
+            silent_ms,
+            gateway: Some(GatewayStats {
+                requests_per_s,
+                requests_total: 100,
+                ..Default::default()
+            }),
+            latency_buckets: buckets,
+            worker: None,
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn sums_the_live_gateways_and_merges_their_latencies() {
+        // This gateway answered 90 requests within 16 µs.
+        let mut window = [0u64; 24];
+        window[0] = 90;
+        let own = GatewayStats {
+            requests_per_s: 10.0,
+            requests_total: 5,
+            latency_ms: latency_of(&window),
+            ..Default::default()
+        };
+        // Another answered 10 in its slowest bucket; a third is silent.
+        let mut slow = vec![0u64; 24];
+        slow[10] = 10;
+        let others = [
+            gateway("b", 300, 20.0, slow),
+            gateway("c", peers::LIVE.as_millis() as u64 + 1, 1000.0, vec![0; 24]),
+            DaemonView {
+                kind: DaemonKind::Worker,
+                gateway: None,
+                ..gateway("w", 0, 0.0, vec![])
+            },
+        ];
+        let sum = sum_gateways(&own, &window, &others);
+        assert_eq!(sum.requests_per_s, 30.0);
+        assert_eq!(sum.requests_total, 105);
+        // 10 % of the merged requests are slow: p50 fast, p99 slow.
+        assert_eq!(sum.latency_ms.p50, LatencyHistogram::upper_ms(0));
+        assert_eq!(sum.latency_ms.p99, LatencyHistogram::upper_ms(10));
+        // Alone, this gateway's p99 is fast.
+        assert_eq!(
+            sum_gateways(&own, &window, &[]).latency_ms.p99,
+            LatencyHistogram::upper_ms(0)
+        );
     }
 }

@@ -17,6 +17,7 @@
 //! - [`receipt`]: signed status URLs, readable by every gateway.
 //! - [`limit`]: the optional per-client rate limit.
 //! - [`stats`], [`feed`]: counters, `/metrics` and the live feed.
+//! - [`peers`]: the other daemons as last heard, for the feed.
 
 pub mod catalog;
 pub mod copies;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod limit;
+pub mod peers;
 pub mod publisher;
 pub mod receipt;
 pub mod refresh;
@@ -67,7 +69,7 @@ pub async fn run(cfg: GatewayConfig, shutdown: CancellationToken) -> anyhow::Res
             cfg.listen
         )
     })?;
-    let connected = services::connect(&cfg.services, "flashgrid-gateway", POOL_SIZE).await?;
+    let connected = services::connect(&cfg.services, publisher::CONNECTION_NAME, POOL_SIZE).await?;
     serve(&cfg, listener, connected, shutdown).await
 }
 
@@ -94,6 +96,7 @@ pub async fn serve(
         catalog: Arc::new(Catalog::default()),
         waiters: Arc::new(Waiters::default()),
         stats: Arc::new(stats::Stats::default()),
+        peers: Arc::new(peers::Peers::new(cfg.services.instance_id())),
     };
     refresh
         .reload()
@@ -131,12 +134,25 @@ pub async fn serve(
         inventory.clone(),
     );
     let (feed_tx, feed_rx) = tokio::sync::watch::channel(None);
+    let (nodes, prober) = crate::reach::spawn(
+        &cfg.services,
+        pool.clone(),
+        publisher::CONNECTION_NAME,
+        background.clone(),
+    );
+    tasks.push(prober);
     tasks.push(tokio::spawn(feed::run(
         refresh.stats.clone(),
         pool.clone(),
         inventory.connection(),
         refresh.catalog.clone(),
         publisher.probe(),
+        feed::Me {
+            peers: refresh.peers.clone(),
+            listen: listener.local_addr()?.to_string(),
+            nodes,
+            ns: ns.clone(),
+        },
         feed_tx,
         background.clone(),
     )));

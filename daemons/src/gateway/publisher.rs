@@ -26,6 +26,9 @@ use lapin::{BasicProperties, Channel};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The name of the gateway's AMQP connection (RabbitMQ's management UI).
+pub const CONNECTION_NAME: &str = "flashgrid-gateway";
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -544,7 +547,7 @@ async fn link(
             Some(c) => Ok(c),
             // Each node within its own connect timeout (a broker that
             // accepts TCP but never answers the handshake), in turn.
-            None => queue::connect(&cfg.amqp_url, "flashgrid-gateway").await,
+            None => queue::connect(&cfg.amqp_url, CONNECTION_NAME).await,
         };
         let ready = match c {
             Ok(c) => match open(&c, &cfg).await {

@@ -1,9 +1,10 @@
 //! Keeps the [`Catalog`] and the long-poll [`Waiters`] in step with the rest
 //! of the stack: pub/sub notices from workers and other gateways (sold out,
-//! event changed, decided, worker stats), and beneath them a reload from
+//! event changed, decided, worker stats, other daemons' views), and beneath them a reload from
 //! PostgreSQL and Redis every few seconds, in case a notice was lost.
 
 use super::catalog::{Catalog, Stock};
+use super::peers::Peers;
 use super::stats::Stats;
 use super::waiters::Waiters;
 use crate::db;
@@ -26,6 +27,7 @@ pub struct Refresh {
     pub catalog: Arc<Catalog>,
     pub waiters: Arc<Waiters>,
     pub stats: Arc<Stats>,
+    pub peers: Arc<Peers>,
 }
 
 impl Refresh {
@@ -81,6 +83,9 @@ impl Refresh {
                 self.stats.worker_written.inc_by(r.written);
                 self.stats.worker_revoked.inc_by(r.revoked);
                 self.stats.worker_handed_back.inc_by(r.handed_back);
+            }
+            Received::Notice(Notice::Daemon(view)) => {
+                self.peers.heard(*view, std::time::Instant::now());
             }
             Received::Notice(Notice::EventChanged(e)) => {
                 let this = self.clone();

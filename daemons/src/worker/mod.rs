@@ -61,11 +61,21 @@ pub async fn serve(
     let topology = cfg.services.topology();
     let inventory =
         Inventory::new(connected.redis, ns.clone()).with_outcome_ttl(cfg.services.outcome_ttl);
-    let decider = Decider::new(connected.pool, inventory.clone());
     let unreported = Arc::new(Unreported::default());
     let reporting = CancellationToken::new();
+    let (nodes, prober) = crate::reach::spawn(
+        &cfg.services,
+        connected.pool.clone(),
+        "flashgrid-worker",
+        reporting.clone(),
+    );
+    let decider = Decider::new(connected.pool, inventory.clone());
     let reporter = tokio::spawn(report::report(
         unreported.clone(),
+        report::Me {
+            id: cfg.services.instance_id(),
+            nodes,
+        },
         inventory.connection(),
         ns.clone(),
         reporting.clone(),
@@ -142,6 +152,7 @@ pub async fn serve(
     reporting.cancel();
     let _ = reporter.await;
     let _ = auditor.await;
+    let _ = prober.await;
     tracing::info!("worker stopped");
     Ok(())
 }

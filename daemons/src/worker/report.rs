@@ -1,9 +1,11 @@
 //! The worker's decisions, summed between two reports and published to every
-//! gateway's feed once per interval (never once per reservation).
+//! gateway's feed once per interval (never once per reservation), with the
+//! worker's own view (its rates, totals and the nodes it reaches).
 
 use super::batch::BatchReport;
 use crate::names::Namespace;
 use crate::notify::{self, Notice, WorkerReport};
+use flashgrid_wire::{DaemonKind, DaemonView, WorkerStats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,15 +48,24 @@ impl Unreported {
     }
 }
 
+/// Who reports: the worker's name and its view of the nodes.
+pub(super) struct Me {
+    pub id: String,
+    pub nodes: crate::reach::Nodes,
+}
+
 /// Publishes what this worker decided, once per interval, until `stop`;
 /// then a last report.
 pub(super) async fn report(
     unreported: Arc<Unreported>,
+    me: Me,
     redis: crate::store::Store,
     ns: Namespace,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
+    let mut totals = WorkerReport::default();
+    let mut last = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,
@@ -64,8 +75,47 @@ pub(super) async fn report(
         if r != WorkerReport::default() {
             notify::publish(&redis, &ns, &Notice::Stats(r)).await;
         }
+        let now = tokio::time::Instant::now();
+        let view = totals.add(&r).view(&r, now.duration_since(last), &me);
+        last = now;
+        notify::publish(&redis, &ns, &Notice::Daemon(Box::new(view))).await;
         if stopping {
             return;
+        }
+    }
+}
+
+impl WorkerReport {
+    /// Adds one interval's decisions to these totals.
+    fn add(&mut self, r: &WorkerReport) -> &Self {
+        self.confirmed += r.confirmed;
+        self.rejected += r.rejected;
+        self.written += r.written;
+        self.revoked += r.revoked;
+        self.handed_back += r.handed_back;
+        self
+    }
+
+    /// The worker's view: these totals, and `interval`'s decisions as rates.
+    fn view(&self, interval: &WorkerReport, over: Duration, me: &Me) -> DaemonView {
+        let secs = over.as_secs_f64().max(1e-3);
+        let rate = |n: u64| n as f64 / secs;
+        DaemonView {
+            id: me.id.clone(),
+            kind: DaemonKind::Worker,
+            listen: None,
+            silent_ms: 0,
+            gateway: None,
+            latency_buckets: Vec::new(),
+            worker: Some(WorkerStats {
+                confirmed_per_s: rate(interval.confirmed),
+                rejected_per_s: rate(interval.rejected),
+                db_writes_per_s: rate(interval.written),
+                confirmed_total: self.confirmed,
+                rejected_total: self.rejected,
+                db_writes_total: self.written,
+            }),
+            nodes: me.nodes.borrow().as_ref().clone(),
         }
     }
 }

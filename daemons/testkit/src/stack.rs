@@ -308,6 +308,7 @@ impl Stack {
             namespace: self.namespace(),
             startup_timeout: Duration::from_secs(10),
             outcome_ttl: flashgrid::inventory::DEFAULT_OUTCOME_TTL,
+            instance: None,
         }
     }
 
@@ -414,6 +415,8 @@ impl Stack {
             .env("FLASHGRID_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHGRID_ADMIN_TOKEN", TOKEN)
             .env("FLASHGRID_FEED_TOKEN", FEED_TOKEN)
+            // The name the feed lists it under: `gateway-1`, `worker-0`.
+            .env("FLASHGRID_INSTANCE", which.to_string().replace(' ', "-"))
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -108,6 +108,52 @@ async fn sales_through_two_gateways_and_two_workers_sell_each_seat_once() {
         masters_holding_keys(&stack).await >= 2,
         "the events' keys are all on one shard"
     );
+    every_daemon_reaches_every_node(&stack).await;
+}
+
+/// Gateway 0's feed lists the two gateways and two workers, each reaching
+/// every node of both clusters: 3 Redis masters, 3 replicas, 3 RabbitMQ
+/// nodes (one of them its connection's).
+async fn every_daemon_reaches_every_node(stack: &Stack) {
+    use futures::StreamExt;
+    let ws_url = format!(
+        "{}/ws?token={FEED_TOKEN}",
+        stack.gateway_url(0).replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    let snap = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed never listed 4 daemons reaching every node; last: {last:#?}"
+        );
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a snapshot within 5 s")
+            .unwrap()
+            .unwrap();
+        let s: flashgrid_wire::Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        if s.daemons.len() == 4
+            && s.daemons
+                .iter()
+                .all(|d| d.silent_ms < 2000 && d.unreached().next().is_none())
+        {
+            break s;
+        }
+        last = Some(s);
+    };
+    let ids: Vec<&str> = snap.daemons.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["gateway-0", "gateway-1", "worker-0", "worker-1"]);
+    for d in &snap.daemons {
+        let of = |service: &'static str| d.nodes.iter().filter(move |n| n.service == service);
+        assert_eq!(of("postgres").count(), 1, "{d:?}");
+        let roles: Vec<&str> = of("redis").filter_map(|n| n.role.as_deref()).collect();
+        assert_eq!(roles.len(), 6, "{d:?}");
+        assert_eq!(roles.iter().filter(|r| **r == "master").count(), 3, "{d:?}");
+        assert_eq!(of("rabbitmq").count(), 3, "{d:?}");
+        assert_eq!(of("rabbitmq").filter(|n| n.connected).count(), 1, "{d:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! The live feed and `/metrics`: snapshots whose numbers match a burst the
 //! test sent; the read-only feed token opens them and nothing else, the
-//! admin token only from the header.
+//! admin token only from the header; every daemon of the namespace listed.
 
 use crate::helpers::{FEED_TOKEN, Proxy, TOKEN, TestStack, burst};
-use flashgrid_wire::{ServiceHealth, Snapshot};
+use flashgrid_testkit::stack::Instance;
+use flashgrid_wire::{DaemonKind, ServiceHealth, Snapshot};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -220,4 +221,95 @@ async fn feed_names_an_unreachable_service_and_a_missing_worker() {
 
     stack.start_worker().await;
     until("the worker consuming", &|s| s.queue.consumers == Some(1)).await;
+}
+
+/// Whichever gateway the console connects to, it shows the whole stack:
+/// every gateway and worker of the namespace with the nodes each reaches,
+/// and the `/reserve` figures summed over the gateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
+    let stack = TestStack::empty_with_gateways(2).await;
+    stack.start_gateway().await;
+    stack.start_process_with(
+        Instance::gateway(1),
+        env!("CARGO_BIN_EXE_flashgrid-gateway").as_ref(),
+        &[],
+        None,
+    );
+    stack.wait_gateway_ready(1).await;
+    stack.start_process("worker");
+    stack.create_event("everyone", 10).await;
+    // Every request goes to gateway 1; the console watches gateway 0.
+    let http = reqwest::Client::new();
+    let mut accepted = 0;
+    for i in 0..30 {
+        let r = http
+            .post(format!("{}/reserve", stack.gateway_url(1)))
+            .json(&serde_json::json!({"event_id": "everyone", "user_id": format!("u{i}")}))
+            .send()
+            .await
+            .unwrap();
+        accepted += usize::from(r.status() == 202);
+    }
+    assert!(accepted >= 10, "{accepted} accepted");
+
+    let ws_url = format!(
+        "{}/ws?token={FEED_TOKEN}",
+        stack.url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    let s = loop {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every daemon in the feed; last snapshot: {last:#?}"
+        );
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a snapshot within 5 s")
+            .unwrap()
+            .unwrap();
+        let s: Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let reaches_all = s.daemons.len() == 3
+            && s.daemons
+                .iter()
+                .all(|d| d.nodes.len() == 3 && d.unreached().next().is_none());
+        let worker_done = s
+            .daemons
+            .iter()
+            .any(|d| d.worker.as_ref().is_some_and(|w| w.confirmed_total == 10));
+        if reaches_all && worker_done && s.gateway.requests_total == 30 {
+            break s;
+        }
+        last = Some(s);
+    };
+    // This gateway first, then gateway 1, then the worker.
+    let kinds: Vec<(DaemonKind, &str)> =
+        s.daemons.iter().map(|d| (d.kind, d.id.as_str())).collect();
+    assert_eq!(
+        kinds[1..],
+        [
+            (DaemonKind::Gateway, "gateway-1"),
+            (DaemonKind::Worker, "worker-0")
+        ]
+    );
+    assert_eq!(kinds[0].0, DaemonKind::Gateway);
+    let own = &s.daemons[0];
+    assert_eq!(own.silent_ms, 0);
+    assert_eq!(own.gateway.as_ref().unwrap().requests_total, 0);
+    assert_eq!(s.daemons[1].gateway.as_ref().unwrap().requests_total, 30);
+    assert_eq!(
+        s.daemons[1].listen.as_deref(),
+        Some(stack.gateway_url(1).trim_start_matches("http://"))
+    );
+    // Each names the nodes it is configured with, as host:port only.
+    for d in &s.daemons {
+        let services: Vec<&str> = d.nodes.iter().map(|n| n.service.as_str()).collect();
+        assert_eq!(services, ["postgres", "redis", "rabbitmq"], "{d:?}");
+        assert_eq!(d.nodes[1].addr, "127.0.0.1:6379");
+        assert_eq!(d.nodes[1].role.as_deref(), Some("master"));
+        assert!(d.nodes[2].connected, "{d:?}: its AMQP node");
+        assert!(d.nodes.iter().all(|n| !n.addr.contains('@')));
+    }
 }

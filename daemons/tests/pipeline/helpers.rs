@@ -50,6 +50,11 @@ impl TestStack {
         Self::wrap(Stack::empty().await)
     }
 
+    /// A database and namespace, no daemons yet, room for `n` gateways.
+    pub async fn empty_with_gateways(n: usize) -> Self {
+        Self::wrap(Stack::empty_with_gateways(n).await)
+    }
+
     /// Starts the real binary (for tests that signal or kill it).
     pub fn start_process(&self, bin: &str) {
         let path = match bin {

@@ -19,6 +19,84 @@ pub struct Snapshot {
     /// (absent from gateways that do not probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<ServiceHealth>,
+    /// Every gateway and worker of the namespace heard from lately, this
+    /// gateway first: each one's own figures and the nodes it reaches.
+    /// `gateway` above sums the gateways listed here that are live.
+    #[serde(default)]
+    pub daemons: Vec<DaemonView>,
+}
+
+/// What a daemon is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonKind {
+    Gateway,
+    Worker,
+}
+
+impl DaemonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DaemonKind::Gateway => "gateway",
+            DaemonKind::Worker => "worker",
+        }
+    }
+}
+
+/// One daemon's report, published by the daemon several times a second
+/// (through Redis pub/sub) and relayed in every gateway's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonView {
+    /// Unique in the namespace: `FLASHGRID_INSTANCE`, or host and process.
+    pub id: String,
+    pub kind: DaemonKind,
+    /// Where a gateway listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// How long ago the gateway building the snapshot last heard from it
+    /// (0 for itself); one that stays silent is dropped after a while.
+    #[serde(default)]
+    pub silent_ms: u64,
+    /// A gateway's `/reserve` figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayStats>,
+    /// The latency buckets of `gateway` (the counts of its interval), so
+    /// that the percentiles of several gateways can be merged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets: Vec<u64>,
+    /// A worker's decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerStats>,
+    /// Each node of each service this daemon is configured with, and
+    /// whether it answered the daemon's last probe.
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
+}
+
+impl DaemonView {
+    /// The nodes it could not reach.
+    pub fn unreached(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.iter().filter(|n| !n.up)
+    }
+}
+
+/// A node of a service as one daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// `postgres`, `redis` or `rabbitmq`.
+    pub service: String,
+    /// `host:port`, as configured (never with credentials).
+    pub addr: String,
+    /// It answered the last probe.
+    pub up: bool,
+    /// The node's role where the service has roles (a Redis node's
+    /// `master` or `replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The daemon's connection to the service goes to this node (a
+    /// RabbitMQ cluster: the node it is connected to).
+    #[serde(default)]
+    pub connected: bool,
 }
 
 /// Whether the gateway reaches each service it depends on.

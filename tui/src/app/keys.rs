@@ -44,7 +44,8 @@ impl App {
         // the state comes back as a step.
         let step = match &mut self.overlay {
             Overlay::None => return self.on_main_key(key),
-            Overlay::Help => Step::close(Action::None), // any key closes help
+            // Any key closes help and the daemons' list.
+            Overlay::Help | Overlay::Daemons => Step::close(Action::None),
             Overlay::ConfirmReset { event, typed } => match key.code {
                 KeyCode::Esc => Step::close(Action::None),
                 KeyCode::Enter if typed == event.as_str() => Step::close(Action::Reset {
@@ -113,6 +114,7 @@ impl App {
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Char('?') => self.overlay = Overlay::Help,
+            KeyCode::Char('d') => self.overlay = Overlay::Daemons,
             KeyCode::Esc => self.notice = None,
             KeyCode::Char('f') => {
                 self.frozen = match self.frozen.take() {
@@ -234,6 +236,7 @@ mod tests {
                 })
                 .collect(),
             services: None,
+            daemons: vec![],
         }
     }
 

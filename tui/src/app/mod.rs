@@ -44,6 +44,8 @@ pub enum Connection {
 pub enum Overlay {
     None,
     Help,
+    /// Every gateway and worker, its figures and the nodes it reaches.
+    Daemons,
     /// Reset needs the event id typed; Cancel is the default.
     ConfirmReset {
         event: EventId,

@@ -3,6 +3,7 @@
 
 use super::Palette;
 use crate::app::{App, Connection, Overlay};
+use flashgrid_wire::{DaemonKind, Snapshot};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
@@ -51,12 +52,55 @@ pub(super) fn status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Pal
         if s.queue.consumers == Some(0) {
             spans.push(Span::styled("  ✗ no worker", p.bad()));
         }
+        spans.extend(daemons(s, p));
     }
     if app.frozen.is_some() {
         spans.push(Span::styled("  FROZEN (f)", p.warn()));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
+
+/// How many gateways and workers report, and the first thing wrong with
+/// them: one gone silent, or one that cannot reach a node (`d` lists all).
+fn daemons<'a>(s: &Snapshot, p: &Palette) -> Vec<Span<'a>> {
+    if s.daemons.is_empty() {
+        return Vec::new();
+    }
+    let live = |kind| {
+        s.daemons
+            .iter()
+            .filter(|d| d.kind == kind && d.silent_ms < SILENT_MS)
+            .count()
+    };
+    let mut spans = vec![Span::styled(
+        format!(
+            "  {}gw {}wk",
+            live(DaemonKind::Gateway),
+            live(DaemonKind::Worker)
+        ),
+        p.dim(),
+    )];
+    if let Some(d) = s.daemons.iter().find(|d| d.silent_ms >= SILENT_MS) {
+        spans.push(Span::styled(
+            format!("  ✗ {} {} silent (d)", d.kind.as_str(), d.id),
+            p.bad(),
+        ));
+    } else if let Some((d, n)) = s
+        .daemons
+        .iter()
+        .find_map(|d| d.unreached().next().map(|n| (d, n)))
+    {
+        spans.push(Span::styled(
+            format!("  ✗ {} ✗ {} {} (d)", d.id, n.service, n.addr),
+            p.bad(),
+        ));
+    }
+    spans
+}
+
+/// A daemon silent this long is shown as such (the gateway stops summing
+/// it after 2 s).
+pub(super) const SILENT_MS: u64 = 2_000;
 
 pub(super) fn keys(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
     let keys: &[(&str, &str)] = match app.overlay {
@@ -71,7 +115,7 @@ pub(super) fn keys(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
             ("r", "reset"),
             ("f", "freeze"),
         ],
-        Overlay::Help => &[("any key", "close")],
+        Overlay::Help | Overlay::Daemons => &[("any key", "close")],
         Overlay::ConfirmReset { .. } => {
             &[("type the id", ""), ("Enter", "reset"), ("Esc", "cancel")]
         }

@@ -1,11 +1,13 @@
-//! Modals over the screen: help, the reset confirmation, the new-event form.
+//! Modals over the screen: help, the daemons' list, the reset confirmation,
+//! the new-event form.
 
 use super::Palette;
 use crate::app::{App, Overlay};
+use flashgrid_wire::{DaemonKind, DaemonView};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
@@ -25,6 +27,7 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
             "Help",
             vec![
                 Line::from("j/k ↑/↓ Tab   select an event"),
+                Line::from("d             every gateway and worker, their nodes"),
                 Line::from("a             attack it (the settings on screen)"),
                 Line::from("+/- ←/→ h/l   requests ×2 / ÷2"),
                 Line::from("< >           connections ÷2 / ×2"),
@@ -38,6 +41,21 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
                 Line::from("≠ capacity or confirmed > capacity."),
             ],
         ),
+        Overlay::Daemons => {
+            let lines = daemon_lines(app, p);
+            let h = (lines.len() as u16 + 2).min(area.height);
+            let r = centered(area, area.width.saturating_sub(4).min(100), h);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(Span::styled("Daemons", p.title())),
+                ),
+                r,
+            );
+            return;
+        }
         Overlay::ConfirmReset { event, typed } => (
             "Reset event",
             vec![
@@ -89,4 +107,76 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
         ),
         r,
     );
+}
+
+/// Two lines a daemon: who it is and its figures; then each node it is
+/// configured with (✓ answered, ✗ did not, ● its connection's node).
+fn daemon_lines<'a>(app: &App, p: &Palette) -> Vec<Line<'a>> {
+    let Some((s, _)) = app.shown() else {
+        return vec![Line::from("no snapshot yet")];
+    };
+    if s.daemons.is_empty() {
+        return vec![Line::from(
+            "this gateway does not list daemons (an older version)",
+        )];
+    }
+    let mut lines = Vec::new();
+    for d in &s.daemons {
+        let silent = d.silent_ms >= super::bars::SILENT_MS;
+        let mut head = vec![Span::styled(
+            format!("{:<7} {}", d.kind.as_str(), d.id),
+            p.title(),
+        )];
+        if let Some(l) = &d.listen {
+            head.push(Span::raw(format!(" {l}")));
+        }
+        head.push(Span::raw("  "));
+        head.push(figures(d));
+        if silent {
+            head.push(Span::styled(
+                format!("  silent {}s", d.silent_ms / 1000),
+                p.bad(),
+            ));
+        }
+        lines.push(Line::from(head));
+        let mut nodes = vec![Span::raw("  ")];
+        let mut service = "";
+        for n in &d.nodes {
+            if n.service != service {
+                service = &n.service;
+                nodes.push(Span::styled(format!(" {service} "), p.dim()));
+            }
+            let addr = n.addr.strip_prefix("127.0.0.1:").unwrap_or(&n.addr);
+            let role = match n.role.as_deref() {
+                Some("master") => "M",
+                Some("replica") => "r",
+                _ => "",
+            };
+            let mark = match (n.up, n.connected && n.service == "rabbitmq") {
+                (false, _) => "✗",
+                (true, true) => "●",
+                (true, false) => "✓",
+            };
+            nodes.push(Span::styled(
+                format!("{addr}{role}{mark} "),
+                if n.up { p.ok() } else { p.bad() },
+            ));
+        }
+        lines.push(Line::from(nodes));
+    }
+    lines
+}
+
+fn figures<'a>(d: &DaemonView) -> Span<'a> {
+    match (d.kind, &d.gateway, &d.worker) {
+        (DaemonKind::Gateway, Some(g), _) => Span::raw(format!(
+            "{:.0} req/s, {:.0} accepted/s, p99 {:.1} ms, {} requests",
+            g.requests_per_s, g.accepted_per_s, g.latency_ms.p99, g.requests_total
+        )),
+        (DaemonKind::Worker, _, Some(w)) => Span::raw(format!(
+            "{:.0} confirmed/s, {:.0} rejected/s, {} confirmed, {} rows",
+            w.confirmed_per_s, w.rejected_per_s, w.confirmed_total, w.db_writes_total
+        )),
+        _ => Span::raw(""),
+    }
 }

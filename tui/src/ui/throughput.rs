@@ -3,6 +3,7 @@
 
 use super::{Palette, block};
 use crate::app::App;
+use flashgrid_wire::DaemonKind;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Color;
@@ -10,7 +11,19 @@ use ratatui::widgets::{Paragraph, Sparkline};
 use std::time::Instant;
 
 pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) {
-    let b = block("Throughput (per second)", app, now, p);
+    // With several gateways the figures are their sum: say so.
+    let gateways = app.shown().map_or(0, |(s, _)| {
+        s.daemons
+            .iter()
+            .filter(|d| d.kind == DaemonKind::Gateway && d.silent_ms < super::bars::SILENT_MS)
+            .count()
+    });
+    let title = if gateways > 1 {
+        format!("Throughput (per second, {gateways} gateways)")
+    } else {
+        "Throughput (per second)".to_owned()
+    };
+    let b = block(&title, app, now, p);
     let inner = b.inner(area);
     f.render_widget(b, area);
     let h = &app.history;
