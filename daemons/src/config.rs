@@ -82,17 +82,16 @@ pub struct ServicesConfig {
     pub outcome_ttl: Duration,
 
     /// This daemon's name in the console and the feed, unique in the
-    /// namespace. Unset: `<host>-<pid>`.
+    /// namespace. Unset: `<host>-<pid>-<4 random hex digits>`.
     #[arg(long, env = "FLASHGRID_INSTANCE")]
     pub instance: Option<String>,
 }
 
 impl ServicesConfig {
-    /// The name this daemon reports itself under (`FLASHGRID_INSTANCE`, or
-    /// host and process id; a process running several daemons numbers them).
+    /// The name this daemon reports itself under: `FLASHGRID_INSTANCE`,
+    /// else host, process id and 4 random hex digits (two containers of one
+    /// host network can both run as process 1).
     pub fn instance_id(&self) -> String {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
         if let Some(name) = self
             .instance
             .as_deref()
@@ -102,11 +101,8 @@ impl ServicesConfig {
             return name.to_owned();
         }
         let host = whoami::hostname().unwrap_or_else(|_| "localhost".to_owned());
-        let base = format!("{host}-{}", std::process::id());
-        match IN_PROCESS.fetch_add(1, Ordering::Relaxed) {
-            0 => base,
-            n => format!("{base}-{}", n + 1),
-        }
+        let salt = &uuid::Uuid::new_v4().simple().to_string()[..4];
+        format!("{host}-{}-{salt}", std::process::id())
     }
 
     /// The reservation queues these settings describe.

@@ -5,7 +5,7 @@
 use crate::backoff::Backoff;
 use crate::names::Namespace;
 use crate::store::Store;
-use flashgrid_wire::{DaemonView, EventId, ReservationId};
+use flashgrid_wire::{DaemonKind, DaemonView, EventId, ReservationId};
 use futures::StreamExt;
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -25,6 +25,8 @@ pub enum Notice {
     /// A gateway's or worker's own figures and the nodes it reaches (sent
     /// per interval by every daemon), for every gateway's feed.
     Daemon(Box<DaemonView>),
+    /// The daemon stopped on purpose (sent as it shuts down).
+    Left(DaemonKind, String),
 }
 
 /// What one worker decided over one interval.
@@ -54,6 +56,7 @@ impl Notice {
                 let json = serde_json::to_string(view).unwrap_or_default();
                 format!("daemon {json}")
             }
+            Notice::Left(kind, id) => format!("left {} {id}", kind.as_str()),
             Notice::Decided(e, ids) => {
                 let mut s = String::with_capacity(9 + e.as_str().len() + ids.len() * 37);
                 s.push_str("decided ");
@@ -72,6 +75,17 @@ impl Notice {
             return serde_json::from_str(json)
                 .ok()
                 .map(|v| Notice::Daemon(Box::new(v)));
+        }
+        if let Some(rest) = raw.strip_prefix("left ") {
+            // The id is the rest: a name given in FLASHGRID_INSTANCE may
+            // hold spaces.
+            let (kind, id) = rest.split_once(' ')?;
+            let kind = match kind {
+                "gateway" => DaemonKind::Gateway,
+                "worker" => DaemonKind::Worker,
+                _ => return None,
+            };
+            return Some(Notice::Left(kind, id.to_owned()));
         }
         let mut words = raw.split(' ');
         let kind = words.next()?;
@@ -253,6 +267,8 @@ mod tests {
                     connected: false,
                 }],
             })),
+            Notice::Left(DaemonKind::Worker, "w 1".into()),
+            Notice::Left(DaemonKind::Gateway, "gateway-0".into()),
         ] {
             assert_eq!(Notice::parse(&n.encode()), Some(n));
         }
@@ -260,6 +276,8 @@ mod tests {
         assert_eq!(Notice::parse("decided e x"), None);
         assert_eq!(Notice::parse("what e"), None);
         assert_eq!(Notice::parse("daemon {not json"), None);
+        assert_eq!(Notice::parse("left robot r-1"), None);
+        assert_eq!(Notice::parse("left worker"), None);
         assert_eq!(Notice::parse("stats 1 2"), None);
         assert_eq!(Notice::parse("stats 1 2 3 x"), None);
         // An older worker's report, without the revoked count.

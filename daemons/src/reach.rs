@@ -1,13 +1,13 @@
 //! Which nodes of each service this daemon reaches, probed once a second
 //! for the feed: each Redis node of `REDIS_URL` answers `ROLE` (so the
-//! console shows masters and replicas), each RabbitMQ node of `AMQP_URL`
-//! accepts a TCP connection, PostgreSQL answers `SELECT 1` through the pool.
-//! The probes run beside the daemon's own connections, never on its hot path.
+//! console shows masters and replicas; a user the ACL denies `ROLE` is
+//! answered `PING`), each RabbitMQ node of `AMQP_URL` accepts a TCP
+//! connection, PostgreSQL answers `SELECT 1`. Each probe has a connection of
+//! its own: a busy pool neither delays the probe nor is delayed by it.
 
 use crate::config::ServicesConfig;
 use crate::store::RedisTarget;
 use flashgrid_wire::NodeView;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,7 +23,10 @@ pub type Nodes = watch::Receiver<Arc<Vec<NodeView>>>;
 
 /// One configured node and how to probe it.
 enum Probe {
-    Postgres,
+    Postgres {
+        url: String,
+        conn: Option<Box<sqlx::PgConnection>>,
+    },
     Redis {
         client: Option<Box<redis::Client>>,
         conn: Option<redis::aio::MultiplexedConnection>,
@@ -65,7 +68,10 @@ fn nodes_of(cfg: &ServicesConfig) -> Vec<Node> {
     let mut nodes = vec![node(
         "postgres",
         host_port(&cfg.database_url, 5432),
-        Probe::Postgres,
+        Probe::Postgres {
+            url: cfg.database_url.clone(),
+            conn: None,
+        },
     )];
     if let Ok(target) = RedisTarget::parse(&cfg.redis_url) {
         for url in target.nodes() {
@@ -98,7 +104,6 @@ fn nodes_of(cfg: &ServicesConfig) -> Vec<Node> {
 /// of the daemon's own AMQP connection (whose node is marked connected).
 pub fn spawn(
     cfg: &ServicesConfig,
-    pool: PgPool,
     amqp_name: &'static str,
     stop: CancellationToken,
 ) -> (Nodes, tokio::task::JoinHandle<()>) {
@@ -115,19 +120,22 @@ pub fn spawn(
                 _ = tick.tick() => {}
             }
             let connected = crate::queue::connected_node(amqp_name);
-            futures::future::join_all(nodes.iter_mut().map(|n| probe(n, &pool, connected))).await;
+            futures::future::join_all(nodes.iter_mut().map(|n| probe(n, connected))).await;
             tx.send_replace(Arc::new(nodes.iter().map(|n| n.view.clone()).collect()));
         }
     });
     (rx, task)
 }
 
-async fn probe(node: &mut Node, pool: &PgPool, amqp_connected: Option<usize>) {
+async fn probe(node: &mut Node, amqp_connected: Option<usize>) {
     let view = &mut node.view;
     match &mut node.probe {
-        Probe::Postgres => {
-            let q = sqlx::query("SELECT 1").execute(pool);
-            view.up = matches!(tokio::time::timeout(PROBE_TIMEOUT, q).await, Ok(Ok(_)));
+        Probe::Postgres { url, conn } => {
+            let answered = tokio::time::timeout(PROBE_TIMEOUT, select_one(url, conn)).await;
+            view.up = matches!(answered, Ok(Ok(())));
+            if !view.up {
+                *conn = None;
+            }
             view.connected = view.up;
         }
         Probe::Redis { client, conn } => {
@@ -154,7 +162,19 @@ async fn probe(node: &mut Node, pool: &PgPool, amqp_connected: Option<usize>) {
     }
 }
 
-/// The node's `ROLE`: `master` or `replica`.
+/// `SELECT 1` on the probe's own connection, opened if need be.
+async fn select_one(url: &str, conn: &mut Option<Box<sqlx::PgConnection>>) -> sqlx::Result<()> {
+    use sqlx::Connection;
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(Box::new(sqlx::PgConnection::connect(url).await?)),
+    };
+    sqlx::query("SELECT 1").execute(&mut **c).await?;
+    Ok(())
+}
+
+/// The node's `ROLE`: `master` or `replica`; `?` when the ACL denies
+/// `ROLE` (an `-@dangerous` user) but the node answers `PING`.
 async fn role(
     client: Option<&redis::Client>,
     conn: &mut Option<redis::aio::MultiplexedConnection>,
@@ -168,7 +188,14 @@ async fn role(
             conn.insert(client.get_multiplexed_async_connection().await?)
         }
     };
-    let v: redis::Value = redis::cmd("ROLE").query_async(c).await?;
+    let v: redis::Value = match redis::cmd("ROLE").query_async(c).await {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("NOPERM") => {
+            redis::cmd("PING").query_async::<()>(c).await?;
+            return Ok("?".to_owned());
+        }
+        Err(e) => return Err(e),
+    };
     let first = match v {
         redis::Value::Array(items) => items.into_iter().next(),
         _ => None,

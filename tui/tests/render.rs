@@ -380,6 +380,118 @@ fn mid_attack_shows_progress_percentiles_and_a_histogram() {
     }
 }
 
+fn done(verdict: &'static str, problems: Vec<String>) -> App {
+    let mut a = app(vec![event("demo", 20, 20, 0)]);
+    let mut latency = Latency::default();
+    for ms in [1u64, 2, 3, 1234] {
+        latency.record(Duration::from_millis(ms));
+    }
+    let report = flashgrid_load::Report {
+        requests: 80,
+        duration_s: 0.4,
+        rps: 200.0,
+        statuses: Default::default(),
+        transport_errors: Default::default(),
+        connect_retries: 0,
+        latency_ms: latency.percentiles(),
+        accepted: 80,
+        confirmed: 20,
+        rejected: 60,
+        rejected_by_reason: Default::default(),
+        pending: 0,
+        oversold: false,
+        lost: 0,
+        counts_agree: Some(true),
+        verdict,
+        problems,
+        event: None,
+        verify_s: 0.1,
+    };
+    a.attack.run = Some(AttackRun {
+        event: EventId::parse("demo").unwrap(),
+        progress: Progress {
+            done: 80,
+            total: 80,
+            statuses: [(202, 80)].into_iter().collect(),
+            errors: 3,
+            latency,
+            elapsed: Duration::from_millis(400),
+        },
+        phase: Phase::Done(Box::new(report)),
+    });
+    a
+}
+
+/// The text of the screen with the panels' borders and the line ends taken
+/// out, so that a line wrapped inside a panel reads whole.
+fn unwrapped(screen: &str) -> String {
+    screen
+        .lines()
+        .map(|l| {
+            // The attack panel's part of the line: after the events list.
+            let cells: Vec<char> = l.chars().collect();
+            let right: String = cells.iter().skip(23).collect();
+            right
+                .trim_matches(|c: char| c == '│' || c.is_whitespace())
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What an operator reads after an attack, at the 80×24 an SSH session
+/// gets: the product, the verdict, the errors and the slowest answer, each
+/// whole (wrapped if need be, never cut).
+#[test]
+fn at_80x24_nothing_the_operator_needs_is_cut() {
+    let a = done("pass", vec![]);
+    let screen = render(&a, 80, 24, Instant::now());
+    let status = screen.lines().next().unwrap();
+    assert!(status.starts_with("FlashGrid "), "status line: {status}");
+    let text = unwrapped(&screen);
+    for needle in [
+        "VERDICT PASS: confirmed 20, rejected 60, pending 0, oversold no, counts agree",
+        "errors 3",
+        "max 1235 ms",
+        "p99 0.0 ms",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{screen}");
+    }
+
+    let a = done(
+        "fail",
+        vec![
+            "oversold: 21 confirmed for 20 seats".into(),
+            "2 reservations lost".into(),
+        ],
+    );
+    let screen = render(&a, 80, 24, Instant::now());
+    let text = unwrapped(&screen);
+    let verdict = "VERDICT FAIL: oversold: 21 confirmed for 20 seats; 2 reservations lost";
+    assert!(text.contains(verdict), "missing {verdict:?} in\n{screen}");
+
+    // A status line with every warning wraps rather than cuts them.
+    let mut a = app_with_daemons(daemons(true, 0));
+    if let Some((s, _)) = a.snapshot.as_mut() {
+        s.services = Some(ServiceHealth {
+            postgres: true,
+            redis: false,
+            rabbitmq: false,
+        });
+        s.queue.consumers = Some(0);
+    }
+    let screen = render(&a, 80, 24, Instant::now());
+    let top: String = screen.lines().take(2).collect::<Vec<_>>().join(" ");
+    for needle in [
+        "FlashGrid",
+        "✗ Redis, RabbitMQ unreachable",
+        "✗ no worker",
+        "(d)",
+    ] {
+        assert!(top.contains(needle), "missing {needle:?} in\n{screen}");
+    }
+}
+
 #[test]
 fn too_small_a_terminal_says_what_it_has_and_needs() {
     let a = app(vec![event("demo", 20, 5, 15)]);

@@ -75,7 +75,12 @@ pub async fn run(
     let mut events = Vec::new();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // Gone on purpose: the other gateways drop it at once.
+                let left = Notice::Left(DaemonKind::Gateway, me.peers.me().to_owned());
+                let _ = tokio::time::timeout(INTERVAL * 2, notify::publish(&redis, &me.ns, &left)).await;
+                return;
+            }
             _ = tick.tick() => {}
         }
         let now = Reading::take(&stats);

@@ -136,7 +136,6 @@ pub async fn serve(
     let (feed_tx, feed_rx) = tokio::sync::watch::channel(None);
     let (nodes, prober) = crate::reach::spawn(
         &cfg.services,
-        pool.clone(),
         publisher::CONNECTION_NAME,
         background.clone(),
     );

@@ -14,11 +14,12 @@ pub const LIVE: Duration = Duration::from_secs(2);
 /// A daemon silent for this long is forgotten (one that stopped for good).
 pub const FORGET: Duration = Duration::from_secs(30);
 
-/// The latest view of every other daemon, by id.
+/// The latest view of every other daemon, by kind and id (a gateway and a
+/// worker given the same name are two daemons).
 #[derive(Debug)]
 pub struct Peers {
     me: String,
-    heard: Mutex<HashMap<String, (Instant, DaemonView)>>,
+    heard: Mutex<HashMap<(DaemonKind, String), (Instant, DaemonView)>>,
 }
 
 impl Peers {
@@ -36,11 +37,17 @@ impl Peers {
     }
 
     pub fn heard(&self, view: DaemonView, at: Instant) {
-        if view.id == self.me {
+        if view.kind == DaemonKind::Gateway && view.id == self.me {
             return;
         }
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.insert(view.id.clone(), (at, view));
+        heard.insert((view.kind, view.id.clone()), (at, view));
+    }
+
+    /// A daemon that said it stopped: dropped at once, not shown silent.
+    pub fn left(&self, kind: DaemonKind, id: &str) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.remove(&(kind, id.to_owned()));
     }
 
     /// Every daemon heard from within [`FORGET`], gateways first then by
@@ -111,5 +118,11 @@ mod tests {
             .map(|v| v.id)
             .collect();
         assert_eq!(ids, ["w-a"]);
+        // A worker may share a gateway's name; one that leaves is gone.
+        peers.heard(view("me", DaemonKind::Worker), t0);
+        peers.heard(view("w-b", DaemonKind::Worker), t0);
+        peers.left(DaemonKind::Worker, "w-b");
+        let ids: Vec<String> = peers.listed(t0).into_iter().map(|v| v.id).collect();
+        assert_eq!(ids, ["me", "w-a"]);
     }
 }

@@ -87,6 +87,7 @@ impl Refresh {
             Received::Notice(Notice::Daemon(view)) => {
                 self.peers.heard(*view, std::time::Instant::now());
             }
+            Received::Notice(Notice::Left(kind, id)) => self.peers.left(kind, &id),
             Received::Notice(Notice::EventChanged(e)) => {
                 let this = self.clone();
                 tokio::spawn(async move {

@@ -63,12 +63,7 @@ pub async fn serve(
         Inventory::new(connected.redis, ns.clone()).with_outcome_ttl(cfg.services.outcome_ttl);
     let unreported = Arc::new(Unreported::default());
     let reporting = CancellationToken::new();
-    let (nodes, prober) = crate::reach::spawn(
-        &cfg.services,
-        connected.pool.clone(),
-        "flashgrid-worker",
-        reporting.clone(),
-    );
+    let (nodes, prober) = crate::reach::spawn(&cfg.services, "flashgrid-worker", reporting.clone());
     let decider = Decider::new(connected.pool, inventory.clone());
     let reporter = tokio::spawn(report::report(
         unreported.clone(),

@@ -64,6 +64,8 @@ pub(super) async fn report(
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REPORT_EVERY);
+    // A late tick is not made up for with a burst (the rates would jump).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut totals = WorkerReport::default();
     let mut last = tokio::time::Instant::now();
     loop {
@@ -71,14 +73,26 @@ pub(super) async fn report(
             _ = stop.cancelled() => true,
             _ = tick.tick() => false,
         };
+        // The interval the decisions were taken over ends where they are.
         let r = unreported.take();
-        if r != WorkerReport::default() {
-            notify::publish(&redis, &ns, &Notice::Stats(r)).await;
-        }
         let now = tokio::time::Instant::now();
         let view = totals.add(&r).view(&r, now.duration_since(last), &me);
         last = now;
-        notify::publish(&redis, &ns, &Notice::Daemon(Box::new(view))).await;
+        // Bounded: a Redis that is away must not stretch the intervals nor
+        // hold up the worker's shutdown (the gateways notice the silence).
+        let publish = async {
+            if r != WorkerReport::default() {
+                notify::publish(&redis, &ns, &Notice::Stats(r)).await;
+            }
+            notify::publish(&redis, &ns, &Notice::Daemon(Box::new(view))).await;
+            if stopping {
+                // Gone on purpose: the gateways drop it at once instead of
+                // showing it silent.
+                let left = Notice::Left(DaemonKind::Worker, me.id.clone());
+                notify::publish(&redis, &ns, &left).await;
+            }
+        };
+        let _ = tokio::time::timeout(REPORT_EVERY * 4, publish).await;
         if stopping {
             return;
         }

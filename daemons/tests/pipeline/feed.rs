@@ -312,4 +312,25 @@ async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
         assert!(d.nodes[2].connected, "{d:?}: its AMQP node");
         assert!(d.nodes.iter().all(|n| !n.addr.contains('@')));
     }
+
+    // A worker stopped on purpose says so: it leaves the list at once
+    // (a silent one would stay, marked silent, for 30 s).
+    assert!(stack.terminate_process("worker").await.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a snapshot within 5 s")
+            .unwrap()
+            .unwrap();
+        let s: Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        if s.daemons.iter().all(|d| d.kind != DaemonKind::Worker) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped worker is still listed: {:?}",
+            s.daemons
+        );
+    }
 }

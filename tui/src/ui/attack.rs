@@ -29,14 +29,21 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
         );
         return;
     };
+    let line = verdict_line(&run.phase, p);
     // Progress and the answers on lines of their own: at 80 columns the
-    // panel is 56 wide, and one line of both was cut mid-word.
+    // panel is 56 wide, and one line of both was cut mid-word. The verdict
+    // wraps over as many lines as it needs (the histogram keeps 3).
+    // Once known, the verdict comes before the histogram's height: the
+    // chart keeps 2 lines (bars and labels).
+    let verdict_height = (line.width() as u16)
+        .div_ceil(inner.width.max(1))
+        .clamp(1, inner.height.saturating_sub(5).max(1));
     let [head, answers, stats, chart, verdict] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(1),
+        Constraint::Min(2),
+        Constraint::Length(verdict_height),
     ])
     .areas(inner);
     let pr = &run.progress;
@@ -73,13 +80,25 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
         answers,
     );
     let q = pr.latency.percentiles();
-    f.render_widget(
-        Paragraph::new(format!(
+    let percentiles = super::fit(
+        stats.width,
+        format!(
             "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1} ms",
             q.p50, q.p90, q.p99, q.p99_9, q.max
-        )),
-        stats,
+        ),
+        || {
+            let ms = super::ms;
+            format!(
+                "p50 {} p90 {} p99 {} p99.9 {} max {} ms",
+                ms(q.p50),
+                ms(q.p90),
+                ms(q.p99),
+                ms(q.p99_9),
+                ms(q.max)
+            )
+        },
     );
+    f.render_widget(Paragraph::new(percentiles), stats);
     // Logarithmic buckets: one slow outlier adds a bar, it does not flatten the rest.
     let buckets = pr.latency.log_buckets();
     let bars: Vec<Bar> = buckets
@@ -112,7 +131,12 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
             .bar_style(p.fg(Color::Cyan)),
         chart,
     );
-    let line = match &run.phase {
+    f.render_widget(Paragraph::new(line).wrap(Wrap { trim: true }), verdict);
+}
+
+/// The last line: the verdict once known, else what the histogram shows.
+fn verdict_line<'a>(phase: &Phase, p: &Palette) -> Line<'a> {
+    let span = match phase {
         Phase::Done(r) if r.verdict == "pass" => Span::styled(
             format!(
                 "VERDICT PASS: confirmed {}, rejected {}, pending {}, oversold no, counts agree",
@@ -124,5 +148,5 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, p: &Palette) {
         Phase::Failed(e) => Span::styled(format!("attack failed: {e}"), p.bad()),
         _ => Span::styled("latency histogram (ms, log buckets)", p.dim()),
     };
-    f.render_widget(Paragraph::new(line), verdict);
+    Line::from(span)
 }

@@ -8,10 +8,12 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 use std::time::Instant;
 
-pub(super) fn status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palette) {
+/// The status line's text for a terminal `width` wide; it may be longer
+/// than that (then it wraps onto a second line, see `ui::draw`).
+pub(super) fn status_line<'a>(app: &'a App, now: Instant, width: u16, p: &Palette) -> Line<'a> {
     let (state, style) = match &app.connection {
         Connection::Connecting => ("connecting…".to_string(), p.warn()),
         Connection::Connected => ("● connected".to_string(), p.ok()),
@@ -27,14 +29,14 @@ pub(super) fn status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Pal
         Some(a) => format!("{:.1}s ago", a.as_secs_f64()),
         None => "no data yet".into(),
     };
-    let wide = area.width >= 100;
+    let wide = width >= 100;
     let url = if wide {
         app.url.as_str()
     } else {
         app.url.trim_start_matches("http://")
     };
     let mut spans = vec![
-        Span::styled(if wide { "FlashGrid " } else { "" }, p.title()),
+        Span::styled("FlashGrid ", p.title()),
         Span::raw(format!("{url}  ")),
         Span::styled(format!("{updated}  "), p.dim()),
         Span::styled(state, style),
@@ -57,7 +59,11 @@ pub(super) fn status(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Pal
     if app.frozen.is_some() {
         spans.push(Span::styled("  FROZEN (f)", p.warn()));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    Line::from(spans)
+}
+
+pub(super) fn status(f: &mut Frame, area: Rect, line: Line) {
+    f.render_widget(Paragraph::new(line).wrap(Wrap { trim: true }), area);
 }
 
 /// How many gateways and workers report, and the first thing wrong with

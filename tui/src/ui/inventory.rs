@@ -70,12 +70,17 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palet
             .queue
             .depth
             .map_or("unknown".to_string(), |d| d.to_string());
-        f.render_widget(
-            Paragraph::new(format!(
-                "queue {depth} msgs   never touched PostgreSQL {untouched}   p99 {:.1} ms",
-                s.gateway.latency_ms.p99
-            )),
-            rows[3],
+        let p99 = s.gateway.latency_ms.p99;
+        let line = super::fit(
+            rows[3].width,
+            format!("queue {depth} msgs   never touched PostgreSQL {untouched}   p99 {p99:.1} ms"),
+            || {
+                format!(
+                    "queue {depth} msgs  untouched DB {untouched}  p99 {} ms",
+                    super::ms(p99)
+                )
+            },
         );
+        f.render_widget(Paragraph::new(line), rows[3]);
     }
 }

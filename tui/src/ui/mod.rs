@@ -71,13 +71,21 @@ pub fn draw(f: &mut Frame, app: &App, now: Instant) {
         return;
     }
     let p = Palette { color: app.color };
+    // A status line too long for the terminal (every warning at once, at
+    // 80 columns) takes a second line rather than losing its end.
+    let line = bars::status_line(app, now, area.width, &p);
+    let status_height = if line.width() > usize::from(area.width) {
+        2
+    } else {
+        1
+    };
     let [status, body, keys] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(status_height),
         Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(area);
-    bars::status(f, status, app, now, &p);
+    bars::status(f, status, line);
     bars::keys(f, keys, app, &p);
     let left_width = if area.width >= 100 { 30 } else { 22 };
     let [left, right] =
@@ -123,5 +131,23 @@ pub(super) fn ratio(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         (part as f64 / whole as f64).clamp(0.0, 1.0)
+    }
+}
+
+/// `full` if it fits in `width` columns, else the shorter wording.
+pub(super) fn fit(width: u16, full: String, short: impl FnOnce() -> String) -> String {
+    if full.chars().count() <= usize::from(width) {
+        full
+    } else {
+        short()
+    }
+}
+
+/// Milliseconds in at most 4 digits: tenths below 100, whole above.
+pub(super) fn ms(v: f64) -> String {
+    if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
     }
 }
