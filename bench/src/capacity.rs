@@ -144,6 +144,7 @@ pub async fn winners(plan: WinnersPlan) -> anyhow::Result<()> {
             per_user_limit: PerUserLimit::new(1).map_err(|e| anyhow::anyhow!("{e}"))?,
             opens_at: None,
             closes_at: None,
+            hold_seconds: None,
         },
     )
     .await?

@@ -16,6 +16,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The migrations of `migrations/`, embedded in the binaries.
+pub mod holds;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Creates the database if it does not exist, connects and migrates.
@@ -63,13 +65,18 @@ fn event_from_row(row: &PgRow) -> Result<Event, sqlx::Error> {
         opens_at: row.try_get("opens_at")?,
         closes_at: row.try_get("closes_at")?,
         sale: row.try_get::<i32, _>("sale")?.max(0) as u32,
+        hold_seconds: row
+            .try_get::<Option<i32>, _>("hold_seconds")?
+            .map(|h| h.max(1) as u32),
+        purchased: row.try_get::<i32, _>("purchased")?.max(0) as u32,
     })
 }
 
 /// The columns `event_from_row` reads (a macro so queries stay literals).
 macro_rules! event_columns {
     () => {
-        "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at, sale"
+        "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at, sale, \
+         hold_seconds, purchased"
     };
 }
 
@@ -103,8 +110,9 @@ pub async fn insert_event(
     req: &CreateEvent,
 ) -> Result<Option<Event>, sqlx::Error> {
     sqlx::query(concat!(
-        "INSERT INTO events (event_id, name, capacity, per_user_limit, opens_at, closes_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO events (event_id, name, capacity, per_user_limit, opens_at, closes_at,
+                             hold_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (event_id) DO NOTHING
          RETURNING ",
         event_columns!(),
@@ -116,6 +124,7 @@ pub async fn insert_event(
     .bind(i16::from(req.per_user_limit.get()))
     .bind(req.opens_at)
     .bind(req.closes_at)
+    .bind(req.hold_seconds.map(|h| h as i32))
     .try_map(|r: PgRow| event_from_row(&r))
     .fetch_optional(pool)
     .await
@@ -170,7 +179,8 @@ pub async fn reset_event(
         });
     }
     let (event, epoch) = sqlx::query(concat!(
-        "UPDATE events SET confirmed = 0, revoked = 0, capacity = COALESCE($2, capacity),
+        "UPDATE events SET confirmed = 0, revoked = 0, purchased = 0, released = 0,
+                capacity = COALESCE($2, capacity),
                 epoch = epoch + 1, sale = sale + 1
          WHERE event_id = $1 RETURNING epoch, ",
         event_columns!(),
@@ -218,6 +228,8 @@ pub struct Held {
     /// The sale generation (`reset_event` moves it on).
     pub sale: u32,
     pub seats: SeatCounts,
+    /// Seats released holds gave back in this sale (docs/HOLDS.md).
+    pub released: u32,
 }
 
 /// What a commit wrote, and what it fenced out.
@@ -279,12 +291,17 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
     let res = sqlx::query(
         "WITH locked AS (
              -- In a fixed order, so two batches never deadlock.
-             SELECT event_id, epoch, sale, capacity, confirmed FROM events
+             SELECT event_id, epoch, sale, capacity, confirmed, hold_seconds, released FROM events
              WHERE event_id IN (SELECT DISTINCT unnest($2::text[]))
              ORDER BY event_id FOR UPDATE
          ), ins AS (
-             INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
-             SELECT b.id, b.event_id, b.user_id, b.qty, b.at
+             -- A hold starts at its commit: a retried commit of the same
+             -- reservation is skipped (ON CONFLICT), so never extends it.
+             INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at,
+                                       state, expires_at)
+             SELECT b.id, b.event_id, b.user_id, b.qty, b.at,
+                    CASE WHEN l.hold_seconds IS NULL THEN 'confirmed' ELSE 'held' END,
+                    now() + make_interval(secs => l.hold_seconds)
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[], $6::int4[])
                   AS b (id, event_id, user_id, qty, at, epoch)
              JOIN locked l ON l.event_id = b.event_id AND l.epoch = b.epoch
@@ -309,7 +326,7 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
              RETURNING p.event_id, p.n, e.confirmed
          )
          SELECT l.event_id, l.epoch, COALESCE(c.n, 0), l.sale, l.capacity,
-                COALESCE(c.confirmed, l.confirmed)
+                COALESCE(c.confirmed, l.confirmed), l.released
          FROM locked l
          LEFT JOIN counted c USING (event_id)",
     )
@@ -339,6 +356,7 @@ pub async fn commit_winners(pool: &PgPool, winners: &[Winner]) -> Result<Committ
                         capacity: count(4)?,
                         confirmed: count(5)?,
                     },
+                    released: count(6)?,
                 };
                 let id = EventId::parse(&event)
                     .map_err(|e| CommitError::Database(sqlx::Error::Decode(e.into())))?;
@@ -395,7 +413,8 @@ pub async fn commit_event_guarded(
 ) -> Result<GuardedCommit, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT capacity, confirmed, per_user_limit, epoch FROM events WHERE event_id = $1 FOR UPDATE",
+        "SELECT capacity, confirmed, per_user_limit, epoch, hold_seconds FROM events
+         WHERE event_id = $1 FOR UPDATE",
     )
     .bind(event.as_str())
     .fetch_one(&mut *tx)
@@ -404,6 +423,7 @@ pub async fn commit_event_guarded(
     let mut confirmed = row.try_get::<i32, _>(1)?.max(0) as u32;
     let limit = row.try_get::<i16, _>(2)?;
     let epoch = row.try_get::<i32, _>(3)?;
+    let hold_seconds = row.try_get::<Option<i32>, _>(4)?;
     if winners.iter().any(|w| w.epoch != epoch) {
         tx.rollback().await?;
         return Ok(GuardedCommit {
@@ -460,8 +480,11 @@ pub async fn commit_event_guarded(
         }
         sqlx::query(
             "WITH ins AS (
-                 INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at)
-                 VALUES ($1, $2, $3, $4, $5)
+                 INSERT INTO reservations (reservation_id, event_id, user_id, quantity, created_at,
+                                           state, expires_at)
+                 VALUES ($1, $2, $3, $4, $5,
+                         CASE WHEN $7::int IS NULL THEN 'confirmed' ELSE 'held' END,
+                         now() + make_interval(secs => $7::int))
              )
              INSERT INTO holdings (event_id, user_id, quantity, per_user_limit)
              VALUES ($2, $3, $4, $6)
@@ -474,6 +497,7 @@ pub async fn commit_event_guarded(
         .bind(i16::from(w.quantity.get()))
         .bind(w.accepted_at)
         .bind(limit)
+        .bind(hold_seconds)
         .execute(&mut *tx)
         .await?;
         confirmed += q;
@@ -506,7 +530,12 @@ pub struct EventSnapshot {
     pub sale: u32,
     /// The event's epoch, moved on by this snapshot (see `commit_winners`).
     pub epoch: i32,
+    /// The reservations that take seats (confirmed, held, purchased).
     pub confirmed: Vec<SnapshotRow>,
+    /// Holds given back (expired, cancelled): decided, taking no seat.
+    pub released: Vec<SnapshotRow>,
+    /// The seats they gave back, as the event counts them (`Floor`).
+    pub released_seats: u32,
 }
 
 impl EventSnapshot {
@@ -540,8 +569,9 @@ pub async fn snapshot(
     // Moving the epoch on locks the event's row: no commit runs until this
     // transaction ends (each locks the row first), so the rows read next are
     // every commit under the old epoch, and none under it can follow.
-    let Some((capacity, epoch, sale)) = sqlx::query_as::<_, (i32, i32, i32)>(
-        "UPDATE events SET epoch = epoch + 1 WHERE event_id = $1 RETURNING capacity, epoch, sale",
+    let Some((capacity, epoch, sale, released_seats)) = sqlx::query_as::<_, (i32, i32, i32, i32)>(
+        "UPDATE events SET epoch = epoch + 1 WHERE event_id = $1
+         RETURNING capacity, epoch, sale, released",
     )
     .bind(event.as_str())
     .fetch_optional(&mut *tx)
@@ -550,27 +580,33 @@ pub async fn snapshot(
         return Ok(None);
     };
     let rows = sqlx::query(
-        "SELECT reservation_id, user_id, quantity FROM reservations WHERE event_id = $1",
+        "SELECT reservation_id, user_id, quantity, state IN ('expired', 'cancelled')
+         FROM reservations WHERE event_id = $1",
     )
     .bind(event.as_str())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let confirmed = rows
-        .into_iter()
-        .map(|r| {
-            Ok(SnapshotRow {
-                id: ReservationId(r.try_get(0)?),
-                user: r.try_get(1)?,
-                quantity: r.try_get(2)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let (mut confirmed, mut released) = (Vec::new(), Vec::new());
+    for r in rows {
+        let row = SnapshotRow {
+            id: ReservationId(r.try_get(0)?),
+            user: r.try_get(1)?,
+            quantity: r.try_get(2)?,
+        };
+        if r.try_get::<bool, _>(3)? {
+            released.push(row);
+        } else {
+            confirmed.push(row);
+        }
+    }
     Ok(Some(EventSnapshot {
         capacity: capacity.max(0) as u32,
         sale: sale.max(0) as u32,
         epoch,
         confirmed,
+        released,
+        released_seats: released_seats.max(0) as u32,
     }))
 }
 
@@ -626,6 +662,9 @@ pub struct Certainty {
     pub held: u32,
     /// The event's sale generation.
     pub sale: u32,
+    /// The event holds its seats (docs/HOLDS.md): its counts can shrink,
+    /// so no `sold_out` or `user_limit` is certain by them.
+    pub holds: bool,
 }
 
 /// `None` when the event does not exist.
@@ -639,7 +678,7 @@ pub async fn certainty(
         "SELECT e.capacity, e.confirmed, e.per_user_limit, e.opens_at, e.closes_at,
                 (SELECT h.quantity FROM holdings h
                  WHERE h.event_id = e.event_id AND h.user_id = $3) AS held,
-                r.user_id, r.quantity, e.sale
+                r.user_id, r.quantity, e.sale, e.hold_seconds IS NOT NULL
          FROM events e
          LEFT JOIN reservations r ON r.reservation_id = $2 AND r.event_id = e.event_id
          WHERE e.event_id = $1",
@@ -668,6 +707,7 @@ pub async fn certainty(
             closes_at: r.try_get(4)?,
             held: r.try_get::<Option<i32>, _>(5)?.unwrap_or(0).max(0) as u32,
             sale: r.try_get::<i32, _>(8)?.max(0) as u32,
+            holds: r.try_get(9)?,
         })
     })
     .transpose()

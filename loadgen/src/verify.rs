@@ -250,6 +250,8 @@ mod tests {
             quantity: flashgrid_wire::Quantity::new(i64::from(quantity)).unwrap(),
             status,
             reason,
+            expires_at: None,
+            payment_ref: None,
         }
     }
 
@@ -321,6 +323,9 @@ mod tests {
             sold_out: confirmed >= capacity,
             opens_at: None,
             closes_at: None,
+            hold_seconds: None,
+            held: 0,
+            purchased: 0,
         }
     }
 

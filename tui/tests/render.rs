@@ -25,6 +25,9 @@ fn event(id: &str, capacity: u32, confirmed: u32, remaining: u32) -> EventView {
         sold_out: remaining == 0,
         opens_at: None,
         closes_at: None,
+        hold_seconds: None,
+        held: 0,
+        purchased: 0,
     }
 }
 

@@ -77,6 +77,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "confirmation_required", message)
     }
 
+    /// 409 with a code of the caller's: the state forbids the call.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
     pub fn exists(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "exists", message)
     }

@@ -52,14 +52,26 @@ pub struct Floor {
     /// The sale generation it holds for (a reset gives the seats back).
     pub sale: u32,
     pub max_stock: i64,
+    /// The seats released holds had given back by then (only grows within
+    /// a sale, see docs/HOLDS.md): a reading with more is the newer one,
+    /// whatever seats it leaves.
+    pub released: u32,
 }
 
 impl Floor {
-    pub fn of(sale: u32, seats: flashgrid_wire::sale::SeatCounts) -> Self {
+    pub fn of(sale: u32, seats: flashgrid_wire::sale::SeatCounts, released: u32) -> Self {
         Self {
             sale,
             max_stock: i64::from(seats.capacity) - i64::from(seats.confirmed),
+            released,
         }
+    }
+
+    /// Whether this reading of PostgreSQL is newer than `old`: a later
+    /// sale, more seats released, or else fewer seats left (taken seats
+    /// only grow between two releases).
+    pub fn supersedes(&self, old: &Floor) -> bool {
+        (self.sale, self.released, -self.max_stock) > (old.sale, old.released, -old.max_stock)
     }
 }
 
@@ -260,13 +272,24 @@ impl Inventory {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(&[&staged_won, &staged_users]).await?;
         let mut users: std::collections::HashMap<&str, i64> = Default::default();
-        for chunk in snap.confirmed.chunks(REBUILD_CHUNK) {
+        // A released hold stays in the won hash as decided (a redelivery of
+        // its message must not be sold a seat again), and counts nowhere:
+        // its seats are back in the stock. Its state is PostgreSQL's.
+        let rows = snap
+            .confirmed
+            .iter()
+            .map(|r| (r, true))
+            .chain(snap.released.iter().map(|r| (r, false)))
+            .collect::<Vec<_>>();
+        for chunk in rows.chunks(REBUILD_CHUNK) {
             let mut hset = redis::cmd("HSET");
             hset.arg(&staged_won);
-            for row in chunk {
+            for (row, takes_seats) in chunk {
                 hset.arg(row.id.to_string())
                     .arg(record::committed(row.quantity, &row.user));
-                *users.entry(&row.user).or_default() += i64::from(row.quantity);
+                if *takes_seats {
+                    *users.entry(&row.user).or_default() += i64::from(row.quantity);
+                }
             }
             // In one transaction: a staged key never outlives its expiry.
             let mut pipe = redis::pipe();
@@ -310,7 +333,7 @@ impl Inventory {
             .arg(snap.epoch)
             .arg(snap.seats().confirmed)
             .arg(snap.sale)
-            .arg(snap.confirmed.len() + users.len())
+            .arg(rows.len() + users.len())
             .arg(users.len())
             .invoke_async(&mut conn)
             .await?;
@@ -359,6 +382,31 @@ impl Inventory {
         let mut conn = self.conn.clone();
         let _: i64 = conn.del(self.keys(event).stock).await?;
         Ok(())
+    }
+
+    /// Has Redis and the gateways follow a release PostgreSQL committed
+    /// (docs/HOLDS.md): the stock is dropped, so the next decision rebuilds
+    /// the state from PostgreSQL with the seats back, and the gateways are
+    /// told the event changed (it is no longer sold out). Best effort: a
+    /// worker's sweep finds a state older than PostgreSQL's epoch and drops
+    /// it too.
+    pub async fn follow_release(&self, event: &EventId) {
+        if let Err(e) = self.drop_stock(event).await {
+            tracing::warn!(error = %e, event_id = %event, "could not drop the stock after a release; the next sweep retries");
+        }
+        crate::notify::publish(
+            &self.conn,
+            &self.ns,
+            &crate::notify::Notice::EventChanged(event.clone()),
+        )
+        .await;
+    }
+
+    /// The epoch of the event's Redis state (the PostgreSQL epoch it was
+    /// built under, see `restock.lua`); `None` when Redis holds no state.
+    pub async fn state_epoch(&self, event: &EventId) -> Result<Option<i64>, InventoryError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(self.keys(event).users, "\u{1}").await?)
     }
 
     /// Full stock, no decisions, under the event's `epoch` and `sale`
@@ -596,5 +644,34 @@ impl<'e> SlotPipes<'e> {
         });
         futures::future::try_join_all(sends).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashgrid_wire::sale::SeatCounts;
+
+    #[test]
+    fn a_floor_is_superseded_by_later_readings_only() {
+        let seats = |confirmed| SeatCounts {
+            capacity: 10,
+            confirmed,
+        };
+        let old = Floor::of(1, seats(6), 0);
+        assert!(Floor::of(1, seats(7), 0).supersedes(&old), "more taken");
+        assert!(
+            !Floor::of(1, seats(5), 0).supersedes(&old),
+            "an older reading"
+        );
+        assert!(!old.supersedes(&old));
+        // A release gives seats back: a reading after it is newer, though
+        // it leaves more seats.
+        assert!(Floor::of(1, seats(2), 4).supersedes(&old));
+        assert!(!old.supersedes(&Floor::of(1, seats(2), 4)));
+        assert!(
+            Floor::of(2, seats(0), 0).supersedes(&Floor::of(1, seats(2), 4)),
+            "a reset"
+        );
     }
 }

@@ -14,6 +14,9 @@ pub fn encode(o: &Outcome) -> String {
         Status::Pending => 'p',
         Status::Confirmed if o.committed => 'c',
         Status::Confirmed => 'C',
+        // Where a won seat's hold stands is PostgreSQL's to say: Redis
+        // records it won and committed.
+        Status::Held | Status::Purchased | Status::Expired | Status::Cancelled => 'c',
         Status::Rejected if o.certain_at.is_some() => 'R',
         Status::Rejected => 'r',
     };

@@ -374,7 +374,10 @@ impl Decider {
         let Some(snap) = db::snapshot(&self.pool, event).await? else {
             return Ok(());
         };
-        self.raise_floor(event, Floor::of(snap.sale, snap.seats()));
+        self.raise_floor(
+            event,
+            Floor::of(snap.sale, snap.seats(), snap.released_seats),
+        );
         if let Some(stock) = self.inventory.restock(event, &snap).await? {
             tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "the event's Redis state was missing, partial or behind PostgreSQL: rebuilt from PostgreSQL");
         }
@@ -416,14 +419,11 @@ impl Decider {
         self.floors.lock().expect("floors").get(event).copied()
     }
 
-    /// Records what PostgreSQL held of `event`: kept if it is of a later
-    /// sale, or of the same sale with fewer seats left (PostgreSQL's count
-    /// only grows within a sale; readings can arrive out of order).
+    /// Records what PostgreSQL held of `event`, if it is newer than what
+    /// was recorded (`Floor::supersedes`: readings can arrive out of order).
     fn raise_floor(&self, event: &EventId, new: Floor) {
         let mut floors = self.floors.lock().expect("floors");
-        let keep = floors.get(event).is_none_or(|old| {
-            new.sale > old.sale || (new.sale == old.sale && new.max_stock < old.max_stock)
-        });
+        let keep = floors.get(event).is_none_or(|old| new.supersedes(old));
         if keep {
             floors.insert(event.clone(), new);
         }
@@ -458,7 +458,7 @@ impl Decider {
         let committed = db::commit_winners(&self.pool, &winners).await;
         if let Ok(done) = &committed {
             for (event, held) in &done.held {
-                self.raise_floor(event, Floor::of(held.sale, held.seats));
+                self.raise_floor(event, Floor::of(held.sale, held.seats, held.released));
             }
         }
         match committed {

@@ -16,6 +16,7 @@
 //! - [`isolate`]: take a batch that keeps being refused apart.
 //! - [`report`]: the decisions, summed for the gateways' feeds.
 //! - [`replay`]: `--replay-dead-letters`, what an operator runs afterwards.
+//! - [`sweep`]: expires the holds that came due and puts their seats back.
 
 pub mod batch;
 mod consume;
@@ -23,6 +24,7 @@ mod isolate;
 pub mod replay;
 mod report;
 mod retry;
+pub mod sweep;
 
 pub use batch::{BatchError, BatchReport, Decider, Epochs};
 pub use replay::{Replayed, replay};
@@ -64,6 +66,11 @@ pub async fn serve(
     let unreported = Arc::new(Unreported::default());
     let reporting = CancellationToken::new();
     let (nodes, prober) = crate::reach::spawn(&cfg.services, "flashgrid-worker", reporting.clone());
+    let sweeper = tokio::spawn(sweep::run(
+        connected.pool.clone(),
+        inventory.clone(),
+        reporting.clone(),
+    ));
     let decider = Decider::new(connected.pool, inventory.clone());
     let reporter = tokio::spawn(report::report(
         unreported.clone(),
@@ -148,6 +155,7 @@ pub async fn serve(
     let _ = reporter.await;
     let _ = auditor.await;
     let _ = prober.await;
+    let _ = sweeper.await;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -14,6 +14,7 @@ mod feed;
 mod fence;
 mod fuzz;
 mod guards;
+mod holds;
 mod idempotency;
 mod memory;
 mod partitions;

@@ -117,6 +117,8 @@ async fn a_rebuild_of_many_winners_is_staged_and_swapped_whole() {
         sale: 1,
         epoch: 5,
         confirmed,
+        released: Vec::new(),
+        released_seats: 0,
     };
     // A stale state to replace: whole, under an older epoch, with an
     // uncommitted confirmation a rebuild must not carry over.
@@ -184,6 +186,8 @@ fn snapshot(epoch: i32, rows: usize) -> EventSnapshot {
                 quantity: 1,
             })
             .collect(),
+        released: Vec::new(),
+        released_seats: 0,
     }
 }
 

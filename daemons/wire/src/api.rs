@@ -29,8 +29,39 @@ fn one() -> Quantity {
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
+    /// Won, for good (an event without holds).
     Confirmed,
     Rejected,
+    /// Won, held until `expires_at` (an event with holds): purchase it or
+    /// cancel it before then.
+    Held,
+    /// A hold purchased: the seat is the buyer's for good.
+    Purchased,
+    /// A hold not purchased by `expires_at`: its seats went back on sale.
+    Expired,
+    /// A hold given back by its buyer (or the admin): its seats went back
+    /// on sale.
+    Cancelled,
+}
+
+impl Status {
+    /// Decided for good: nothing will change it any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Held)
+    }
+
+    /// The buyer has (or had, until they give it back) the seats: a
+    /// confirmation, a hold or a purchase.
+    pub fn won(self) -> bool {
+        matches!(
+            self,
+            Status::Confirmed
+                | Status::Held
+                | Status::Purchased
+                | Status::Expired
+                | Status::Cancelled
+        )
+    }
 }
 
 /// Why a reservation was rejected.
@@ -84,6 +115,13 @@ pub struct ReservationView {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// A hold's end: purchase before it (`held`), or when it ended
+    /// (`expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// What the purchase named (`purchased`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
 }
 
 /// `GET /events/{id}` (and each element of `GET /events`).
@@ -98,6 +136,48 @@ pub struct EventView {
     pub sold_out: bool,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
+    /// How long a won seat is held before it must be purchased; absent: a
+    /// decision is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<u32>,
+    /// Of `confirmed` (the seats taken), those held and not yet purchased.
+    #[serde(default)]
+    pub held: u32,
+    /// Of `confirmed`, those purchased.
+    #[serde(default)]
+    pub purchased: u32,
+}
+
+/// Longest hold, in seconds (a day).
+pub const MAX_HOLD_SECONDS: u32 = 86_400;
+/// Longest payment reference, in characters.
+pub const MAX_PAYMENT_REF_CHARS: usize = 200;
+
+/// `POST /events/{id}/reservations/{rid}/purchase` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purchase {
+    /// The payment's reference, kept with the purchase and answered again
+    /// to a repeated call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_ref: Option<String>,
+}
+
+impl Purchase {
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.payment_ref {
+            Some(r)
+                if r.is_empty()
+                    || r.chars().count() > MAX_PAYMENT_REF_CHARS
+                    || r.chars().any(char::is_control) =>
+            {
+                Err(format!(
+                    "payment_ref must be 1-{MAX_PAYMENT_REF_CHARS} printable characters"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Longest event name, in characters.
@@ -117,6 +197,10 @@ pub struct CreateEvent {
     pub opens_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closes_at: Option<DateTime<Utc>>,
+    /// Hold each won seat this many seconds (1 to 86,400) for its buyer to
+    /// purchase; absent: a decision is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_seconds: Option<u32>,
 }
 
 impl CreateEvent {
@@ -132,6 +216,13 @@ impl CreateEvent {
             && o >= c
         {
             return Err("opens_at must be before closes_at".into());
+        }
+        if let Some(h) = self.hold_seconds
+            && !(1..=MAX_HOLD_SECONDS).contains(&h)
+        {
+            return Err(format!(
+                "hold_seconds must be 1-{MAX_HOLD_SECONDS} (or absent: decisions are final)"
+            ));
         }
         Ok(())
     }
@@ -358,6 +449,8 @@ mod tests {
             quantity: Quantity::ONE,
             status: Status::Rejected,
             reason: Some(Reason::SoldOut),
+            expires_at: None,
+            payment_ref: None,
         };
         let j = serde_json::to_value(&v).unwrap();
         assert_eq!(j["status"], "rejected");

@@ -23,6 +23,11 @@ pub struct Event {
     /// The sale generation: 1 when created, moved on by every reset. A
     /// reservation accepted in one generation is never sold in another.
     pub sale: u32,
+    /// How long a won seat is held for its buyer to purchase (docs/HOLDS.md);
+    /// `None`: a decision is final.
+    pub hold_seconds: Option<u32>,
+    /// Of the seats taken (`seats.confirmed`), those purchased.
+    pub purchased: u32,
 }
 
 /// Whether a sale window (either bound optional) is open at `at`.
@@ -72,6 +77,13 @@ impl Event {
             sold_out: known_sold_out || self.remaining() == 0,
             opens_at: self.opens_at,
             closes_at: self.closes_at,
+            hold_seconds: self.hold_seconds,
+            held: if self.hold_seconds.is_some() {
+                self.seats.confirmed.saturating_sub(self.purchased)
+            } else {
+                0
+            },
+            purchased: self.purchased,
         }
     }
 }
@@ -280,6 +292,8 @@ mod tests {
             opens_at: Some(at("2026-01-01T10:00:00Z")),
             closes_at: Some(at("2026-01-01T11:00:00Z")),
             sale: 1,
+            hold_seconds: None,
+            purchased: 0,
         };
         assert!(!e.is_open_at(at("2026-01-01T09:59:59Z")));
         assert!(e.is_open_at(at("2026-01-01T10:00:00Z")));

@@ -233,6 +233,9 @@ mod tests {
                     sold_out: conf >= cap,
                     opens_at: None,
                     closes_at: None,
+                    hold_seconds: None,
+                    held: 0,
+                    purchased: 0,
                 })
                 .collect(),
             services: None,

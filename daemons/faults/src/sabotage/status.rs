@@ -128,6 +128,8 @@ async fn forward(
                 quantity: asked.quantity,
                 status: Status::Rejected,
                 reason: Some(Reason::SoldOut),
+                expires_at: None,
+                payment_ref: None,
             };
             let json = serde_json::to_vec(&view).expect("a view serializes");
             return Ok(answer(StatusCode::OK, json.into()));

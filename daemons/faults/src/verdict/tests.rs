@@ -31,6 +31,8 @@ fn sale(n: usize, confirmed: usize) -> (Vec<Journey>, Vec<(ReservationId, String
                 quantity: Quantity::new(1).unwrap(),
                 status,
                 reason: None,
+                expires_at: None,
+                payment_ref: None,
             }),
             user,
             key,
@@ -55,6 +57,9 @@ fn view(confirmed: u32, capacity: u32) -> EventView {
         sold_out: confirmed >= capacity,
         opens_at: None,
         closes_at: None,
+        hold_seconds: None,
+        held: 0,
+        purchased: 0,
     }
 }
 

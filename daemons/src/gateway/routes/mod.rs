@@ -1,10 +1,12 @@
 //! The route table and who may call what: one match from method and path to
 //! a handler, and the bearer-token checks. One file per group of routes:
 //! [`reserve`] (the hot path), [`status`] (long-poll of one reservation),
-//! [`events`] (the public catalogue), [`admin`] (create, reset) and
+//! [`events`] (the public catalogue), [`checkout`] (a hold purchased or
+//! given back), [`admin`] (create, reset) and
 //! [`operations`] (feed, metrics, health, readiness).
 
 mod admin;
+mod checkout;
 mod events;
 mod operations;
 mod reserve;
@@ -106,6 +108,15 @@ impl Gateway {
             }
             (["events"] | ["events", _] | ["events", _, "reservations", _], _) => {
                 Err(ApiError::method_not_allowed("GET"))
+            }
+            (["events", id, "reservations", rid, "purchase"], &Method::POST) => {
+                self.checkout(id, rid, checkout::Call::Purchase, req).await
+            }
+            (["events", id, "reservations", rid, "cancel"], &Method::POST) => {
+                self.checkout(id, rid, checkout::Call::Cancel, req).await
+            }
+            (["events", _, "reservations", _, "purchase" | "cancel"], _) => {
+                Err(ApiError::method_not_allowed("POST"))
             }
             (["admin", "events"], &Method::POST) => {
                 self.authorize(&req)?;

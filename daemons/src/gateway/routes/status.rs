@@ -65,19 +65,22 @@ impl Gateway {
             };
             let status = o.public_status();
             if status != Status::Pending || left.is_zero() {
-                return Ok(json(
-                    StatusCode::OK,
-                    &ReservationView {
-                        reservation_id: id,
-                        event_id: event,
-                        user_id: o.user,
-                        quantity: o.quantity,
-                        status,
-                        // A tentative rejection's reason is not told: it
-                        // reads pending, and may yet be decided otherwise.
-                        reason: o.reason.filter(|_| status == Status::Rejected),
-                    },
-                ));
+                let mut view = ReservationView {
+                    reservation_id: id,
+                    event_id: event,
+                    user_id: o.user,
+                    quantity: o.quantity,
+                    status,
+                    // A tentative rejection's reason is not told: it
+                    // reads pending, and may yet be decided otherwise.
+                    reason: o.reason.filter(|_| status == Status::Rejected),
+                    expires_at: None,
+                    payment_ref: None,
+                };
+                if status == Status::Confirmed && self.holds(&view.event_id) {
+                    self.hold_state(&mut view).await?;
+                }
+                return Ok(json(StatusCode::OK, &view));
             }
             // Woken by the decision notice; re-read at least every second in
             // case a notice was lost. At shutdown, answer what is known now:
@@ -94,6 +97,34 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Whether the event holds its seats (as this gateway knows it).
+    pub(super) fn holds(&self, event: &EventId) -> bool {
+        self.catalog
+            .get(event)
+            .is_some_and(|e| e.event.hold_seconds.is_some())
+    }
+
+    /// A won seat of an event with holds: where its hold stands, from
+    /// PostgreSQL (Redis knows only that it was won).
+    async fn hold_state(&self, view: &mut ReservationView) -> Result<(), ApiError> {
+        let permit = self.read_permit().await?;
+        let row = db::holds::won(&self.pool, &view.event_id, &view.reservation_id)
+            .await
+            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?;
+        drop(permit);
+        match row {
+            Some(r) => {
+                view.status = r.status;
+                view.expires_at = r.expires_at;
+                view.payment_ref = r.payment_ref;
+            }
+            // Won in Redis, not in PostgreSQL (a rebuild dropped it): it
+            // is decided again.
+            None => view.status = Status::Pending,
+        }
+        Ok(())
     }
 
     /// The answer, from the sources in the order the module describes;
@@ -249,6 +280,10 @@ fn derived(c: &Certainty, r: &Receipt) -> Option<Reason> {
     let reset_since = r.sale < c.sale;
     if !open || reset_since {
         Some(Reason::SaleClosed)
+    } else if c.holds {
+        // Seats and limits come back as holds end: what the counts reject
+        // now they may not later, so only the worker decides these.
+        None
     } else if c.held + q > c.per_user_limit {
         Some(Reason::UserLimit)
     } else if c.seats.confirmed + q > c.seats.capacity {
@@ -304,6 +339,7 @@ mod tests {
             closes_at: None,
             held: 2,
             sale: 2,
+            holds: false,
         };
         assert_eq!(derived(&c, &r), None, "2 seats left, 2 more allowed");
         let full = Certainty {
@@ -314,6 +350,18 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(derived(&full, &r), Some(Reason::SoldOut));
+        // With holds, seats come back: sold out now is no certainty.
+        let holding = Certainty {
+            holds: true,
+            held: 4,
+            ..full.clone()
+        };
+        assert_eq!(derived(&holding, &r), None);
+        let holding_closed = Certainty {
+            closes_at: Some(at),
+            ..holding
+        };
+        assert_eq!(derived(&holding_closed, &r), Some(Reason::SaleClosed));
         let at_limit = Certainty {
             held: 3,
             ..full.clone()
