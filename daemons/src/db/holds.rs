@@ -6,7 +6,10 @@
 //! deadlocks another; and each changes a hold only while it is `held`, under
 //! its row lock: of a purchase and an expiry at the same instant exactly one
 //! changes it, and a release gives its seats back once. PostgreSQL's clock
-//! (`now()`) is the one every decision reads.
+//! is the one every decision reads, as it is once the locks are held
+//! (`clock_timestamp()`, not the transaction's start: a purchase that
+//! waited on the event's lock past `expires_at` finds the hold expired, as
+//! a status read meanwhile said).
 
 use chrono::{DateTime, Utc};
 use flashgrid_wire::{EventId, Quantity, ReservationId, Status, UserId};
@@ -71,7 +74,7 @@ fn won_row(r: &PgRow) -> Result<WonRow, sqlx::Error> {
 /// The columns `won_row` reads.
 macro_rules! won_columns {
     () => {
-        "user_id, quantity, state, expires_at, payment_ref, expires_at > now() AS live"
+        "user_id, quantity, state, expires_at, payment_ref, expires_at > clock_timestamp() AS live"
     };
 }
 
@@ -235,6 +238,18 @@ async fn release(
 /// event's row lock puts them in turn, and each releases only what is still
 /// `held`.
 pub async fn release_due(pool: &PgPool, event: &EventId) -> Result<(i64, i64), sqlx::Error> {
+    // Asked first without a lock (the index of held rows answers): an
+    // event with nothing due costs no lock that would hold up its commits.
+    let due: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM reservations
+                        WHERE event_id = $1 AND state = 'held' AND expires_at <= clock_timestamp())",
+    )
+    .bind(event.as_str())
+    .fetch_one(pool)
+    .await?;
+    if !due {
+        return Ok((0, 0));
+    }
     let mut tx = pool.begin().await?;
     let exists: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = $1 FOR NO KEY UPDATE")
@@ -246,7 +261,7 @@ pub async fn release_due(pool: &PgPool, event: &EventId) -> Result<(i64, i64), s
     }
     let due: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT reservation_id FROM reservations
-         WHERE event_id = $1 AND state = 'held' AND expires_at <= now()
+         WHERE event_id = $1 AND state = 'held' AND expires_at <= clock_timestamp()
          ORDER BY expires_at LIMIT $2",
     )
     .bind(event.as_str())

@@ -403,10 +403,17 @@ impl Inventory {
     }
 
     /// The epoch of the event's Redis state (the PostgreSQL epoch it was
-    /// built under, see `restock.lua`); `None` when Redis holds no state.
+    /// built under, see `restock.lua`); `None` when Redis holds no whole
+    /// state (its stock dropped: the next decision rebuilds it anyway).
     pub async fn state_epoch(&self, event: &EventId) -> Result<Option<i64>, InventoryError> {
         let mut conn = self.conn.clone();
-        Ok(conn.hget(self.keys(event).users, "\u{1}").await?)
+        let k = self.keys(event);
+        let (stock, epoch): (Option<i64>, Option<i64>) = redis::pipe()
+            .get(&k.stock)
+            .hget(&k.users, SENTINEL)
+            .query_async(&mut conn)
+            .await?;
+        Ok(stock.and(epoch))
     }
 
     /// Full stock, no decisions, under the event's `epoch` and `sale`

@@ -46,6 +46,16 @@ if redis.call('HLEN', KEYS[4]) ~= tonumber(ARGV[5])
   redis.call('DEL', KEYS[4], KEYS[5])
   return -2
 end
+-- The committed seats the state being replaced counted, if of this sale:
+-- with holds they can exceed the snapshot's (seats released since), and a
+-- tentative rejection made certain by them must stay certain (a buyer
+-- told "rejected" is never told "pending" again), so the count kept is
+-- the sale's high-water mark. Without holds the snapshot's is never lower.
+local kept_sale = redis.call('HGET', KEYS[3], '\1')
+local kept = 0
+if kept_sale and tonumber(kept_sale) == tonumber(ARGV[4]) then
+  kept = tonumber(redis.call('HGET', KEYS[3], '\2') or '0')
+end
 -- An empty snapshot stages nothing: the live hash is emptied instead.
 local function swap(staged, live)
   if redis.call('EXISTS', staged) == 1 then
@@ -63,5 +73,9 @@ if stock < 0 then
 end
 redis.call('SET', KEYS[1], stock)
 redis.call('HSET', KEYS[2], '\1', ARGV[2])
-redis.call('HSET', KEYS[3], '\1', ARGV[4], '\2', ARGV[3], '\3', ARGV[1])
+local committed = tonumber(ARGV[3])
+if kept > committed then
+  committed = kept
+end
+redis.call('HSET', KEYS[3], '\1', ARGV[4], '\2', committed, '\3', ARGV[1])
 return stock

@@ -373,3 +373,34 @@ async fn a_released_hold_delivered_again_takes_no_seat() {
     let e = stack.event("again").await;
     assert_eq!((e.confirmed, e.held, e.remaining), (1, 1, 0));
 }
+
+/// A buyer told "rejected" at the sell-out stays rejected when held seats
+/// come back later (the rejection rested on seats taken then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_stays_one_when_held_seats_come_back() {
+    let stack = TestStack::spawn().await;
+    hold_event(&stack, "stays", 2, 1).await;
+    // Three at once: decided together, one rejected (tentatively, then
+    // certain once the two wins are committed).
+    let users = ["a", "b", "c"];
+    let accepted: Vec<Accepted> =
+        futures::future::join_all(users.iter().map(|u| stack.accepted("stays", u, 1, None))).await;
+    let mut rejected = Vec::new();
+    for a in &accepted {
+        let v = stack.decided(a).await;
+        match v.status {
+            Status::Held => {}
+            Status::Rejected => rejected.push(a.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(rejected.len(), 1);
+    // Both holds expire; a new buyer wins a seat (the state is rebuilt).
+    eventually("the seats back", Duration::from_secs(10), || async {
+        (stack.event("stays").await.remaining == 2).then_some(())
+    })
+    .await;
+    won(&stack, "stays", "d").await;
+    let v = stack.status(&rejected[0], 0).await;
+    assert_eq!(v.status, Status::Rejected, "{v:?}");
+}

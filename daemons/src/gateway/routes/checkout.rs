@@ -39,6 +39,15 @@ impl Gateway {
                 crate::gateway::error::shown(rid)
             ))
         })?;
+        // A status URL of a sale reset since names nothing of the new sale
+        // (a retried idempotency key gives the same id there).
+        if let (Some(r), Some(e)) = (&receipt, self.catalog.get(&event))
+            && r.sale < e.event.sale
+        {
+            return Err(ApiError::sale_closed(format!(
+                "reservation {id} was of a sale of {event} that was reset since"
+            )));
+        }
         if receipt.is_none() && self.authorize(&req).is_err() {
             return Err(ApiError::unauthorized(
                 "name the reservation by its status URL's last segment (the id with its signature), or send the admin token as `Authorization: Bearer <token>`",
