@@ -96,18 +96,27 @@ pub async fn won(
     .await
 }
 
+/// Locks the event's row, the first lock of every transaction here (see
+/// the module's doc); `false` if there is no such event.
+async fn lock_event(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &EventId,
+) -> Result<bool, sqlx::Error> {
+    let exists: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = $1 FOR NO KEY UPDATE")
+            .bind(event.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(exists.is_some())
+}
+
 /// Locks the event's row, then the reservation's; `None` if either is missing.
 async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     event: &EventId,
     id: &ReservationId,
 ) -> Result<Option<WonRow>, sqlx::Error> {
-    let exists: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = $1 FOR NO KEY UPDATE")
-            .bind(event.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-    if exists.is_none() {
+    if !lock_event(tx, event).await? {
         return Ok(None);
     }
     sqlx::query(concat!(
@@ -251,12 +260,7 @@ pub async fn release_due(pool: &PgPool, event: &EventId) -> Result<(i64, i64), s
         return Ok((0, 0));
     }
     let mut tx = pool.begin().await?;
-    let exists: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM events WHERE event_id = $1 FOR NO KEY UPDATE")
-            .bind(event.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-    if exists.is_none() {
+    if !lock_event(&mut tx, event).await? {
         return Ok((0, 0));
     }
     let due: Vec<uuid::Uuid> = sqlx::query_scalar(

@@ -183,14 +183,7 @@ async fn feed_names_an_unreachable_service_and_a_missing_worker() {
         stack.url.replace("http://", "ws://")
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let mut next = async || -> Snapshot {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a snapshot within 5 s")
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(msg.to_text().unwrap()).unwrap()
-    };
+    let mut next = async || next_snapshot(&mut ws).await;
     let up = ServiceHealth {
         postgres: true,
         redis: true,
@@ -265,12 +258,7 @@ async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
             Instant::now() < deadline,
             "timed out waiting for every daemon in the feed; last snapshot: {last:#?}"
         );
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a snapshot within 5 s")
-            .unwrap()
-            .unwrap();
-        let s: Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let s = next_snapshot(&mut ws).await;
         let reaches_all = s.daemons.len() == 3
             && s.daemons
                 .iter()
@@ -318,12 +306,7 @@ async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
     assert!(stack.terminate_process("worker").await.success());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a snapshot within 5 s")
-            .unwrap()
-            .unwrap();
-        let s: Snapshot = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let s = next_snapshot(&mut ws).await;
         if s.daemons.iter().all(|d| d.kind != DaemonKind::Worker) {
             break;
         }
@@ -333,4 +316,22 @@ async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
             s.daemons
         );
     }
+}
+
+/// The feed's next snapshot, within 5 s.
+async fn next_snapshot<S>(ws: &mut S) -> Snapshot
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a snapshot within 5 s")
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(msg.to_text().unwrap()).unwrap()
 }
