@@ -396,9 +396,14 @@ async fn a_rejection_stays_one_when_held_seats_come_back() {
     }
     assert_eq!(rejected.len(), 1);
     // Both holds expire; a new buyer wins a seat (the state is rebuilt).
-    eventually("the seats back", Duration::from_secs(10), || async {
-        (stack.event("stays").await.remaining == 2).then_some(())
-    })
+    eventually(
+        "the seats back on sale",
+        Duration::from_secs(10),
+        || async {
+            let e = stack.event("stays").await;
+            (e.remaining == 2 && !e.sold_out).then_some(())
+        },
+    )
     .await;
     won(&stack, "stays", "d").await;
     let v = stack.status(&rejected[0], 0).await;
