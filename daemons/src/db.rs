@@ -159,6 +159,7 @@ pub async fn reset_event(
     id: &EventId,
     capacity: Option<Capacity>,
     discard_confirmed: bool,
+    hold_seconds: Option<Option<u32>>,
 ) -> Result<Reset, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let held: Option<(i32, i64)> = sqlx::query_as(
@@ -181,6 +182,7 @@ pub async fn reset_event(
     let (event, epoch) = sqlx::query(concat!(
         "UPDATE events SET confirmed = 0, revoked = 0, purchased = 0, released = 0,
                 capacity = COALESCE($2, capacity),
+                hold_seconds = CASE WHEN $3 THEN $4 ELSE hold_seconds END,
                 epoch = epoch + 1, sale = sale + 1
          WHERE event_id = $1 RETURNING epoch, ",
         event_columns!(),
@@ -188,6 +190,8 @@ pub async fn reset_event(
     ))
     .bind(id.as_str())
     .bind(capacity.map(|c| c.get() as i32))
+    .bind(hold_seconds.is_some())
+    .bind(hold_seconds.flatten().map(|h| h as i32))
     .try_map(|r: PgRow| Ok((event_from_row(&r)?, r.try_get::<i32, _>("epoch")?)))
     .fetch_one(&mut *tx)
     .await?;

@@ -7,6 +7,14 @@ use flashgrid_wire::{AdminToken, Capacity, EventId, EventView};
 use http::Method;
 use std::time::Duration;
 
+/// How the stage is set: the seats, and how long a won seat is held
+/// (`None`: decisions are final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub capacity: Capacity,
+    pub hold_seconds: Option<u32>,
+}
+
 /// Creates the event; `Ok(None)` when it already exists.
 pub async fn create(
     target: &Target,
@@ -14,7 +22,29 @@ pub async fn create(
     event: &EventId,
     capacity: Capacity,
 ) -> Result<Option<EventView>, String> {
-    let body = serde_json::json!({"event_id": event, "name": event.as_str(), "capacity": capacity});
+    create_staged(
+        target,
+        token,
+        event,
+        Stage {
+            capacity,
+            hold_seconds: None,
+        },
+    )
+    .await
+}
+
+async fn create_staged(
+    target: &Target,
+    token: &AdminToken,
+    event: &EventId,
+    stage: Stage,
+) -> Result<Option<EventView>, String> {
+    let mut body =
+        serde_json::json!({"event_id": event, "name": event.as_str(), "capacity": stage.capacity});
+    if let Some(h) = stage.hold_seconds {
+        body["hold_seconds"] = h.into();
+    }
     let (status, bytes) = post(target, token, "/admin/events", body.to_string()).await?;
     match status {
         201 => serde_json::from_slice(&bytes)
@@ -34,9 +64,21 @@ pub async fn reset(
     event: &EventId,
     capacity: Option<Capacity>,
 ) -> Result<EventView, String> {
+    reset_to(target, token, event, capacity, None).await
+}
+
+/// [`reset`], setting the hold time too when `hold_seconds` is given.
+async fn reset_to(
+    target: &Target,
+    token: &AdminToken,
+    event: &EventId,
+    capacity: Option<Capacity>,
+    hold_seconds: Option<Option<u32>>,
+) -> Result<EventView, String> {
     let body = flashgrid_wire::ResetEvent {
         capacity,
         discard_confirmed: true,
+        hold_seconds,
     };
     let body = serde_json::to_value(&body).map_err(|e| e.to_string())?;
     let path = format!("/admin/events/{event}/reset");
@@ -47,16 +89,25 @@ pub async fn reset(
     }
 }
 
-/// Creates the event with `capacity` seats, or resets it to them.
+/// Creates the event as `stage` says, or resets it to that.
 pub async fn create_or_reset(
     target: &Target,
     token: &AdminToken,
     event: &EventId,
-    capacity: Capacity,
+    stage: Stage,
 ) -> Result<EventView, String> {
-    match create(target, token, event, capacity).await? {
+    match create_staged(target, token, event, stage).await? {
         Some(e) => Ok(e),
-        None => reset(target, token, event, Some(capacity)).await,
+        None => {
+            reset_to(
+                target,
+                token,
+                event,
+                Some(stage.capacity),
+                Some(stage.hold_seconds),
+            )
+            .await
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! what the CLI runs: set up the event, attack with progress, follow every
 //! `202`, judge.
 
+use crate::checkout::{self, Abandon, Buyers, Plan};
+use crate::report::HoldsReport;
 use crate::{AttackSpec, Check, Report, Tally, Target, admin, conclude, spec, verify};
 use clap::Parser;
 use flashgrid_wire::{AdminToken, Capacity, EventId, Quantity};
@@ -54,9 +56,29 @@ pub struct Opts {
     /// Skip following the 202s and the verdict.
     #[arg(long)]
     pub no_verify: bool,
-    /// How long to wait for every accepted reservation to be decided.
+    /// How long to wait for every accepted reservation to be decided (on
+    /// an event with holds: beyond the hold time, for every hold to end).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub verify_timeout: Duration,
+    /// With --capacity: hold each won seat this many seconds for its buyer
+    /// to purchase (the winners then check out, see --checkout).
+    #[arg(long, value_name = "SECONDS")]
+    pub hold: Option<u32>,
+    /// On an event with holds: the share of the winners that purchase
+    /// (0 to 1); the rest abandon their hold (--abandon).
+    #[arg(long, value_name = "P", default_value = "1")]
+    pub checkout: f64,
+    /// How the winners who do not purchase walk away.
+    #[arg(long, value_enum, default_value = "expire")]
+    pub abandon: Abandon,
+    /// How long a winner thinks before purchasing or cancelling [default: a
+    /// fifth of the hold, at most 2s].
+    #[arg(long, value_parser = parse_duration)]
+    pub think: Option<Duration>,
+    /// On an event with holds: new buyers per second once the crowd is
+    /// done, until every seat given back is sold again.
+    #[arg(long, value_name = "PER_SECOND", default_value = "200")]
+    pub late_rate: f64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -119,32 +141,86 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
         Err(e) => eprintln!("flashgrid-load: warning: could not raise the open-files limit: {e}"),
     }
 
+    if opts.hold.is_some() && opts.capacity.is_none() {
+        return Err("--hold sets the event up: give --capacity N too".into());
+    }
+    if !(0.0..=1.0).contains(&opts.checkout) {
+        return Err(
+            "--checkout must be a share from 0 to 1 (0.5: half the winners purchase)".into(),
+        );
+    }
+    if !(opts.late_rate > 0.0 && opts.late_rate.is_finite()) {
+        return Err("--late-rate must be a positive rate".into());
+    }
     let exclusive = opts.capacity.is_some();
-    if let Some(capacity) = opts.capacity {
+    let view = if let Some(capacity) = opts.capacity {
         let Some(token) = opts.token.as_ref() else {
             return Err(
                 "--capacity needs the admin token: --token or FLASHGRID_ADMIN_TOKEN".into(),
             );
         };
-        admin::create_or_reset(&target, token, &event, capacity).await?;
-    } else if !opts.no_verify
-        && let Err(e) = verify::event(&target, &event).await
+        let stage = admin::Stage {
+            capacity,
+            hold_seconds: opts.hold,
+        };
+        Some(admin::create_or_reset(&target, token, &event, stage).await?)
+    } else if !opts.no_verify {
+        Some(
+            verify::event(&target, &event)
+                .await
+                .map_err(|e| format!("{e} (create it with --capacity N and the admin token)"))?,
+        )
+    } else {
+        None
+    };
+    // An event with holds: the winners check out while the crowd comes.
+    let holds = view
+        .as_ref()
+        .and_then(|v| v.hold_seconds)
+        .filter(|_| !opts.no_verify);
+    let plan = holds.map(|h| Plan {
+        share: opts.checkout,
+        abandon: opts.abandon,
+        think: opts.think.unwrap_or_else(|| {
+            Duration::from_secs(u64::from(h))
+                .div_f64(5.0)
+                .min(Duration::from_secs(2))
+        }),
+        late_rate: opts.late_rate,
+    });
+    if let (Some(h), Some(p)) = (holds, &plan)
+        && p.think >= Duration::from_secs(u64::from(h))
     {
         return Err(format!(
-            "{e} (create it with --capacity N and the admin token)"
+            "--think {:?} is not shorter than the event's hold of {h} s: every purchase would come too late",
+            p.think
         ));
     }
+    let buyers = plan.map(|p| Buyers::start(target.clone(), p, spec.run_id.clone()));
 
     let progress = progress_bar(&spec);
     let (mut rx, live, engine) = crate::run(spec.clone());
     let mut tally = Tally::default();
     while let Some(sample) = rx.recv().await {
+        if let (Some(b), Some(a)) = (&buyers, &sample.accepted) {
+            b.accepted(a.clone());
+        }
         tally.record(sample);
         progress.inc(1);
     }
     let _ = engine.await;
     progress.finish_and_clear();
     let retries = live.connect_retries.load(Ordering::Relaxed);
+    if let (Some(buyers), Some(plan), Some(hold)) = (buyers, plan, holds) {
+        let sale = HoldSale {
+            spec: &spec,
+            buyers,
+            plan,
+            hold,
+            exclusive,
+        };
+        return sale.conclude(&opts, &tally, retries).await;
+    }
     let check = (!opts.no_verify).then(|| Check {
         target: target.clone(),
         event,
@@ -159,6 +235,63 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
         );
     }
     conclude(&tally, retries, &target, check.as_ref()).await
+}
+
+/// The end of an attack on an event with holds: the winners purchase or walk
+/// away, late buyers take the seats given back, then the sale is judged.
+struct HoldSale<'a> {
+    spec: &'a AttackSpec,
+    buyers: Buyers,
+    plan: Plan,
+    hold: u32,
+    exclusive: bool,
+}
+
+impl HoldSale<'_> {
+    async fn conclude(self, opts: &Opts, tally: &Tally, retries: u64) -> Result<Report, String> {
+        let Self {
+            spec,
+            buyers,
+            plan,
+            hold,
+            exclusive,
+        } = self;
+        let target = &spec.target;
+        if tally.responses() == 0 {
+            return conclude(tally, retries, target, None).await;
+        }
+        let started = std::time::Instant::now();
+        let end = started + Duration::from_secs(u64::from(hold)) + plan.think + opts.verify_timeout;
+        buyers.give_up_at(end);
+        if !opts.json && std::io::stderr().is_terminal() {
+            eprintln!(
+                "Following {} accepted reservations; the winners check out, late buyers come at {}/s until every seat given back is sold again…",
+                tally.accepted.len(),
+                plan.late_rate
+            );
+        }
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let late = tokio::spawn(checkout::late_buyers(
+            target.clone(),
+            spec.event.clone(),
+            spec.quantity,
+            plan,
+            spec.run_id.clone(),
+            end,
+            done_rx,
+        ));
+        let (crowd, mut c) = buyers.finish().await;
+        let _ = done_tx.send(true);
+        if let Ok(l) = late.await {
+            c.merge(l);
+        }
+        let took = started.elapsed();
+        let view = verify::event(target, &spec.event).await?;
+        let verdict = checkout::judge(&crowd, &c, &view, exclusive);
+        let mut report = Report::new(tally, retries, Some((&crowd, &verdict, &view, took)));
+        report.holds = Some(HoldsReport::new(hold, &plan, c));
+        Ok(report)
+    }
 }
 
 /// Live progress on a terminal (rate, done/total, ETA); hidden otherwise.

@@ -14,9 +14,12 @@
 //! - [`client`]: one HTTP/1.1 connection to the gateway.
 //! - [`latency`]: the HDR histogram and its logarithmic buckets.
 //! - [`admin`]: create or reset the event before an attack.
+//! - [`checkout`]: a hold sale's winners purchase or walk away, and late
+//!   buyers take the seats given back.
 //! - [`cli`]: the `flashgrid-load` command, callable from tests.
 
 pub mod admin;
+pub mod checkout;
 pub mod cli;
 pub mod client;
 pub mod conclude;

@@ -1,5 +1,6 @@
 //! The report of an attack, as text for people or one JSON object.
 
+use crate::checkout::{Abandon, Checkout, Plan};
 use crate::latency::Percentiles;
 use crate::tally::Tally;
 use crate::verify::{Decisions, Verdict};
@@ -30,6 +31,86 @@ pub struct Report {
     pub problems: Vec<String>,
     pub event: Option<EventView>,
     pub verify_s: f64,
+    /// A hold sale: what the winners did and the late buyers resold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<HoldsReport>,
+}
+
+/// A hold sale's part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldsReport {
+    pub hold_seconds: u32,
+    pub checkout_share: f64,
+    pub abandon: Abandon,
+    pub think_ms: u64,
+    #[serde(flatten)]
+    pub checkout: Checkout,
+}
+
+impl HoldsReport {
+    pub fn new(hold_seconds: u32, plan: &Plan, checkout: Checkout) -> Self {
+        Self {
+            hold_seconds,
+            checkout_share: plan.share,
+            abandon: plan.abandon,
+            think_ms: plan.think.as_millis() as u64,
+            checkout,
+        }
+    }
+
+    fn text(&self, s: &mut String) {
+        let c = &self.checkout;
+        let walk = match self.abandon {
+            Abandon::Expire => "let the hold run out",
+            Abandon::Cancel => "cancel",
+        };
+        let _ = writeln!(
+            s,
+            "\nHolds ({} s; {:.0}% of the winners purchase after {} ms, the rest {walk}):",
+            self.hold_seconds,
+            self.checkout_share * 100.0,
+            self.think_ms
+        );
+        let _ = writeln!(s, "  won by the crowd:  {} holds", c.won);
+        let _ = writeln!(
+            s,
+            "  purchased:         {} seats ({} refused: the hold had expired)",
+            c.purchased, c.too_late
+        );
+        let _ = writeln!(
+            s,
+            "  given back:        {} seats ({} expired, {} cancelled)",
+            c.released(),
+            c.expired,
+            c.cancelled
+        );
+        let _ = writeln!(
+            s,
+            "  late buyers:       {} requests, {} won, {} seats resold{}{}",
+            c.late_requests,
+            c.late_won,
+            c.resold,
+            match c.resold_after() {
+                Some(d) if c.expired > 0 => format!(
+                    ", the last {} ms after the last hold expired",
+                    d.as_millis()
+                ),
+                _ => String::new(),
+            },
+            if c.resale_timed_out {
+                " (stopped at the deadline)"
+            } else {
+                ""
+            }
+        );
+        if c.unsettled > 0 || c.late_lost > 0 {
+            let _ = writeln!(
+                s,
+                "  unsettled:         {} seats still held, {} late reservations undecided",
+                c.unsettled, c.late_lost
+            );
+        }
+    }
 }
 
 impl Report {
@@ -79,6 +160,7 @@ impl Report {
             problems: verdict.map(|v| v.problems.clone()).unwrap_or_default(),
             event,
             verify_s,
+            holds: None,
         }
     }
 
@@ -123,7 +205,15 @@ impl Report {
             "\nDecisions of the {} accepted (followed in {:.2} s):",
             self.accepted, self.verify_s
         );
-        let _ = writeln!(s, "  confirmed: {}", self.confirmed);
+        if self
+            .event
+            .as_ref()
+            .is_some_and(|e| e.hold_seconds.is_some())
+        {
+            let _ = writeln!(s, "  won:       {} (held)", self.confirmed);
+        } else {
+            let _ = writeln!(s, "  confirmed: {}", self.confirmed);
+        }
         let reasons: Vec<String> = self
             .rejected_by_reason
             .iter()
@@ -135,7 +225,18 @@ impl Report {
             let _ = writeln!(s, "  rejected:  {} ({})", self.rejected, reasons.join(", "));
         }
         let _ = writeln!(s, "  pending:   {}", self.pending);
-        if let Some(e) = &self.event {
+        if let Some(h) = &self.holds {
+            h.text(&mut s);
+        }
+        if let Some(e) = &self.event
+            && e.hold_seconds.is_some()
+        {
+            let _ = writeln!(
+                s,
+                "\nEvent {}: capacity {}, purchased {}, held {}, remaining {}",
+                e.event_id, e.capacity, e.purchased, e.held, e.remaining
+            );
+        } else if let Some(e) = &self.event {
             let _ = writeln!(
                 s,
                 "\nEvent {}: capacity {}, confirmed {}, remaining {}, sold out {}",

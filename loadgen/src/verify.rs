@@ -17,9 +17,13 @@ use tokio::sync::Mutex;
 /// What the buyers were told in the end.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Decisions {
+    /// Won and holding their seats: confirmed, or (an event with holds)
+    /// held or purchased.
     pub confirmed: u64,
     /// Seats the confirmed reservations hold.
     pub confirmed_quantity: u64,
+    /// Won, then given back: the hold expired or was cancelled.
+    pub released: u64,
     pub rejected: BTreeMap<String, u64>,
     /// Still pending at the deadline (or unknown to the gateway).
     pub pending: u64,
@@ -31,26 +35,32 @@ impl Decisions {
     }
 
     /// Adds what another follower was told.
-    fn merge(&mut self, o: Decisions) {
+    pub(crate) fn merge(&mut self, o: Decisions) {
         self.confirmed += o.confirmed;
         self.confirmed_quantity += o.confirmed_quantity;
+        self.released += o.released;
         self.pending += o.pending;
         for (k, v) in o.rejected {
             *self.rejected.entry(k).or_default() += v;
         }
     }
 
-    fn record(&mut self, v: Option<&ReservationView>) {
-        match v {
-            Some(v) if v.status == Status::Confirmed => {
+    pub(crate) fn record(&mut self, v: Option<&ReservationView>) {
+        let Some(v) = v else {
+            self.pending += 1;
+            return;
+        };
+        match v.status {
+            Status::Confirmed | Status::Held | Status::Purchased => {
                 self.confirmed += 1;
                 self.confirmed_quantity += u64::from(v.quantity.get());
             }
-            Some(v) if v.status == Status::Rejected => {
+            Status::Expired | Status::Cancelled => self.released += 1,
+            Status::Rejected => {
                 let reason = v.reason.map(Reason::as_str).unwrap_or("unknown");
                 *self.rejected.entry(reason.to_owned()).or_default() += 1;
             }
-            _ => self.pending += 1,
+            Status::Pending => self.pending += 1,
         }
     }
 }
@@ -96,7 +106,9 @@ pub async fn follow(
         .unwrap_or_default()
 }
 
-async fn decide(
+/// Long-polls one reservation until it is decided (anything but `pending`)
+/// or `end`; `None` when the gateway never answered.
+pub(crate) async fn decide(
     target: &Target,
     conn: &mut Option<Connection>,
     a: &Accepted,
@@ -191,7 +203,15 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
         ));
     }
     let mut agree = true;
+    let holds = event.hold_seconds.is_some();
     let seats = event.seats();
+    if holds && u64::from(event.held) + u64::from(event.purchased) != confirmed {
+        agree = false;
+        problems.push(format!(
+            "the event's held {} + purchased {} ≠ the seats it says are taken, {confirmed}",
+            event.held, event.purchased
+        ));
+    }
     if !seats.balances(event.remaining) {
         agree = false;
         let breach = Breach::Unbalanced {
@@ -200,8 +220,12 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
         };
         problems.push(format!("the event's counts disagree: {breach}"));
     }
-    let buyers_ok = if exclusive {
+    // Holds give seats back after the buyers were followed (never take
+    // any): the event may then count fewer than the buyers were told.
+    let buyers_ok = if exclusive && !holds {
         confirmed == decisions.confirmed_quantity
+    } else if exclusive {
+        confirmed <= decisions.confirmed_quantity
     } else {
         confirmed >= decisions.confirmed_quantity
     };
@@ -216,7 +240,16 @@ pub fn judge(decisions: &Decisions, event: &EventView, exclusive: bool) -> Verdi
     // rather than against its `confirmed` (from which the gateway computes
     // them): with the attack its only traffic, every seat a buyer does not
     // hold is left, and the sale is sold out exactly when none is.
-    if exclusive {
+    if exclusive && holds {
+        let left = cap.saturating_sub(decisions.confirmed_quantity);
+        if u64::from(event.remaining) < left {
+            agree = false;
+            problems.push(format!(
+                "the event says remaining {} but the buyers leave at least {left}",
+                event.remaining
+            ));
+        }
+    } else if exclusive {
         let left = cap.saturating_sub(decisions.confirmed_quantity);
         if u64::from(event.remaining) != left || event.sold_out != (left == 0) {
             agree = false;
@@ -266,11 +299,16 @@ mod tests {
         d.record(Some(&view(Status::Rejected, None, 1)));
         d.record(Some(&view(Status::Pending, None, 1)));
         d.record(None);
+        d.record(Some(&view(Status::Held, None, 1)));
+        d.record(Some(&view(Status::Purchased, None, 2)));
+        d.record(Some(&view(Status::Expired, None, 1)));
+        d.record(Some(&view(Status::Cancelled, None, 1)));
         assert_eq!(
             d,
             Decisions {
-                confirmed: 2,
-                confirmed_quantity: 5,
+                confirmed: 4,
+                confirmed_quantity: 8,
+                released: 2,
                 rejected: [
                     ("sold_out".to_owned(), 2),
                     ("user_limit".to_owned(), 1),
@@ -288,12 +326,14 @@ mod tests {
         let a = Decisions {
             confirmed: 2,
             confirmed_quantity: 3,
+            released: 0,
             rejected: [("sold_out".to_owned(), 4)].into(),
             pending: 1,
         };
         let b = Decisions {
             confirmed: 5,
             confirmed_quantity: 7,
+            released: 0,
             rejected: [("sold_out".to_owned(), 1), ("user_limit".to_owned(), 2)].into(),
             pending: 3,
         };
@@ -305,6 +345,7 @@ mod tests {
             Decisions {
                 confirmed: 7,
                 confirmed_quantity: 10,
+                released: 0,
                 rejected: [("sold_out".to_owned(), 5), ("user_limit".to_owned(), 2)].into(),
                 pending: 4,
             }
@@ -333,6 +374,7 @@ mod tests {
         Decisions {
             confirmed,
             confirmed_quantity: confirmed,
+            released: 0,
             rejected: BTreeMap::from([("sold_out".into(), 100)]),
             pending,
         }
@@ -354,6 +396,30 @@ mod tests {
         e.remaining = 0;
         let v = judge(&decided(20, 0), &e, false);
         assert!(v.oversold && !v.pass, "{v:?}");
+    }
+
+    #[test]
+    fn a_hold_sale_is_judged_by_the_seats_still_taken() {
+        let mut e = event(20, 20);
+        e.hold_seconds = Some(5);
+        e.held = 12;
+        e.purchased = 8;
+        assert!(judge(&decided(20, 0), &e, true).pass);
+        // Holds expired after the buyers were followed: fewer taken.
+        let mut later = event(20, 15);
+        later.hold_seconds = Some(5);
+        later.held = 7;
+        later.purchased = 8;
+        assert!(
+            judge(&decided(20, 0), &later, true).pass,
+            "seats given back"
+        );
+        // More taken than the buyers were told is never right.
+        assert!(!judge(&decided(14, 0), &later, true).counts_agree);
+        // Held and purchased must add up to the seats taken.
+        later.held = 6;
+        let v = judge(&decided(20, 0), &later, true);
+        assert!(!v.counts_agree && v.problems[0].contains("held 6"), "{v:?}");
     }
 
     #[test]

@@ -14,7 +14,11 @@ async fn console_in_a_pty_attacks_and_shows_the_verdict() {
     // The event, through the admin API the console itself would use.
     let target = flashgrid_load::Target::resolve(&stack.url).await.unwrap();
     let id = flashgrid_wire::EventId::parse("pty").unwrap();
-    flashgrid_load::admin::create_or_reset(&target, &TOKEN.into(), &id, "20".parse().unwrap())
+    let stage = flashgrid_load::admin::Stage {
+        capacity: "20".parse().unwrap(),
+        hold_seconds: None,
+    };
+    flashgrid_load::admin::create_or_reset(&target, &TOKEN.into(), &id, stage)
         .await
         .unwrap();
 

@@ -409,6 +409,7 @@ fn done(verdict: &'static str, problems: Vec<String>) -> App {
         problems,
         event: None,
         verify_s: 0.1,
+        holds: None,
     };
     a.attack.run = Some(AttackRun {
         event: EventId::parse("demo").unwrap(),

@@ -83,3 +83,79 @@ async fn attacking_without_a_gateway_is_a_usage_error() {
     let err = usage_error(&["--event", "Bad Id", "-n", "5"]).await;
     assert!(err.contains("--event"), "{err}");
 }
+
+/// How many of the event's reservations are in each state, in PostgreSQL.
+async fn states(stack: &TestStack, event: &str) -> std::collections::BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT state, SUM(quantity)::bigint FROM reservations WHERE event_id = $1 GROUP BY state",
+    )
+    .bind(event)
+    .fetch_all(&stack.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_sale_sells_every_abandoned_seat_again() {
+    let stack = TestStack::spawn().await;
+    // Half the winners purchase; the other half let their 2-second holds
+    // run out, and late buyers take the seats.
+    let opts = attack_opts(
+        &stack,
+        &[
+            "--capacity",
+            "30",
+            "--hold",
+            "2",
+            "-n",
+            "300",
+            "-c",
+            "50",
+            "--checkout",
+            "0.5",
+            "--think",
+            "200ms",
+        ],
+    );
+    let report = run(opts).await.expect("the attack runs");
+    assert_eq!(report.verdict, "pass", "{}", report.text());
+    let holds = report
+        .holds
+        .as_ref()
+        .expect("a hold sale reports its holds");
+    let c = &holds.checkout;
+    assert_eq!((c.won, c.purchased, c.abandoned), (30, 15, 15));
+    assert_eq!(c.expired + c.too_late, 15, "every abandoned hold expired");
+    assert_eq!(c.resold, c.released(), "every seat given back sold again");
+    assert!(!c.resale_timed_out && c.anomalies.is_empty(), "{c:?}");
+    // PostgreSQL: 30 seats purchased, the 15 abandoned ones expired.
+    let rows = states(&stack, "attacked").await;
+    assert_eq!(rows.get("purchased"), Some(&30), "{rows:?}");
+    assert_eq!(rows.get("expired"), Some(&15), "{rows:?}");
+    assert_eq!(rows.get("held"), None, "{rows:?}");
+    let e = stack.event("attacked").await;
+    assert_eq!((e.purchased, e.held, e.remaining), (30, 0, 0));
+    let text = report.text();
+    assert!(
+        text.contains("15 seats resold") && text.contains("purchased 30, held 0, remaining 0"),
+        "{text}"
+    );
+
+    // Set up again without --hold: the reset makes decisions final again.
+    let again = attack_opts(&stack, &["--capacity", "10", "-n", "50", "-c", "10"]);
+    let again = run(again).await.unwrap();
+    assert_eq!(again.verdict, "pass", "{}", again.text());
+    assert!(again.holds.is_none());
+    assert_eq!(again.event.as_ref().unwrap().hold_seconds, None);
+    assert_eq!(states(&stack, "attacked").await.get("confirmed"), Some(&10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_flags_that_cannot_work_are_usage_errors() {
+    let e = usage_error(&["--event", "e", "--hold", "5", "-n", "1"]).await;
+    assert!(e.contains("--capacity"), "{e}");
+    let e = usage_error(&["--event", "e", "--checkout", "1.5", "-n", "1"]).await;
+    assert!(e.contains("--checkout"), "{e}");
+}

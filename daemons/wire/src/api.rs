@@ -238,6 +238,35 @@ pub struct ResetEvent {
     /// the reset deletes them (answered `409 confirmation_required` otherwise).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub discard_confirmed: bool,
+    /// Absent: the hold time stays as it is; a number (1 to 86,400): hold
+    /// each seat won from now on this long; `null`: decisions are final.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hold_seconds: Option<Option<u32>>,
+}
+
+impl ResetEvent {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.hold_seconds {
+            Some(Some(h)) if !(1..=MAX_HOLD_SECONDS).contains(&h) => Err(format!(
+                "hold_seconds must be 1-{MAX_HOLD_SECONDS}, or null for final decisions"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A field that is present, even as `null`: `Some(None)`; serde's
+/// `default` makes an absent one `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Every error body: a stable machine code and a human message.
@@ -250,6 +279,24 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reset_tells_an_absent_hold_time_from_a_null_one() {
+        let keep: ResetEvent = serde_json::from_str("{}").unwrap();
+        assert_eq!(keep.hold_seconds, None);
+        let drop: ResetEvent = serde_json::from_str(r#"{"hold_seconds":null}"#).unwrap();
+        assert_eq!(drop.hold_seconds, Some(None));
+        let set: ResetEvent = serde_json::from_str(r#"{"hold_seconds":5}"#).unwrap();
+        assert_eq!(set.hold_seconds, Some(Some(5)));
+        assert!(set.validate().is_ok());
+        let zero: ResetEvent = serde_json::from_str(r#"{"hold_seconds":0}"#).unwrap();
+        assert!(zero.validate().unwrap_err().contains("hold_seconds"));
+        assert_eq!(
+            serde_json::to_string(&drop).unwrap(),
+            r#"{"hold_seconds":null}"#
+        );
+        assert_eq!(serde_json::to_string(&keep).unwrap(), "{}");
+    }
 
     #[test]
     fn reserve_request_defaults_quantity_to_one() {

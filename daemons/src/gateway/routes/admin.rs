@@ -60,11 +60,13 @@ impl Gateway {
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
         };
+        r.validate().map_err(ApiError::invalid)?;
         let (event, epoch, seats, reservations) = match db::reset_event(
             &self.pool,
             id,
             r.capacity,
             r.discard_confirmed,
+            r.hold_seconds,
         )
         .await
         .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
