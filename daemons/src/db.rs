@@ -69,6 +69,7 @@ fn event_from_row(row: &PgRow) -> Result<Event, sqlx::Error> {
             .try_get::<Option<i32>, _>("hold_seconds")?
             .map(|h| h.max(1) as u32),
         purchased: row.try_get::<i32, _>("purchased")?.max(0) as u32,
+        released: row.try_get::<i32, _>("released")?.max(0) as u32,
     })
 }
 
@@ -76,7 +77,7 @@ fn event_from_row(row: &PgRow) -> Result<Event, sqlx::Error> {
 macro_rules! event_columns {
     () => {
         "event_id, name, capacity, confirmed, per_user_limit, opens_at, closes_at, sale, \
-         hold_seconds, purchased"
+         hold_seconds, purchased, released"
     };
 }
 

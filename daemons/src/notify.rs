@@ -40,6 +40,8 @@ pub struct WorkerReport {
     /// Messages handed back to the queue, their rejections not certain yet
     /// (see `Decider::make_certain`).
     pub handed_back: u64,
+    /// Seats of holds the worker's sweeper expired.
+    pub expired: u64,
 }
 
 impl Notice {
@@ -48,8 +50,8 @@ impl Notice {
             Notice::SoldOut(e) => format!("soldout {e}"),
             Notice::EventChanged(e) => format!("event {e}"),
             Notice::Stats(r) => format!(
-                "stats {} {} {} {} {}",
-                r.confirmed, r.rejected, r.written, r.revoked, r.handed_back
+                "stats {} {} {} {} {} {}",
+                r.confirmed, r.rejected, r.written, r.revoked, r.handed_back, r.expired
             ),
             Notice::Daemon(view) => {
                 // A wire type, in JSON: new fields stay readable by older gateways.
@@ -98,6 +100,7 @@ impl Notice {
                 // Absent from an older worker's report: none counted.
                 revoked: words.next().map_or(Some(0), |w| w.parse().ok())?,
                 handed_back: words.next().map_or(Some(0), |w| w.parse().ok())?,
+                expired: words.next().map_or(Some(0), |w| w.parse().ok())?,
             }));
         }
         let event = EventId::parse(words.next()?).ok()?;
@@ -250,6 +253,7 @@ mod tests {
                 written: 3,
                 revoked: 2,
                 handed_back: 1,
+                expired: 6,
             }),
             Notice::Daemon(Box::new(DaemonView {
                 id: "gw 1".into(),
@@ -289,6 +293,7 @@ mod tests {
                 written: 3,
                 revoked: 0,
                 handed_back: 0,
+                expired: 0,
             }))
         );
     }

@@ -699,6 +699,7 @@ mod tests {
             hold_seconds: Some(5),
             held,
             purchased,
+            released: 0,
         }
     }
 

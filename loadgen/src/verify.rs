@@ -367,6 +367,7 @@ mod tests {
             hold_seconds: None,
             held: 0,
             purchased: 0,
+            released: 0,
         }
     }
 

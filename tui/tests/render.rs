@@ -28,6 +28,7 @@ fn event(id: &str, capacity: u32, confirmed: u32, remaining: u32) -> EventView {
         hold_seconds: None,
         held: 0,
         purchased: 0,
+        released: 0,
     }
 }
 
@@ -59,6 +60,7 @@ fn snapshot(events: Vec<EventView>) -> Snapshot {
             rabbitmq: true,
         }),
         daemons: vec![],
+        holds: Default::default(),
     }
 }
 
@@ -293,6 +295,56 @@ fn a_daemon_cut_from_a_node_or_gone_silent_shows_in_red() {
         status.contains("✗ worker w-2 silent (d)"),
         "status line: {status}"
     );
+}
+
+/// A hold sale of 200 seats: 40 held, 150 purchased, 10 left.
+fn hold_sale(purchased: u32) -> EventView {
+    EventView {
+        hold_seconds: Some(300),
+        held: 190 - purchased,
+        purchased,
+        released: 35,
+        ..event("drop", 200, 190, 10)
+    }
+}
+
+#[test]
+fn at_80x24_a_hold_sale_shows_held_purchased_and_the_rates_of_holds() {
+    let mut a = App::new("http://127.0.0.1:8080".into(), true, true);
+    let mut s = snapshot(vec![hold_sale(150)]);
+    s.holds.purchased_per_s = 12.0;
+    s.holds.returned_per_s = 7.0;
+    s.workers.expired_per_s = 4.0;
+    a.update(Event::Feed(FeedEvent::Snapshot(Box::new(s))));
+    let screen = render(&a, 80, 24, Instant::now());
+    for needle in [
+        "held 40 + purchased 150 of 200",
+        "✓ held 40 + purchased 150 + remaining 10 = capacity 200",
+        "holds: purchased 12/s  returned 7/s  expired 4/s",
+        "incoming",
+        "confirmed",
+    ] {
+        assert!(
+            screen.contains(needle),
+            "missing {needle:?} in
+{screen}"
+        );
+    }
+    // Held and purchased that do not make the seats taken: red.
+    let mut a = App::new("http://127.0.0.1:8080".into(), true, true);
+    let mut bad = hold_sale(150);
+    bad.held = 41;
+    a.update(Event::Feed(FeedEvent::Snapshot(Box::new(snapshot(vec![
+        bad,
+    ])))));
+    let screen = render(&a, 80, 24, Instant::now());
+    let broken = "BROKEN: held 41 + purchased 150 ≠ seats taken 190";
+    assert!(screen.contains(broken), "{screen}");
+    let red = ratatui::style::Color::Red;
+    assert!(colours_of(&a, 80, 24, broken).iter().all(|&c| c == red));
+    // Without holds, no line of holds.
+    let plain = render(&app(vec![event("demo", 20, 5, 15)]), 80, 24, Instant::now());
+    assert!(!plain.contains("holds:"), "{plain}");
 }
 
 #[test]

@@ -21,8 +21,8 @@ use crate::notify::{self, Notice};
 use bytes::Bytes;
 use chrono::Utc;
 use flashgrid_wire::{
-    DaemonKind, DaemonView, GatewayStats, LatencyMs, QueueStats, ServiceHealth, Snapshot,
-    WorkerStats,
+    DaemonKind, DaemonView, GatewayStats, HoldStats, LatencyMs, QueueStats, ServiceHealth,
+    Snapshot, WorkerStats,
 };
 use futures::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -73,6 +73,8 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = Reading::take(&stats);
     let mut events = Vec::new();
+    // The events of the last snapshot, for the purchases and returns since.
+    let mut snap_events: Vec<flashgrid_wire::EventView> = Vec::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -109,7 +111,10 @@ pub async fn run(
             None => (None, None),
         };
         stats.queue_depth.set(depth.map_or(-1, |d| d as i64));
+        let before = std::mem::take(&mut snap_events);
         let (mut snap, window) = now.snapshot(&prev, depth, consumers, events.clone());
+        snap.holds = hold_rates(&before, &snap.events, snap.interval_ms);
+        snap_events = snap.events.clone();
         snap.services = Some(ServiceHealth {
             postgres,
             redis: matches!(pong, Ok(Ok(()))),
@@ -153,6 +158,7 @@ struct Reading {
     confirmed: u64,
     worker_rejected: u64,
     written: u64,
+    expired: u64,
 }
 
 impl Reading {
@@ -167,6 +173,7 @@ impl Reading {
             confirmed: s.worker_confirmed.get(),
             worker_rejected: s.worker_rejected.get(),
             written: s.worker_written.get(),
+            expired: s.worker_expired.get(),
         }
     }
 
@@ -203,12 +210,36 @@ impl Reading {
                 confirmed_total: self.confirmed,
                 rejected_total: self.worker_rejected,
                 db_writes_total: self.written,
+                expired_per_s: rate(self.expired, prev.expired),
+                expired_total: self.expired,
             },
             events,
             services: None,
             daemons: Vec::new(),
+            holds: Default::default(),
         };
         (snap, window)
+    }
+}
+
+/// Seats purchased and returned per second between two lists of events
+/// (matched by id; a reset, which zeroes the counts, counts nothing).
+fn hold_rates(
+    before: &[flashgrid_wire::EventView],
+    now: &[flashgrid_wire::EventView],
+    interval_ms: u64,
+) -> HoldStats {
+    let secs = (interval_ms as f64 / 1000.0).max(1e-3);
+    let (mut purchased, mut returned) = (0u64, 0u64);
+    for e in now.iter().filter(|e| e.hold_seconds.is_some()) {
+        if let Some(b) = before.iter().find(|b| b.event_id == e.event_id) {
+            purchased += u64::from(e.purchased.saturating_sub(b.purchased));
+            returned += u64::from(e.released.saturating_sub(b.released));
+        }
+    }
+    HoldStats {
+        purchased_per_s: purchased as f64 / secs,
+        returned_per_s: returned as f64 / secs,
     }
 }
 
@@ -336,6 +367,46 @@ async fn serve<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sale(
+        id: &str,
+        hold: Option<u32>,
+        purchased: u32,
+        released: u32,
+    ) -> flashgrid_wire::EventView {
+        flashgrid_wire::EventView {
+            event_id: flashgrid_wire::EventId::parse(id).unwrap(),
+            name: id.into(),
+            capacity: 100,
+            remaining: 0,
+            confirmed: 100,
+            per_user_limit: flashgrid_wire::PerUserLimit::DEFAULT,
+            sold_out: true,
+            opens_at: None,
+            closes_at: None,
+            hold_seconds: hold,
+            held: 100 - purchased,
+            purchased,
+            released,
+        }
+    }
+
+    #[test]
+    fn purchases_and_returns_are_rates_of_the_events_counts() {
+        let before = [sale("a", Some(5), 10, 4), sale("b", Some(5), 50, 0)];
+        let now = [
+            sale("a", Some(5), 15, 6),
+            // Reset since: its counts start again, nothing is counted.
+            sale("b", Some(5), 0, 0),
+            // New: counted from its next snapshot.
+            sale("c", Some(5), 9, 9),
+        ];
+        let r = hold_rates(&before, &now, 250);
+        assert_eq!((r.purchased_per_s, r.returned_per_s), (20.0, 8.0));
+        // An event without holds counts nothing.
+        let plain = [sale("a", None, 0, 0)];
+        assert_eq!(hold_rates(&plain, &plain, 250), HoldStats::default());
+    }
 
     fn gateway(id: &str, silent_ms: u64, requests_per_s: f64, buckets: Vec<u64>) -> DaemonView {
         DaemonView {

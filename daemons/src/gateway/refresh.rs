@@ -83,6 +83,7 @@ impl Refresh {
                 self.stats.worker_written.inc_by(r.written);
                 self.stats.worker_revoked.inc_by(r.revoked);
                 self.stats.worker_handed_back.inc_by(r.handed_back);
+                self.stats.worker_expired.inc_by(r.expired);
             }
             Received::Notice(Notice::Daemon(view)) => {
                 self.peers.heard(*view, std::time::Instant::now());

@@ -105,6 +105,7 @@ pub struct Stats {
     pub worker_written: Counter,
     pub worker_revoked: Counter,
     pub worker_handed_back: Counter,
+    pub worker_expired: Counter,
     pub queue_depth: Gauge,
     /// PostgreSQL lookups made by the read routes (status URLs, `/events`).
     pub read_lookups: Counter,
@@ -184,6 +185,11 @@ impl Stats {
             "worker_handed_back",
             "Messages workers handed back to the queue because a rejection in them still rested on a confirmation not committed (decided again until certain)",
             self.worker_handed_back.clone(),
+        );
+        r.register(
+            "worker_expired",
+            "Seats of holds the workers' sweepers expired (back on sale), as reported by workers",
+            self.worker_expired.clone(),
         );
         r.register(
             "queue_depth",

@@ -69,6 +69,7 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweep::run(
         connected.pool.clone(),
         inventory.clone(),
+        unreported.clone(),
         reporting.clone(),
     ));
     let decider = Decider::new(connected.pool, inventory.clone());

@@ -22,6 +22,7 @@ pub(super) struct Unreported {
     written: AtomicU64,
     revoked: AtomicU64,
     handed_back: AtomicU64,
+    expired: AtomicU64,
 }
 
 impl Unreported {
@@ -30,6 +31,11 @@ impl Unreported {
         self.rejected.fetch_add(r.rejected, Ordering::Relaxed);
         self.written.fetch_add(r.written, Ordering::Relaxed);
         self.revoked.fetch_add(r.revoked, Ordering::Relaxed);
+    }
+
+    /// Seats of holds the sweeper expired.
+    pub(super) fn expired(&self, seats: u64) {
+        self.expired.fetch_add(seats, Ordering::Relaxed);
     }
 
     /// Messages handed back to the queue (see `Consume::hand_back`).
@@ -44,6 +50,7 @@ impl Unreported {
             written: self.written.swap(0, Ordering::Relaxed),
             revoked: self.revoked.swap(0, Ordering::Relaxed),
             handed_back: self.handed_back.swap(0, Ordering::Relaxed),
+            expired: self.expired.swap(0, Ordering::Relaxed),
         }
     }
 }
@@ -107,6 +114,7 @@ impl WorkerReport {
         self.written += r.written;
         self.revoked += r.revoked;
         self.handed_back += r.handed_back;
+        self.expired += r.expired;
         self
     }
 
@@ -128,6 +136,8 @@ impl WorkerReport {
                 confirmed_total: self.confirmed,
                 rejected_total: self.rejected,
                 db_writes_total: self.written,
+                expired_per_s: rate(interval.expired),
+                expired_total: self.expired,
             }),
             nodes: me.nodes.borrow().as_ref().clone(),
         }

@@ -6,9 +6,11 @@
 //! sold out). A Redis state older than PostgreSQL's epoch (a worker died
 //! between a release and the drop) is dropped on the next sweep.
 
+use super::report::Unreported;
 use crate::db::holds;
 use crate::inventory::Inventory;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +28,12 @@ pub struct Swept {
 }
 
 /// Sweeps until `stop`.
-pub async fn run(pool: PgPool, inventory: Inventory, stop: CancellationToken) {
+pub(super) async fn run(
+    pool: PgPool,
+    inventory: Inventory,
+    unreported: Arc<Unreported>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -34,8 +41,11 @@ pub async fn run(pool: PgPool, inventory: Inventory, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = sweep(&pool, &inventory).await {
-            tracing::warn!(error = %e, "could not sweep the due holds; retrying on the next tick");
+        match sweep(&pool, &inventory).await {
+            Ok(swept) => unreported.expired(swept.seats),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sweep the due holds; retrying on the next tick");
+            }
         }
     }
 }

@@ -318,6 +318,89 @@ async fn the_feed_lists_every_daemon_and_sums_the_gateways() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_counts_purchases_returns_and_expiries_of_holds() {
+    let stack = TestStack::spawn().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "held", "name": "held", "capacity": 4, "hold_seconds": 1
+        }))
+        .await;
+    let ws_url = format!(
+        "{}/ws?token={FEED_TOKEN}",
+        stack.url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    // The rates are the counts' change between snapshots: the feed must
+    // know the event before its seats move.
+    let start = Instant::now();
+    while !next_snapshot(&mut ws)
+        .await
+        .events
+        .iter()
+        .any(|e| e.event_id.as_str() == "held")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the feed never listed the event"
+        );
+    }
+    // Four holds: one purchased, one cancelled, two left to expire.
+    let mut holds = Vec::new();
+    for user in ["a", "b", "c", "d"] {
+        let a = stack.accepted("held", user, 1, None).await;
+        assert_eq!(stack.decided(&a).await.status, flashgrid_wire::Status::Held);
+        holds.push(a);
+    }
+    for (a, what) in [(&holds[0], "purchase"), (&holds[1], "cancel")] {
+        let r = stack
+            .http
+            .post(format!("{}{}/{what}", stack.url, a.status_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{what}");
+    }
+    let (mut bought, mut returned) = (false, false);
+    let start = Instant::now();
+    let last = loop {
+        let snap = next_snapshot(&mut ws).await;
+        bought |= snap.holds.purchased_per_s > 0.0;
+        returned |= snap.holds.returned_per_s > 0.0;
+        let e = snap.events.iter().find(|e| e.event_id.as_str() == "held");
+        if snap.workers.expired_total == 2
+            && e.is_some_and(|e| e.released == 3)
+            && bought
+            && returned
+        {
+            break snap;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the feed never showed the holds end: {snap:?}"
+        );
+    };
+    let e = last
+        .events
+        .iter()
+        .find(|e| e.event_id.as_str() == "held")
+        .unwrap();
+    assert_eq!(
+        (e.held, e.purchased, e.released, e.remaining),
+        (0, 1, 3, 3),
+        "{e:?}"
+    );
+    assert_eq!(e.invariant(), Ok(()));
+    // The worker that expired them says so in its own view too.
+    let w = last
+        .daemons
+        .iter()
+        .find(|d| d.kind == DaemonKind::Worker)
+        .and_then(|d| d.worker.clone())
+        .expect("the worker's view");
+    assert_eq!(w.expired_total, 2);
+}
+
 /// The feed's next snapshot, within 5 s.
 async fn next_snapshot<S>(ws: &mut S) -> Snapshot
 where

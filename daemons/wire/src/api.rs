@@ -146,6 +146,10 @@ pub struct EventView {
     /// Of `confirmed`, those purchased.
     #[serde(default)]
     pub purchased: u32,
+    /// Seats held and given back (expired or cancelled) in this sale, all
+    /// told: each went back on sale.
+    #[serde(default)]
+    pub released: u32,
 }
 
 /// Longest hold, in seconds (a day).

@@ -24,6 +24,9 @@ pub struct Snapshot {
     /// `gateway` above sums the gateways listed here that are live.
     #[serde(default)]
     pub daemons: Vec<DaemonView>,
+    /// Purchases and seats returned per second (0 without holds).
+    #[serde(default)]
+    pub holds: HoldStats,
 }
 
 /// What a daemon is.
@@ -166,4 +169,19 @@ pub struct WorkerStats {
     pub confirmed_total: u64,
     pub rejected_total: u64,
     pub db_writes_total: u64,
+    /// Holds the sweepers expired per second, in seats (absent from older
+    /// daemons).
+    #[serde(default)]
+    pub expired_per_s: f64,
+    #[serde(default)]
+    pub expired_total: u64,
+}
+
+/// What holds do, over every event, from PostgreSQL's counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoldStats {
+    /// Seats purchased per second.
+    pub purchased_per_s: f64,
+    /// Seats given back (expired or cancelled) and on sale again, per second.
+    pub returned_per_s: f64,
 }

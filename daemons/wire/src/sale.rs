@@ -28,6 +28,8 @@ pub struct Event {
     pub hold_seconds: Option<u32>,
     /// Of the seats taken (`seats.confirmed`), those purchased.
     pub purchased: u32,
+    /// Seats held and given back (expired or cancelled) in this sale.
+    pub released: u32,
 }
 
 /// Whether a sale window (either bound optional) is open at `at`.
@@ -84,6 +86,7 @@ impl Event {
                 0
             },
             purchased: self.purchased,
+            released: self.released,
         }
     }
 }
@@ -134,6 +137,12 @@ pub enum Breach {
     Oversold(SeatCounts),
     /// Confirmed and remaining do not add up to the capacity.
     Unbalanced { seats: SeatCounts, remaining: u32 },
+    /// Held and purchased do not add up to the seats taken.
+    Holds {
+        held: u32,
+        purchased: u32,
+        taken: u32,
+    },
 }
 
 impl fmt::Display for Breach {
@@ -149,6 +158,14 @@ impl fmt::Display for Breach {
                 "BROKEN: confirmed {} + remaining {remaining} ≠ capacity {}",
                 seats.confirmed, seats.capacity
             ),
+            Breach::Holds {
+                held,
+                purchased,
+                taken,
+            } => write!(
+                f,
+                "BROKEN: held {held} + purchased {purchased} ≠ seats taken {taken}"
+            ),
         }
     }
 }
@@ -162,9 +179,21 @@ impl EventView {
     }
 
     /// The invariant of this view: confirmed ≤ capacity, confirmed +
-    /// remaining = capacity.
+    /// remaining = capacity, and with holds held + purchased = confirmed
+    /// (so held + purchased + remaining = capacity).
     pub fn invariant(&self) -> Result<(), Breach> {
-        self.seats().check(self.remaining)
+        self.seats().check(self.remaining)?;
+        let (held, purchased) = (self.held, self.purchased);
+        if self.hold_seconds.is_some()
+            && u64::from(held) + u64::from(purchased) != u64::from(self.confirmed)
+        {
+            return Err(Breach::Holds {
+                held,
+                purchased,
+                taken: self.confirmed,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -282,6 +311,32 @@ mod tests {
     }
 
     #[test]
+    fn with_holds_held_and_purchased_make_the_seats_taken() {
+        let view = |held, purchased| EventView {
+            event_id: EventId::parse("e").unwrap(),
+            name: "e".into(),
+            capacity: 20,
+            remaining: 5,
+            confirmed: 15,
+            per_user_limit: PerUserLimit::DEFAULT,
+            sold_out: false,
+            opens_at: None,
+            closes_at: None,
+            hold_seconds: Some(60),
+            held,
+            purchased,
+            released: 3,
+        };
+        assert_eq!(view(10, 5).invariant(), Ok(()));
+        let off = view(10, 6).invariant().unwrap_err();
+        assert!(
+            off.to_string()
+                .contains("held 10 + purchased 6 ≠ seats taken 15"),
+            "{off}"
+        );
+    }
+
+    #[test]
     fn the_window_is_half_open() {
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let e = Event {
@@ -294,6 +349,7 @@ mod tests {
             sale: 1,
             hold_seconds: None,
             purchased: 0,
+            released: 0,
         };
         assert!(!e.is_open_at(at("2026-01-01T09:59:59Z")));
         assert!(e.is_open_at(at("2026-01-01T10:00:00Z")));

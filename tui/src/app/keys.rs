@@ -236,10 +236,12 @@ mod tests {
                     hold_seconds: None,
                     held: 0,
                     purchased: 0,
+                    released: 0,
                 })
                 .collect(),
             services: None,
             daemons: vec![],
+            holds: Default::default(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The inventory panel of the selected event: remaining and sold gauges, the
 //! invariant line, the queue and the share that never touched PostgreSQL.
+//! An event with holds shows held and purchased, and the invariant with
+//! them (held + purchased + remaining = capacity).
 
 use super::{Palette, block, ratio};
 use crate::app::App;
@@ -30,16 +32,25 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palet
         .gauge_style(p.fg(Color::Cyan));
     f.render_widget(remaining, rows[0]);
     let broken = e.invariant();
+    let locked = if e.confirmed >= e.capacity {
+        ": LOCKED at capacity"
+    } else {
+        ""
+    };
+    let taken = if e.hold_seconds.is_some() {
+        format!(
+            "held {} + purchased {} of {}{locked}",
+            e.held, e.purchased, e.capacity
+        )
+    } else {
+        format!(
+            "safe transactions {} of {}{locked}",
+            e.confirmed, e.capacity
+        )
+    };
     let sold = Gauge::default()
         .ratio(ratio(u64::from(e.confirmed), cap))
-        .label(if e.confirmed >= e.capacity {
-            format!(
-                "safe transactions {} of {}: LOCKED at capacity",
-                e.confirmed, e.capacity
-            )
-        } else {
-            format!("safe transactions {} of {}", e.confirmed, e.capacity)
-        })
+        .label(taken)
         .gauge_style(if broken.is_err() {
             p.bad()
         } else {
@@ -47,6 +58,22 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palet
         });
     f.render_widget(sold, rows[1]);
     let line = match &broken {
+        Ok(()) if e.hold_seconds.is_some() => Span::styled(
+            super::fit(
+                rows[2].width,
+                format!(
+                    "✓ held {} + purchased {} + remaining {} = capacity {}",
+                    e.held, e.purchased, e.remaining, e.capacity
+                ),
+                || {
+                    format!(
+                        "✓ held+bought+left {}+{}+{} = {}",
+                        e.held, e.purchased, e.remaining, e.capacity
+                    )
+                },
+            ),
+            p.ok(),
+        ),
         Ok(()) => Span::styled(
             format!(
                 "✓ confirmed {} + remaining {} = capacity {}, {} ≤ {}",

@@ -1,5 +1,6 @@
 //! The throughput panel: incoming, accepted, rejected and confirmed per
-//! second, each with its sparkline.
+//! second, each with its sparkline; with an event with holds, a line of
+//! purchases, returns and expiries per second under them.
 
 use super::{Palette, block};
 use crate::app::App;
@@ -24,8 +25,31 @@ pub(super) fn draw(f: &mut Frame, area: Rect, app: &App, now: Instant, p: &Palet
         "Throughput (per second)".to_owned()
     };
     let b = block(&title, app, now, p);
-    let inner = b.inner(area);
+    let mut inner = b.inner(area);
     f.render_widget(b, area);
+    // Holds: their line takes the panel's last row.
+    if let Some((s, _)) = app.shown()
+        && s.events.iter().any(|e| e.hold_seconds.is_some())
+        && inner.height >= 2
+    {
+        inner.height -= 1;
+        let row = Rect {
+            y: inner.y + inner.height,
+            height: 1,
+            ..inner
+        };
+        let (bought, back, expired) = (
+            s.holds.purchased_per_s,
+            s.holds.returned_per_s,
+            s.workers.expired_per_s,
+        );
+        let line = super::fit(
+            row.width,
+            format!("holds: purchased {bought:.0}/s  returned {back:.0}/s  expired {expired:.0}/s"),
+            || format!("holds/s: bought {bought:.0} back {back:.0} expired {expired:.0}"),
+        );
+        f.render_widget(Paragraph::new(line).style(p.fg(Color::Blue)), row);
+    }
     let h = &app.history;
     // The rates of the snapshot on screen, in the order of the rows.
     let rates = app.shown().map_or([0.0; 4], |(s, _)| {

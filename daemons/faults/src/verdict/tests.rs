@@ -60,6 +60,7 @@ fn view(confirmed: u32, capacity: u32) -> EventView {
         hold_seconds: None,
         held: 0,
         purchased: 0,
+        released: 0,
     }
 }
 
