@@ -173,6 +173,18 @@ impl Gateway {
             // is queued like a pending one (decided again, it may be sold
             // a seat whose confirmation Redis lost since).
             Some(o) if o.status != Status::Pending && !o.is_tentative() => {
+                // A won seat of an event with holds is held, purchased or
+                // given back since: PostgreSQL says which (Redis knows only
+                // that it was won).
+                let status = match o.public_status() {
+                    Status::Confirmed if entry.event.hold_seconds.is_some() => {
+                        db::holds::won(&self.pool, event, &p.id)
+                            .await
+                            .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
+                            .map_or(Status::Pending, |r| r.status)
+                    }
+                    s => s,
+                };
                 let url = self.receipts.status_url(
                     event,
                     &p.id,
@@ -181,7 +193,7 @@ impl Gateway {
                     p.at,
                     sale,
                 );
-                Some(accepted(p.id, o.public_status(), url))
+                Some(accepted(p.id, status, url))
             }
             Some(_) => self.route_of_copies(p, Route::Queue, entry),
             // Redis lost the outcomes and PostgreSQL has no row: this may be
