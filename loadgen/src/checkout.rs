@@ -94,6 +94,40 @@ pub struct Checkout {
     /// Answers that contradict each other (a purchase answered `200` that
     /// does not read `purchased`, an abandoned hold that reads purchased…).
     pub anomalies: Vec<String>,
+    /// When each hold took its seats and (at the earliest) gave them back.
+    #[serde(skip)]
+    pub holdings: Vec<Holding>,
+}
+
+/// The seats one hold took, from its commit until it gave them back (at
+/// the earliest: `expires_at`, or when the cancel was sent) or for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub seats: u64,
+}
+
+/// The most seats the holds took at once. A hold's interval starts at its
+/// commit (`expires_at` less the hold time) and ends no later than the
+/// release: a seat sold again is decided after the release committed, so
+/// two holds of one seat never overlap in a correct sale.
+pub fn peak(holdings: &[Holding]) -> u64 {
+    let mut steps: Vec<(DateTime<Utc>, i64)> = Vec::with_capacity(holdings.len() * 2);
+    for h in holdings {
+        steps.push((h.start, h.seats as i64));
+        if let Some(end) = h.end {
+            steps.push((end, -(h.seats as i64)));
+        }
+    }
+    // At one instant, give back before taking.
+    steps.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in steps {
+        now += d;
+        most = most.max(now);
+    }
+    most.max(0) as u64
 }
 
 impl Checkout {
@@ -114,6 +148,7 @@ impl Checkout {
         self.unsettled += o.unsettled;
         self.resale_timed_out |= o.resale_timed_out;
         self.anomalies.extend(o.anomalies);
+        self.holdings.extend(o.holdings);
     }
 
     /// Seats given back, by expiry or cancel.
@@ -152,11 +187,21 @@ struct Ctx {
     base: Instant,
     end_ms: AtomicU64,
     winners: AtomicU64,
+    /// Settlers calling the gateway at once, and their idle connections.
     settlers: Semaphore,
+    idle: std::sync::Mutex<Vec<Connection>>,
+    /// The event's hold time.
+    hold: chrono::TimeDelta,
 }
 
 impl Ctx {
-    fn new(target: Target, plan: Plan, run_id: String, end: Option<Instant>) -> Self {
+    fn new(
+        target: Target,
+        plan: Plan,
+        hold: Duration,
+        run_id: String,
+        end: Option<Instant>,
+    ) -> Self {
         let ctx = Self {
             target,
             plan,
@@ -165,11 +210,34 @@ impl Ctx {
             end_ms: AtomicU64::new(u64::MAX),
             winners: AtomicU64::new(0),
             settlers: Semaphore::new(SETTLERS),
+            idle: std::sync::Mutex::new(Vec::new()),
+            hold: chrono::TimeDelta::from_std(hold).unwrap_or_default(),
         };
         if let Some(end) = end {
             ctx.set_end(end);
         }
         ctx
+    }
+
+    /// An open connection of a settler done with it, if any.
+    fn idle_connection(&self) -> Option<Connection> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.pop().filter(Connection::is_open)
+    }
+
+    fn give_back(&self, conn: Option<Connection>) {
+        if let Some(c) = conn.filter(Connection::is_open) {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < SETTLERS {
+                idle.push(c);
+            }
+        }
     }
 
     fn set_end(&self, end: Instant) {
@@ -205,10 +273,10 @@ impl Ctx {
 
 impl Buyers {
     /// Starts the followers; the deadline is set by [`Buyers::give_up_at`].
-    pub fn start(target: Target, plan: Plan, run_id: String) -> Self {
+    pub fn start(target: Target, plan: Plan, hold: Duration, run_id: String) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<Accepted>();
         let rx = Arc::new(Mutex::new(rx));
-        let ctx = Arc::new(Ctx::new(target, plan, run_id, None));
+        let ctx = Arc::new(Ctx::new(target, plan, hold, run_id, None));
         let mut tasks = JoinSet::new();
         for _ in 0..FOLLOWERS {
             let (ctx, rx) = (ctx.clone(), rx.clone());
@@ -262,10 +330,7 @@ async fn follower(
             let k = ctx.winners.fetch_add(1, Ordering::Relaxed);
             let buys = ctx.plan.buys(k);
             let ctx = ctx.clone();
-            settlers.spawn(async move {
-                let _slot = ctx.settlers.acquire().await;
-                settle(&ctx, &a, &v, buys, ctx.plan.think).await
-            });
+            settlers.spawn(async move { settle(&ctx, &a, &v, buys, ctx.plan.think).await });
         }
     }
     let mut checkout = Checkout::default();
@@ -291,13 +356,58 @@ async fn settle(
         won: 1,
         ..Checkout::default()
     };
-    let mut conn = None;
+    // The seat-holding interval starts at the commit: `expires_at` less
+    // the hold (PostgreSQL's clock, as `expires_at`).
+    let start = v.expires_at.map(|at| at - ctx.hold);
     tokio::time::sleep(think).await;
+    if !buys && ctx.plan.abandon == Abandon::Expire {
+        // Nothing to call before the hold runs out: no connection held.
+        if let Some(at) = v.expires_at {
+            let left = at
+                .signed_duration_since(Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep_until((Instant::now() + left).min(ctx.end()).into()).await;
+        }
+    }
+    let _slot = ctx.settlers.acquire().await;
+    let mut conn = ctx.idle_connection();
+    settle_now(ctx, a, v, buys, seats, start, &mut conn, &mut c).await;
+    ctx.give_back(conn);
+    c
+}
+
+/// [`settle`] once the think time (and for an abandon by expiry, the hold)
+/// is over.
+#[allow(clippy::too_many_arguments)]
+async fn settle_now(
+    ctx: &Ctx,
+    a: &Accepted,
+    v: &ReservationView,
+    buys: bool,
+    seats: u64,
+    start: Option<DateTime<Utc>>,
+    conn: &mut Option<Connection>,
+    c: &mut Checkout,
+) {
+    let held_until = |end: Option<DateTime<Utc>>, c: &mut Checkout| {
+        if let Some(s) = start {
+            c.holdings.push(Holding {
+                start: s,
+                end,
+                seats,
+            });
+        }
+    };
+    let expires_at = v.expires_at;
     if buys {
         let payment = format!("load-{}-{}", ctx.run_id, a.reservation_id);
-        match call(&ctx.target, &mut conn, a, "purchase", Some(&payment)).await {
-            Ok((200, _)) => match final_view(ctx, &mut conn, a).await {
-                Some(f) if f.status == Status::Purchased => c.purchased += seats,
+        match call(ctx, conn, a, "purchase", Some(&payment)).await {
+            Ok((200, _)) => match final_view(ctx, conn, a).await {
+                Some(f) if f.status == Status::Purchased => {
+                    c.purchased += seats;
+                    held_until(None, c);
+                }
                 other => c.anomalies.push(format!(
                     "{}: the purchase answered 200 but the reservation reads {}",
                     a.reservation_id,
@@ -306,7 +416,8 @@ async fn settle(
             },
             Ok((409, code)) if code == "hold_expired" => {
                 c.too_late += seats;
-                expect_released(ctx, &mut conn, a, Status::Expired, seats, &mut c).await;
+                held_until(expires_at, c);
+                expect_released(ctx, conn, a, Status::Expired, seats, c).await;
             }
             Ok((status, code)) => c.anomalies.push(format!(
                 "{}: the purchase answered {status} {code}",
@@ -316,37 +427,35 @@ async fn settle(
                 .anomalies
                 .push(format!("{}: the purchase failed: {e}", a.reservation_id)),
         }
-        return c;
+        return;
     }
     c.abandoned += seats;
     match ctx.plan.abandon {
-        Abandon::Cancel => match call(&ctx.target, &mut conn, a, "cancel", None).await {
-            Ok((200, _)) => {
-                expect_released(ctx, &mut conn, a, Status::Cancelled, seats, &mut c).await;
+        Abandon::Cancel => {
+            let sent = Utc::now();
+            match call(ctx, conn, a, "cancel", None).await {
+                Ok((200, _)) => {
+                    held_until(Some(sent), c);
+                    expect_released(ctx, conn, a, Status::Cancelled, seats, c).await;
+                }
+                Ok((409, code)) if code == "hold_expired" => {
+                    held_until(expires_at, c);
+                    expect_released(ctx, conn, a, Status::Expired, seats, c).await;
+                }
+                Ok((status, code)) => c.anomalies.push(format!(
+                    "{}: the cancel answered {status} {code}",
+                    a.reservation_id
+                )),
+                Err(e) => c
+                    .anomalies
+                    .push(format!("{}: the cancel failed: {e}", a.reservation_id)),
             }
-            Ok((409, code)) if code == "hold_expired" => {
-                expect_released(ctx, &mut conn, a, Status::Expired, seats, &mut c).await;
-            }
-            Ok((status, code)) => c.anomalies.push(format!(
-                "{}: the cancel answered {status} {code}",
-                a.reservation_id
-            )),
-            Err(e) => c
-                .anomalies
-                .push(format!("{}: the cancel failed: {e}", a.reservation_id)),
-        },
+        }
         Abandon::Expire => {
-            if let Some(at) = v.expires_at {
-                let left = at
-                    .signed_duration_since(Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::time::sleep_until((Instant::now() + left).min(ctx.end()).into()).await;
-            }
-            expect_released(ctx, &mut conn, a, Status::Expired, seats, &mut c).await;
+            held_until(expires_at, c);
+            expect_released(ctx, conn, a, Status::Expired, seats, c).await;
         }
     }
-    c
 }
 
 /// Reads the hold until it is no longer held (or `end`) and checks that it
@@ -428,9 +537,11 @@ async fn get(
 }
 
 /// `POST <status_url>/purchase|cancel`: the status and the error code (empty
-/// for a success).
+/// for a success). Both calls are idempotent, so a `503` or `429` (the
+/// gateway shedding load) or a lost connection is tried again, after
+/// `Retry-After` when given, until the deadline.
 async fn call(
-    target: &Target,
+    ctx: &Ctx,
     conn: &mut Option<Connection>,
     a: &Accepted,
     what: &str,
@@ -441,42 +552,85 @@ async fn call(
         None => String::new(),
     };
     let path = format!("{}/{what}", a.status_url);
-    let c = connection(target, conn).await?;
-    let req = client::request(target, Method::POST, &path, &[], Some(body));
-    let resp = c.send(req, Duration::from_secs(10)).await.map_err(|e| {
-        *conn = None;
-        e.to_string()
-    })?;
-    let status = resp.status().as_u16();
-    let code = if status == 200 {
-        String::new()
-    } else {
-        serde_json::from_slice::<flashgrid_wire::ErrorBody>(resp.body())
-            .map(|e| e.error)
-            .unwrap_or_default()
-    };
-    Ok((status, code))
+    loop {
+        let wait = match connection(&ctx.target, conn).await {
+            Ok(c) => {
+                let req =
+                    client::request(&ctx.target, Method::POST, &path, &[], Some(body.clone()));
+                match c.send(req, Duration::from_secs(10)).await {
+                    Ok(resp) if matches!(resp.status().as_u16(), 503 | 429) => resp
+                        .headers()
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .map_or(Duration::from_millis(100), Duration::from_secs),
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let code = if status == 200 {
+                            String::new()
+                        } else {
+                            serde_json::from_slice::<flashgrid_wire::ErrorBody>(resp.body())
+                                .map(|e| e.error)
+                                .unwrap_or_default()
+                        };
+                        return Ok((status, code));
+                    }
+                    Err(e) => {
+                        *conn = None;
+                        if ctx.over() {
+                            return Err(e.to_string());
+                        }
+                        Duration::from_millis(100)
+                    }
+                }
+            }
+            Err(e) if ctx.over() => return Err(e),
+            Err(_) => Duration::from_millis(100),
+        };
+        if ctx.over() {
+            return Err(format!("still refused (503/429) at the deadline: {what}"));
+        }
+        tokio::time::sleep(wait.min(ctx.end().saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Where and how the late buyers buy.
+#[derive(Debug, Clone)]
+pub struct Late {
+    pub target: Target,
+    pub event: EventId,
+    pub quantity: Quantity,
+    pub plan: Plan,
+    /// The event's hold time.
+    pub hold: Duration,
+    pub run_id: String,
+    /// When they stop, whatever is left.
+    pub end: Instant,
 }
 
 /// Late buyers: after the crowd, new buyers arrive at `plan.late_rate` a
-/// second and purchase at once whatever they win, until `settled` says the
-/// crowd's winners are done and the event has no hold live and no seat a
-/// buyer could still win, or `end`.
-pub async fn late_buyers(
-    target: Target,
-    event: EventId,
-    quantity: Quantity,
-    plan: Plan,
-    run_id: String,
-    end: Instant,
-    mut crowd_done: watch::Receiver<bool>,
-) -> Checkout {
+/// second and purchase at once whatever they win, until the crowd's winners
+/// are done (`crowd_released`: the seats they gave back) and the late
+/// buyers bought as many seats as were given back, or `end`. Seats are
+/// alike: whichever the late buyers win, as many went back on sale as
+/// were sold again.
+pub async fn late_buyers(sale: Late, mut crowd_released: watch::Receiver<Option<u64>>) -> Checkout {
+    let Late {
+        target,
+        event,
+        quantity,
+        plan,
+        hold,
+        run_id,
+        end,
+    } = sale;
     let (stop_tx, stop) = watch::channel(false);
-    let ctx = Arc::new(Ctx::new(target.clone(), plan, run_id, Some(end)));
+    let ctx = Arc::new(Ctx::new(target, plan, hold, run_id, Some(end)));
+    let resold = Arc::new(AtomicU64::new(0));
     let mut workers = JoinSet::new();
     let period = Duration::from_secs_f64(LATE_CONNECTIONS as f64 / plan.late_rate.max(0.001));
     for k in 0..LATE_CONNECTIONS {
-        let (ctx, event, mut stop) = (ctx.clone(), event.clone(), stop.clone());
+        let (ctx, event, mut stop, resold) =
+            (ctx.clone(), event.clone(), stop.clone(), resold.clone());
         let offset = period.mul_f64(k as f64 / LATE_CONNECTIONS as f64);
         workers.spawn(async move {
             let mut c = Checkout::default();
@@ -494,24 +648,27 @@ pub async fn late_buyers(
                 }
                 let n = i * LATE_CONNECTIONS as u64 + k as u64;
                 i += 1;
+                let before = c.resold;
                 late_buyer(&ctx, &mut conn, &event, quantity, n, &mut c).await;
+                resold.fetch_add(c.resold - before, Ordering::Relaxed);
             }
             c
         });
     }
-    // The sale is over for the late buyers when the crowd's winners are
-    // done and the event holds nothing and offers no seat they could win.
     let mut timed_out = true;
-    let _ = crowd_done.wait_for(|d| *d).await;
-    while Instant::now() < end {
-        if let Ok(e) = verify::event(&target, &event).await
-            && e.held == 0
-            && e.remaining < u32::from(quantity.get())
-        {
+    loop {
+        let given_back = *crowd_released.borrow_and_update();
+        if given_back.is_some_and(|g| resold.load(Ordering::Relaxed) >= g) {
             timed_out = false;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if Instant::now() >= end {
+            break;
+        }
+        tokio::select! {
+            _ = crowd_released.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
     }
     let _ = stop_tx.send(true);
     let mut total = Checkout {
@@ -570,17 +727,30 @@ async fn late_buyer(
         Status::Held => {
             c.late_won += 1;
             let seats = u64::from(v.quantity.get());
+            let start = v.expires_at.map(|at| at - ctx.hold);
             let payment = format!("late-{}-{n}", ctx.run_id);
-            match call(&ctx.target, conn, &accepted, "purchase", Some(&payment)).await {
+            match call(ctx, conn, &accepted, "purchase", Some(&payment)).await {
                 Ok((200, _)) => {
                     c.resold += seats;
                     c.last_resale = c.last_resale.max(Some(Utc::now()));
+                    if let Some(start) = start {
+                        c.holdings.push(Holding {
+                            start,
+                            end: None,
+                            seats,
+                        });
+                    }
                 }
                 Ok((409, code)) if code == "hold_expired" => {
                     c.too_late += seats;
-                    let mut cc = Checkout::default();
-                    expect_released(ctx, conn, &accepted, Status::Expired, seats, &mut cc).await;
-                    c.merge(cc);
+                    if let Some(start) = start {
+                        c.holdings.push(Holding {
+                            start,
+                            end: v.expires_at,
+                            seats,
+                        });
+                    }
+                    expect_released(ctx, conn, &accepted, Status::Expired, seats, c).await;
                 }
                 Ok((status, code)) => c.anomalies.push(format!(
                     "{}: a late purchase answered {status} {code}",
@@ -622,6 +792,13 @@ pub fn judge(
             "OVERSOLD: capacity {cap}, the event counts {purchased} purchased, the buyers {bought}"
         ));
     }
+    let most = peak(&c.holdings);
+    if most > cap {
+        v.oversold = true;
+        v.problems.push(format!(
+            "OVERSOLD: capacity {cap}, the buyers held {most} seats at once"
+        ));
+    }
     if (exclusive && purchased != bought) || purchased < bought {
         v.counts_agree = false;
         v.problems.push(format!(
@@ -641,10 +818,13 @@ pub fn judge(
             c.unsettled
         ));
     }
-    if c.resale_timed_out {
+    if c.resale_timed_out || c.resold < c.released() {
         v.problems.push(format!(
-            "the seats given back were not all sold again: at the deadline the event holds {} and has {} left",
-            event.held, event.remaining
+            "the seats given back were not all sold again: {} given back, {} sold again by the deadline (the event holds {} and has {} left)",
+            c.released(),
+            c.resold,
+            event.held,
+            event.remaining
         ));
     }
     v.problems.extend(c.anomalies.iter().take(10).cloned());
@@ -724,6 +904,32 @@ mod tests {
             resold: 10,
             ..Checkout::default()
         }
+    }
+
+    #[test]
+    fn holds_of_one_seat_one_after_the_other_never_overlap() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let h = |start, end: Option<i64>| Holding {
+            start: t(start),
+            end: end.map(t),
+            seats: 1,
+        };
+        // Two seats: a hold expires at 5 and its seat is won again at 5.
+        let fine = [h(0, Some(5)), h(0, None), h(5, None)];
+        assert_eq!(peak(&fine), 2);
+        // A third hold while both seats are taken is one too many.
+        let over = [h(0, Some(5)), h(0, None), h(4, None)];
+        assert_eq!(peak(&over), 3);
+        let mut c = resold_sale();
+        c.holdings = over.to_vec();
+        let v = judge(&crowd(20), &c, &event(2, 0, 2), false);
+        assert!(
+            v.oversold
+                && v.problems
+                    .iter()
+                    .any(|p| p.contains("held 3 seats at once")),
+            "{v:?}"
+        );
     }
 
     #[test]

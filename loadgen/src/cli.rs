@@ -196,7 +196,10 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
             p.think
         ));
     }
-    let buyers = plan.map(|p| Buyers::start(target.clone(), p, spec.run_id.clone()));
+    let buyers = plan.zip(holds).map(|(p, h)| {
+        let hold = Duration::from_secs(u64::from(h));
+        Buyers::start(target.clone(), p, hold, spec.run_id.clone())
+    });
 
     let progress = progress_bar(&spec);
     let (mut rx, live, engine) = crate::run(spec.clone());
@@ -270,18 +273,19 @@ impl HoldSale<'_> {
                 plan.late_rate
             );
         }
-        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-        let late = tokio::spawn(checkout::late_buyers(
-            target.clone(),
-            spec.event.clone(),
-            spec.quantity,
+        let (done_tx, done_rx) = tokio::sync::watch::channel(None);
+        let late = checkout::Late {
+            target: target.clone(),
+            event: spec.event.clone(),
+            quantity: spec.quantity,
             plan,
-            spec.run_id.clone(),
+            hold: Duration::from_secs(u64::from(hold)),
+            run_id: spec.run_id.clone(),
             end,
-            done_rx,
-        ));
+        };
+        let late = tokio::spawn(checkout::late_buyers(late, done_rx));
         let (crowd, mut c) = buyers.finish().await;
-        let _ = done_tx.send(true);
+        let _ = done_tx.send(Some(c.released()));
         if let Ok(l) = late.await {
             c.merge(l);
         }

@@ -73,8 +73,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev = Reading::take(&stats);
     let mut events = Vec::new();
-    // The events of the last snapshot, for the purchases and returns since.
-    let mut snap_events: Vec<flashgrid_wire::EventView> = Vec::new();
+    // The events PostgreSQL last listed, and when: the purchases and
+    // returns since are divided by the time since (not by one interval,
+    // after an outage).
+    let mut listed_before: (Vec<flashgrid_wire::EventView>, Instant) = (Vec::new(), Instant::now());
     loop {
         tokio::select! {
             _ = stop.cancelled() => {
@@ -96,6 +98,7 @@ pub async fn run(
         );
         // The events come from PostgreSQL; if it is away the last known
         // counts are shown (and the services say so).
+        let fresh = matches!(listed, Ok(Ok(_)));
         let postgres = match listed {
             Ok(Ok(list)) => {
                 events = list
@@ -111,10 +114,12 @@ pub async fn run(
             None => (None, None),
         };
         stats.queue_depth.set(depth.map_or(-1, |d| d as i64));
-        let before = std::mem::take(&mut snap_events);
         let (mut snap, window) = now.snapshot(&prev, depth, consumers, events.clone());
-        snap.holds = hold_rates(&before, &snap.events, snap.interval_ms);
-        snap_events = snap.events.clone();
+        if fresh {
+            let since = listed_before.1.elapsed().as_millis() as u64;
+            snap.holds = hold_rates(&listed_before.0, &snap.events, since);
+            listed_before = (snap.events.clone(), Instant::now());
+        }
         snap.services = Some(ServiceHealth {
             postgres,
             redis: matches!(pong, Ok(Ok(()))),

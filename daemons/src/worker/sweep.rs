@@ -41,17 +41,19 @@ pub(super) async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match sweep(&pool, &inventory).await {
-            Ok(swept) => unreported.expired(swept.seats),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sweep the due holds; retrying on the next tick");
-            }
+        if let Err(e) = sweep(&pool, &inventory, |seats| unreported.expired(seats)).await {
+            tracing::warn!(error = %e, "could not sweep the due holds; retrying on the next tick");
         }
     }
 }
 
-/// One sweep over every event with holds.
-pub async fn sweep(pool: &PgPool, inventory: &Inventory) -> Result<Swept, sqlx::Error> {
+/// One sweep over every event with holds; `expired` hears of each
+/// committed release's seats at once (a later failure loses no count).
+pub async fn sweep(
+    pool: &PgPool,
+    inventory: &Inventory,
+    expired: impl Fn(u64),
+) -> Result<Swept, sqlx::Error> {
     let mut swept = Swept::default();
     for (event, epoch) in holds::hold_events(pool).await? {
         let mut released = false;
@@ -59,6 +61,7 @@ pub async fn sweep(pool: &PgPool, inventory: &Inventory) -> Result<Swept, sqlx::
             let (n, seats) = holds::release_due(pool, &event).await?;
             swept.expired += n as u64;
             swept.seats += seats as u64;
+            expired(seats as u64);
             released |= n > 0;
             if n < holds::RELEASE_BATCH {
                 break;

@@ -323,7 +323,7 @@ async fn the_feed_counts_purchases_returns_and_expiries_of_holds() {
     let stack = TestStack::spawn().await;
     stack
         .create_event_json(serde_json::json!({
-            "event_id": "held", "name": "held", "capacity": 4, "hold_seconds": 1
+            "event_id": "held", "name": "held", "capacity": 4, "hold_seconds": 2
         }))
         .await;
     let ws_url = format!(
@@ -368,7 +368,13 @@ async fn the_feed_counts_purchases_returns_and_expiries_of_holds() {
         bought |= snap.holds.purchased_per_s > 0.0;
         returned |= snap.holds.returned_per_s > 0.0;
         let e = snap.events.iter().find(|e| e.event_id.as_str() == "held");
+        // The worker's own view is published beside its counts: it may
+        // come one interval later.
+        let worker_saw = snap.daemons.iter().any(|d| {
+            d.kind == DaemonKind::Worker && d.worker.as_ref().is_some_and(|w| w.expired_total == 2)
+        });
         if snap.workers.expired_total == 2
+            && worker_saw
             && e.is_some_and(|e| e.released == 3)
             && bought
             && returned

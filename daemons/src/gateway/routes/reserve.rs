@@ -175,9 +175,12 @@ impl Gateway {
             Some(o) if o.status != Status::Pending && !o.is_tentative() => {
                 // A won seat of an event with holds is held, purchased or
                 // given back since: PostgreSQL says which (Redis knows only
-                // that it was won).
+                // that it was won), read under the read routes' budget as
+                // the status route reads it — a retrying winner is no
+                // buyer the door may answer from memory.
                 let status = match o.public_status() {
                     Status::Confirmed if entry.event.hold_seconds.is_some() => {
+                        let _permit = self.read_permit().await?;
                         db::holds::won(&self.pool, event, &p.id)
                             .await
                             .map_err(|e| ApiError::dependency("PostgreSQL", &e))?
