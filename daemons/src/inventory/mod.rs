@@ -335,6 +335,7 @@ impl Inventory {
             .arg(snap.sale)
             .arg(rows.len() + users.len())
             .arg(users.len())
+            .arg(u8::from(snap.released_seats > 0))
             .invoke_async(&mut conn)
             .await?;
         if stock == -2 {

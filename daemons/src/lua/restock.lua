@@ -15,6 +15,9 @@
 -- ARGV[5]  the fields the worker staged in KEYS[4] (the snapshot's rows
 --          and buyers)
 -- ARGV[6]  the fields it staged in KEYS[5] (the snapshot's buyers)
+-- ARGV[7]  1 when holds gave seats back in this sale (a buyer's committed
+--          quantity may then be below what the state being replaced
+--          counted), else 0
 --
 -- The worker fills the staged hashes in chunks (a few hundred fields a
 -- command), so no single step blocks Redis for long however many winners
@@ -53,8 +56,21 @@ end
 -- the sale's high-water mark. Without holds the snapshot's is never lower.
 local kept_sale = redis.call('HGET', KEYS[3], '\1')
 local kept = 0
+-- The same for each buyer's committed quantity (a user_limit rejection
+-- made certain by it), read only when holds gave seats back: the scan is
+-- as long as the winners, and without releases no count shrinks.
+local kept_users = {}
 if kept_sale and tonumber(kept_sale) == tonumber(ARGV[4]) then
   kept = tonumber(redis.call('HGET', KEYS[3], '\2') or '0')
+  if ARGV[7] == '1' then
+    local all = redis.call('HGETALL', KEYS[3])
+    for i = 1, #all, 2 do
+      local f = all[i]
+      if #f > 1 and string.byte(f, 1) == 2 then
+        kept_users[#kept_users + 1] = { f, tonumber(all[i + 1]) }
+      end
+    end
+  end
 end
 -- An empty snapshot stages nothing: the live hash is emptied instead.
 local function swap(staged, live)
@@ -78,4 +94,10 @@ if kept > committed then
   committed = kept
 end
 redis.call('HSET', KEYS[3], '\1', ARGV[4], '\2', committed, '\3', ARGV[1])
+for _, kv in ipairs(kept_users) do
+  local now = tonumber(redis.call('HGET', KEYS[3], kv[1]) or '0')
+  if kv[2] and kv[2] > now then
+    redis.call('HSET', KEYS[3], kv[1], kv[2])
+  end
+end
 return stock

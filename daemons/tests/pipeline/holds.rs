@@ -585,3 +585,40 @@ async fn a_keyed_retry_of_a_won_hold_says_where_the_hold_stands() {
     let again = stack.accepted("retry", "ann", 1, Some("order-1")).await;
     assert_eq!(again.status, Status::Purchased);
 }
+
+/// The same for a buyer's own limit: a `user_limit` rejection made certain
+/// by the buyer's committed hold stays a rejection after that hold is
+/// given back and the state rebuilt (the won hash keeps each buyer's
+/// committed count at its high-water mark within the sale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limit_rejection_stays_one_when_the_buyers_hold_goes_back() {
+    let stack = TestStack::spawn().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "mine", "name": "mine", "capacity": 5, "hold_seconds": 60,
+            "per_user_limit": 1
+        }))
+        .await;
+    // Two of ann's at once: decided together, one held, one rejected for
+    // the limit (tentatively, then certain once the hold is committed).
+    let (x, y) = tokio::join!(
+        stack.accepted("mine", "ann", 1, Some("k1")),
+        stack.accepted("mine", "ann", 1, Some("k2"))
+    );
+    let (vx, vy) = (stack.decided(&x).await, stack.decided(&y).await);
+    let (held, rejected) = match (vx.status, vy.status) {
+        (Status::Held, Status::Rejected) => (x, y),
+        (Status::Rejected, Status::Held) => (y, x),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        stack.status(&rejected, 0).await.reason,
+        Some(flashgrid_wire::Reason::UserLimit)
+    );
+    let (code, _) = call(&stack, &held, "cancel", None).await;
+    assert_eq!(code, StatusCode::OK);
+    // The state is rebuilt at the next decision: bob buys.
+    won(&stack, "mine", "bob").await;
+    let v = stack.status(&rejected, 0).await;
+    assert_eq!(v.status, Status::Rejected, "{v:?}");
+}
