@@ -12,8 +12,9 @@
 //! a redelivery, a partial loss) meet the same code through one instance or
 //! two; `just soak` runs them in both topologies.
 //!
-//! The holds scenario (`holds_worker_kill`, `…_x2`) runs a hold sale through
-//! `flashgrid-load` with a worker SIGKILLed as holds are released.
+//! The holds scenario (`holds_worker_kill`, `…_x2`; `just faults
+//! holds-worker-kill`) runs a hold sale through `flashgrid-load` with a
+//! worker SIGKILLed as holds are released.
 
 use flashgrid_faults::{self as faults, Binaries, Options, Scenario};
 
@@ -129,122 +130,32 @@ async fn redis_restore_older_x2() {
     check(Scenario::RedisRestoreOlder, 2).await;
 }
 
-/// The holds scenario: a sale of 200 seats held 3 s each, half of the
-/// winners abandoning their hold, and worker 0 SIGKILLed (restarted 1 s
-/// later) once the first abandoned holds are being released — mid-sweep,
-/// while late buyers come for the seats. The verdict is `flashgrid-load`'s
-/// on hold sales (never more purchased than the capacity, every purchase
-/// counted once, every abandoned hold expired, every released seat sold
-/// again), then PostgreSQL's rows against the event's counts. Worker kills
-/// only: a Redis loss is a known gap of holds (docs/HOLDS.md).
-async fn hold_sale_with_a_worker_killed(workers: usize) {
-    use clap::Parser;
-    use flashgrid_testkit::{Instance, Stack};
-    const SEATS: u32 = 200;
-    let stack = Stack::empty().await;
-    let worker = env!("CARGO_BIN_EXE_flashgrid-worker");
-    for n in 0..workers {
-        stack.start_process_with(Instance::worker(n), worker.as_ref(), &[], None);
-    }
-    stack.start_gateway().await;
-    stack.wait_ready().await;
-    let argv = [
-        "flashgrid-load",
-        "--url",
-        &stack.url,
-        "--token",
-        flashgrid_testkit::TOKEN,
-        "--event",
-        "held-sale",
-        "--capacity",
-        &SEATS.to_string(),
-        "--hold",
-        "3",
-        "-n",
-        "3000",
-        "-c",
-        "300",
-        "--checkout",
-        "0.5",
-        "--think",
-        "300ms",
-        "--late-rate",
-        "300",
-    ]
-    .map(str::to_owned);
-    let sale = tokio::spawn(flashgrid_load::cli::run(
-        flashgrid_load::cli::Opts::parse_from(argv),
-    ));
-    // The fault: once the first holds are released.
-    let released = || async {
-        sqlx::query_scalar::<_, i32>("SELECT released FROM events WHERE event_id = 'held-sale'")
-            .fetch_optional(&stack.pool)
-            .await
-            .unwrap()
-            .unwrap_or(0)
+/// The holds scenario (`flashgrid_faults::holds`): a hold sale with half
+/// the winners abandoning, worker 0 SIGKILLed as holds are released.
+async fn holds(workers: usize) {
+    let binaries = Binaries {
+        gateway: env!("CARGO_BIN_EXE_flashgrid-gateway").into(),
+        worker: env!("CARGO_BIN_EXE_flashgrid-worker").into(),
     };
-    let start = std::time::Instant::now();
-    while released().await == 0 {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "no hold was ever released"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let at_kill = released().await;
-    stack.stop(Instance::worker(0)).await; // SIGKILL
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // the fault lasts 1 s
-    stack.start_process_with(Instance::worker(0), worker.as_ref(), &[], None);
-
-    let report = sale.await.unwrap().expect("the sale ran");
-    println!(
-        "worker 0 killed with {at_kill} seats released\n{}",
-        report.text()
-    );
-    assert_eq!(report.verdict, "pass", "{}", report.text());
-    let c = &report.holds.as_ref().expect("a hold sale").checkout;
-    assert_eq!(c.won, u64::from(SEATS), "the crowd won every seat");
-    assert_eq!(c.purchased + c.abandoned, u64::from(SEATS));
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
+    let run = faults::holds::run(&binaries, workers, &logs)
+        .await
+        .expect("the scenario ran");
+    println!("{}\n{}", run.line(), run.report.text());
+    assert!(run.passed(), "{}\n{}", run.explain(), run.report.text());
+    let c = &run.report.holds.as_ref().expect("a hold sale").checkout;
+    assert_eq!(c.won, 200, "the crowd won every seat");
+    assert_eq!(c.purchased + c.too_late + c.abandoned, 200);
     assert!(c.released() >= c.abandoned, "every abandoned hold released");
     assert_eq!(c.resold, c.released(), "every released seat sold again");
-    // PostgreSQL: the rows agree with the event's counts.
-    let (confirmed, purchased, released, holdings): (i32, i32, i32, i64) = sqlx::query_as(
-        "SELECT confirmed, purchased, released,
-                (SELECT COALESCE(SUM(quantity), 0)::bigint FROM holdings h WHERE h.event_id = e.event_id)
-         FROM events e WHERE event_id = 'held-sale'",
-    )
-    .fetch_one(&stack.pool)
-    .await
-    .unwrap();
-    let by_state: std::collections::BTreeMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT state, SUM(quantity)::bigint FROM reservations WHERE event_id = 'held-sale' GROUP BY state",
-    )
-    .fetch_all(&stack.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
-    let seats = |s: &str| by_state.get(s).copied().unwrap_or(0);
-    assert_eq!(
-        (confirmed, purchased, holdings),
-        (SEATS as i32, SEATS as i32, i64::from(SEATS)),
-        "{by_state:?}"
-    );
-    assert_eq!(seats("purchased"), i64::from(SEATS), "{by_state:?}");
-    assert_eq!(seats("held"), 0, "{by_state:?}");
-    assert_eq!(
-        seats("expired") + seats("cancelled"),
-        i64::from(released),
-        "each release counted once: {by_state:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_worker_kill() {
-    hold_sale_with_a_worker_killed(1).await;
+    holds(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_worker_kill_x2() {
-    hold_sale_with_a_worker_killed(2).await;
+    holds(2).await;
 }

@@ -14,6 +14,7 @@
 pub mod buyers;
 pub mod cluster;
 pub mod endstate;
+pub mod holds;
 pub mod report;
 pub mod sabotage;
 pub mod scenario;

@@ -79,8 +79,19 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
                 .unwrap_or_default();
             println!("{:<22} {}{known}", s.name(), s.describe());
         }
+        println!("{:<22} {}", faults::holds::NAME, faults::holds::DESCRIBE);
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    // The holds scenario runs by a harness of its own (flashgrid-load on a
+    // hold sale): in the default matrix, or when named.
+    let holds = !o.cluster
+        && (o.scenarios.is_empty() || o.scenarios.iter().any(|n| n == faults::holds::NAME));
+    let named: Vec<String> = o
+        .scenarios
+        .iter()
+        .filter(|n| *n != faults::holds::NAME)
+        .cloned()
+        .collect();
     let scenarios: Vec<Scenario> = if o.scenarios.is_empty() {
         if o.cluster {
             Scenario::CLUSTER.to_vec()
@@ -88,7 +99,7 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
             Scenario::ALL.to_vec()
         }
     } else {
-        o.scenarios
+        named
             .iter()
             .map(|n| {
                 Scenario::parse(n).with_context(|| {
@@ -96,6 +107,7 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
                         .iter()
                         .chain(&Scenario::CLUSTER)
                         .map(|s| s.name())
+                        .chain([faults::holds::NAME])
                         .collect();
                     format!("no scenario {n:?}: choose among {}", names.join(", "))
                 })
@@ -158,6 +170,7 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
     // service did not answer the harness): said, and the others still run,
     // so one of them does not end a long soak; the exit status is then 2.
     let mut unrun = 0usize;
+    let (mut holds_runs, mut holds_failed) = (0usize, 0usize);
     for run in 1..=o.runs {
         for &(s, instances) in &runs_of {
             opts.instances = instances;
@@ -187,8 +200,29 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
             }
             reports.push(r);
         }
+        if holds {
+            for &workers in &o.instances {
+                let prefix = if o.runs > 1 {
+                    format!("[{run}/{}] ", o.runs)
+                } else {
+                    String::new()
+                };
+                match faults::holds::run(&opts.binaries, workers, &o.log_dir).await {
+                    Ok(h) if h.passed() => println!("{prefix}{}", h.line()),
+                    Ok(h) => {
+                        holds_failed += 1;
+                        println!("{prefix}{}", h.explain());
+                    }
+                    Err(e) => {
+                        unrun += 1;
+                        println!("{prefix}{} COULD NOT RUN: {e:#}", faults::holds::NAME);
+                    }
+                }
+                holds_runs += 1;
+            }
+        }
     }
-    let failed = reports.iter().filter(|r| !r.passed()).count();
+    let failed = reports.iter().filter(|r| !r.passed()).count() + holds_failed;
     let known = reports
         .iter()
         .filter(|r| !r.passed() && r.scenario.known_failure().is_some())
@@ -196,8 +230,8 @@ async fn run(o: Opts) -> anyhow::Result<std::process::ExitCode> {
     let unexpected = failed - known;
     println!(
         "{} of {} runs passed{}{}{}",
-        reports.len() - failed,
-        reports.len(),
+        reports.len() + holds_runs - failed,
+        reports.len() + holds_runs,
         if known == 0 {
             String::new()
         } else {
