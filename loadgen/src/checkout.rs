@@ -156,6 +156,24 @@ impl Checkout {
         self.expired + self.cancelled
     }
 
+    /// A hold's seats, taken at `start` (none known: nothing recorded) and
+    /// given back at `end` at the earliest (`None`: for good).
+    fn held(&mut self, start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, seats: u64) {
+        if let Some(start) = start {
+            self.holdings.push(Holding { start, end, seats });
+        }
+    }
+
+    /// A purchase or cancel answered neither as asked nor `hold_expired`.
+    fn unexpected(&mut self, a: &Accepted, what: &str, answer: Result<(u16, String), String>) {
+        self.anomalies.push(match answer {
+            Ok((status, code)) => {
+                format!("{}: the {what} answered {status} {code}", a.reservation_id)
+            }
+            Err(e) => format!("{}: the {what} failed: {e}", a.reservation_id),
+        });
+    }
+
     /// How long after the last hold expired its seats were sold again.
     pub fn resold_after(&self) -> Option<Duration> {
         let (e, r) = (self.last_expiry?, self.last_resale?);
@@ -217,6 +235,12 @@ impl Ctx {
             ctx.set_end(end);
         }
         ctx
+    }
+
+    /// When a hold took its seats: its commit, `expires_at` less the hold
+    /// (PostgreSQL's clock, as `expires_at`).
+    fn taken_at(&self, v: &ReservationView) -> Option<DateTime<Utc>> {
+        v.expires_at.map(|at| at - self.hold)
     }
 
     /// An open connection of a settler done with it, if any.
@@ -356,9 +380,7 @@ async fn settle(
         won: 1,
         ..Checkout::default()
     };
-    // The seat-holding interval starts at the commit: `expires_at` less
-    // the hold (PostgreSQL's clock, as `expires_at`).
-    let start = v.expires_at.map(|at| at - ctx.hold);
+    let start = ctx.taken_at(v);
     tokio::time::sleep(think).await;
     if !buys && ctx.plan.abandon == Abandon::Expire {
         // Nothing to call before the hold runs out: no connection held.
@@ -390,15 +412,6 @@ async fn settle_now(
     conn: &mut Option<Connection>,
     c: &mut Checkout,
 ) {
-    let held_until = |end: Option<DateTime<Utc>>, c: &mut Checkout| {
-        if let Some(s) = start {
-            c.holdings.push(Holding {
-                start: s,
-                end,
-                seats,
-            });
-        }
-    };
     let expires_at = v.expires_at;
     if buys {
         let payment = format!("load-{}-{}", ctx.run_id, a.reservation_id);
@@ -406,7 +419,7 @@ async fn settle_now(
             Ok((200, _)) => match final_view(ctx, conn, a).await {
                 Some(f) if f.status == Status::Purchased => {
                     c.purchased += seats;
-                    held_until(None, c);
+                    c.held(start, None, seats);
                 }
                 other => c.anomalies.push(format!(
                     "{}: the purchase answered 200 but the reservation reads {}",
@@ -416,16 +429,10 @@ async fn settle_now(
             },
             Ok((409, code)) if code == "hold_expired" => {
                 c.too_late += seats;
-                held_until(expires_at, c);
+                c.held(start, expires_at, seats);
                 expect_released(ctx, conn, a, Status::Expired, seats, c).await;
             }
-            Ok((status, code)) => c.anomalies.push(format!(
-                "{}: the purchase answered {status} {code}",
-                a.reservation_id
-            )),
-            Err(e) => c
-                .anomalies
-                .push(format!("{}: the purchase failed: {e}", a.reservation_id)),
+            other => c.unexpected(a, "purchase", other),
         }
         return;
     }
@@ -435,24 +442,18 @@ async fn settle_now(
             let sent = Utc::now();
             match call(ctx, conn, a, "cancel", None).await {
                 Ok((200, _)) => {
-                    held_until(Some(sent), c);
+                    c.held(start, Some(sent), seats);
                     expect_released(ctx, conn, a, Status::Cancelled, seats, c).await;
                 }
                 Ok((409, code)) if code == "hold_expired" => {
-                    held_until(expires_at, c);
+                    c.held(start, expires_at, seats);
                     expect_released(ctx, conn, a, Status::Expired, seats, c).await;
                 }
-                Ok((status, code)) => c.anomalies.push(format!(
-                    "{}: the cancel answered {status} {code}",
-                    a.reservation_id
-                )),
-                Err(e) => c
-                    .anomalies
-                    .push(format!("{}: the cancel failed: {e}", a.reservation_id)),
+                other => c.unexpected(a, "cancel", other),
             }
         }
         Abandon::Expire => {
-            held_until(expires_at, c);
+            c.held(start, expires_at, seats);
             expect_released(ctx, conn, a, Status::Expired, seats, c).await;
         }
     }
@@ -509,22 +510,12 @@ fn shown(v: Option<&ReservationView>) -> String {
     )
 }
 
-async fn connection<'c>(
-    target: &Target,
-    conn: &'c mut Option<Connection>,
-) -> Result<&'c mut Connection, String> {
-    if conn.as_ref().is_none_or(|c| !c.is_open()) {
-        *conn = Some(Connection::open(target).await.map_err(|e| e.to_string())?);
-    }
-    Ok(conn.as_mut().expect("opened above"))
-}
-
 async fn get(
     target: &Target,
     conn: &mut Option<Connection>,
     path: &str,
 ) -> Option<ReservationView> {
-    let c = connection(target, conn).await.ok()?;
+    let c = Connection::reuse(target, conn).await.ok()?;
     let req = client::request(target, Method::GET, path, &[], None);
     match c.send(req, Duration::from_secs(10)).await {
         Ok(r) if r.status() == 200 => serde_json::from_slice(r.body()).ok(),
@@ -553,7 +544,7 @@ async fn call(
     };
     let path = format!("{}/{what}", a.status_url);
     loop {
-        let wait = match connection(&ctx.target, conn).await {
+        let wait = match Connection::reuse(&ctx.target, conn).await {
             Ok(c) => {
                 let req =
                     client::request(&ctx.target, Method::POST, &path, &[], Some(body.clone()));
@@ -583,7 +574,7 @@ async fn call(
                     }
                 }
             }
-            Err(e) if ctx.over() => return Err(e),
+            Err(e) if ctx.over() => return Err(e.to_string()),
             Err(_) => Duration::from_millis(100),
         };
         if ctx.over() {
@@ -698,7 +689,7 @@ async fn late_buyer(
         ctx.run_id
     );
     let key = format!("late-{}-{n}", ctx.run_id);
-    let Ok(link) = connection(&ctx.target, conn).await else {
+    let Ok(link) = Connection::reuse(&ctx.target, conn).await else {
         return;
     };
     let req = client::request(
@@ -727,39 +718,20 @@ async fn late_buyer(
         Status::Held => {
             c.late_won += 1;
             let seats = u64::from(v.quantity.get());
-            let start = v.expires_at.map(|at| at - ctx.hold);
+            let start = ctx.taken_at(&v);
             let payment = format!("late-{}-{n}", ctx.run_id);
             match call(ctx, conn, &accepted, "purchase", Some(&payment)).await {
                 Ok((200, _)) => {
                     c.resold += seats;
                     c.last_resale = c.last_resale.max(Some(Utc::now()));
-                    if let Some(start) = start {
-                        c.holdings.push(Holding {
-                            start,
-                            end: None,
-                            seats,
-                        });
-                    }
+                    c.held(start, None, seats);
                 }
                 Ok((409, code)) if code == "hold_expired" => {
                     c.too_late += seats;
-                    if let Some(start) = start {
-                        c.holdings.push(Holding {
-                            start,
-                            end: v.expires_at,
-                            seats,
-                        });
-                    }
+                    c.held(start, v.expires_at, seats);
                     expect_released(ctx, conn, &accepted, Status::Expired, seats, c).await;
                 }
-                Ok((status, code)) => c.anomalies.push(format!(
-                    "{}: a late purchase answered {status} {code}",
-                    accepted.reservation_id
-                )),
-                Err(e) => c.anomalies.push(format!(
-                    "{}: a late purchase failed: {e}",
-                    accepted.reservation_id
-                )),
+                other => c.unexpected(&accepted, "late purchase", other),
             }
         }
         Status::Pending => c.late_lost += 1,

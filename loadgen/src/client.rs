@@ -57,6 +57,18 @@ impl Connection {
         Ok(Self { sender })
     }
 
+    /// The connection kept in `slot` if it is still open, else a new one
+    /// put there.
+    pub async fn reuse<'c>(
+        target: &Target,
+        slot: &'c mut Option<Connection>,
+    ) -> Result<&'c mut Connection, ClientError> {
+        if slot.as_ref().is_none_or(|c| !c.is_open()) {
+            *slot = Some(Connection::open(target).await?);
+        }
+        Ok(slot.as_mut().expect("opened above"))
+    }
+
     pub fn is_open(&self) -> bool {
         !self.sender.is_closed()
     }

@@ -21,6 +21,10 @@ pub struct Report {
     pub latency_ms: Percentiles,
     pub accepted: u64,
     pub confirmed: u64,
+    /// Won, then given back (a hold expired or cancelled) by the time it
+    /// was followed.
+    #[serde(default)]
+    pub released: u64,
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
     pub pending: u64,
@@ -146,6 +150,7 @@ impl Report {
             latency_ms: tally.latency.percentiles(),
             accepted: tally.accepted.len() as u64,
             confirmed: decisions.map_or(0, |d| d.confirmed),
+            released: decisions.map_or(0, |d| d.released),
             rejected: decisions.map_or(0, Decisions::rejected_total),
             rejected_by_reason: decisions.map(|d| d.rejected.clone()).unwrap_or_default(),
             pending: decisions.map_or(0, |d| d.pending),
@@ -213,6 +218,13 @@ impl Report {
             let _ = writeln!(s, "  won:       {} (held)", self.confirmed);
         } else {
             let _ = writeln!(s, "  confirmed: {}", self.confirmed);
+        }
+        if self.released > 0 {
+            let _ = writeln!(
+                s,
+                "  released:  {} (won, then expired or cancelled)",
+                self.released
+            );
         }
         let reasons: Vec<String> = self
             .rejected_by_reason

@@ -117,10 +117,7 @@ pub(crate) async fn decide(
     loop {
         let left = end.saturating_duration_since(Instant::now());
         let wait = left.min(Duration::from_secs(10)).as_millis();
-        if conn.as_ref().is_none_or(|c| !c.is_open()) {
-            *conn = Connection::open(target).await.ok();
-        }
-        if let Some(c) = conn.as_mut() {
+        if let Ok(c) = Connection::reuse(target, conn).await {
             let path = format!("{}?wait_ms={wait}", a.status_url);
             let req = client::request(target, Method::GET, &path, &[], None);
             match c

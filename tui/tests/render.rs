@@ -462,6 +462,7 @@ fn done(verdict: &'static str, problems: Vec<String>) -> App {
         event: None,
         verify_s: 0.1,
         holds: None,
+        released: 0,
     };
     a.attack.run = Some(AttackRun {
         event: EventId::parse("demo").unwrap(),
