@@ -73,6 +73,11 @@ test-cluster *ARGS:
     scripts/services.sh check
     scripts/test-cluster.sh {{ARGS}}
 
+# write the HTTP API's OpenAPI document (what `GET /openapi.json` answers) to docs/openapi.json
+openapi:
+    cargo build --release --locked -p flashgrid-daemons --bin flashgrid-gateway
+    target/release/flashgrid-gateway --openapi > docs/openapi.json
+
 # format, lint and test, as CI would
 check:
     cargo fmt --all -- --check

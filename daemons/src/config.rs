@@ -132,6 +132,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "FLASHGRID_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Print the OpenAPI document of the HTTP API (what `GET /openapi.json`
+    /// answers) and exit.
+    #[arg(long)]
+    pub openapi: bool,
+
     /// Bearer token of the admin routes (create, reset); also opens the
     /// feed. Accepted only in the `Authorization` header. Unset, the admin
     /// routes answer 401.

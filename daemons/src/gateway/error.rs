@@ -3,7 +3,7 @@
 //! and answered 503 (a dependency failed) — never 500.
 
 use bytes::Bytes;
-use flashgrid_wire::ErrorBody;
+use flashgrid_wire::{ErrorBody, ErrorCode};
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
@@ -12,84 +12,99 @@ pub type Body = Full<Bytes>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds for `Retry-After` (503, 429).
     pub retry_after: Option<u32>,
+    /// The methods a route takes, for `Allow` (405).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
 
     pub fn unknown_event(event: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "unknown_event",
+            ErrorCode::UnknownEvent,
             format!("no event {}: GET /events lists them", shown(event)),
         )
     }
 
+    /// 405, with the `Allow` header HTTP requires.
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("this route takes {allow}"),
-        )
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::MethodNotAllowed,
+                format!("this route takes {allow}"),
+            )
+        }
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            message,
+        )
     }
 
     pub fn sold_out(event: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "sold_out",
+            ErrorCode::SoldOut,
             format!("event {event:?} is sold out"),
         )
     }
 
     pub fn sale_closed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "sale_closed", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::SaleClosed, message)
     }
 
     /// 409: a destructive call that needs an explicit confirmation in its body.
     pub fn confirmation_required(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "confirmation_required", message)
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorCode::ConfirmationRequired,
+            message,
+        )
     }
 
     /// 409 with a code of the caller's: the state forbids the call.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
     pub fn exists(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "exists", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Exists, message)
     }
 
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body is larger than {limit} bytes"),
         )
     }
@@ -97,7 +112,7 @@ impl ApiError {
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON (Content-Type: application/json)",
         )
     }
@@ -106,14 +121,22 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>, retry_after: u32) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                message,
+            )
         }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
             retry_after: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                message,
+            )
         }
     }
 
@@ -126,7 +149,7 @@ impl ApiError {
     /// The JSON body alone.
     pub fn body(&self) -> Bytes {
         let body = ErrorBody {
-            error: self.code.to_owned(),
+            error: self.code.as_str().to_owned(),
             message: self.message.clone(),
         };
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -134,13 +157,17 @@ impl ApiError {
 
     pub fn into_response(self) -> Response<Body> {
         let body = ErrorBody {
-            error: self.code.to_owned(),
+            error: self.code.as_str().to_owned(),
             message: self.message,
         };
         let mut resp = json(self.status, &body);
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     }

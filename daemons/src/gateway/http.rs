@@ -312,6 +312,31 @@ pub async fn read_body(
     }
 }
 
+/// A JSON object body as `T`, or a 400 saying what is wrong with it.
+/// serde's derive also reads a struct from an array (`["e","u",1]` would
+/// be a reservation): the contract says object, so nothing else is read.
+pub fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid(format!("invalid {what}: {e}"))),
+        _ => Err(ApiError::invalid(format!(
+            "invalid {what}: the body must be a JSON object"
+        ))),
+    }
+}
+
+/// An optional JSON object body: none, or `null` (what a client library
+/// writes for none), is `T::default()`.
+pub fn optional_json_object<T>(body: &[u8], what: &str) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    match body.trim_ascii() {
+        b"" | b"null" => Ok(T::default()),
+        _ => json_object(body, what),
+    }
+}
+
 /// 415 unless the body is declared JSON (or not declared at all).
 pub fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
     match req.headers().get(header::CONTENT_TYPE) {

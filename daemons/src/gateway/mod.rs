@@ -25,6 +25,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod limit;
+pub mod openapi;
 pub mod peers;
 pub mod publisher;
 pub mod receipt;

@@ -316,6 +316,7 @@ impl Stack {
         GatewayConfig {
             services: self.services(),
             listen: ([127, 0, 0, 1], self.gateway_port(0)).into(),
+            openapi: false,
             admin_token: Some(TOKEN.into()),
             feed_token: Some(FEED_TOKEN.into()),
             max_body_bytes: 16 * 1024,

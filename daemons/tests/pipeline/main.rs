@@ -9,6 +9,7 @@ mod answers;
 mod api_errors;
 mod attack;
 mod burst;
+mod contract;
 mod crash;
 mod feed;
 mod fence;

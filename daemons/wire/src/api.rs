@@ -1,6 +1,6 @@
 //! Request and response bodies of the gateway's HTTP API (see DESIGN.md).
 
-use crate::ids::{Capacity, EventId, PerUserLimit, Quantity, ReservationId, UserId};
+use crate::ids::{Capacity, EventId, PerUserLimit, Quantity, ReservationId, UserId, Whole};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +13,11 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 
 /// `POST /reserve`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReserveRequest {
     pub event_id: EventId,
     pub user_id: UserId,
+    /// 1 when absent.
     #[serde(default = "one")]
     pub quantity: Quantity,
 }
@@ -27,6 +29,7 @@ fn one() -> Quantity {
 /// Where a reservation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     Pending,
     /// Won, for good (an event without holds).
@@ -67,6 +70,7 @@ impl Status {
 /// Why a reservation was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Reason {
     SoldOut,
     UserLimit,
@@ -94,9 +98,15 @@ impl Reason {
 
 /// `202` answer of `POST /reserve`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     pub reservation_id: ReservationId,
+    /// `pending`; a retry with the same `Idempotency-Key` of a purchase
+    /// decided since answers its decision.
     pub status: Status,
+    /// Where the reservation's decision is read (`GET`), relative to the
+    /// gateway's base URL. Its last segment is the reservation's
+    /// capability: it names the reservation to `purchase` and `cancel`.
     pub status_url: String,
 }
 
@@ -107,6 +117,7 @@ pub fn status_path(event: &EventId, id: &ReservationId) -> String {
 
 /// `GET <status_url>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationView {
     pub reservation_id: ReservationId,
     pub event_id: EventId,
@@ -126,6 +137,7 @@ pub struct ReservationView {
 
 /// `GET /events/{id}` (and each element of `GET /events`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventView {
     pub event_id: EventId,
     pub name: String,
@@ -160,10 +172,19 @@ pub const MAX_PAYMENT_REF_CHARS: usize = 200;
 /// `POST /events/{id}/reservations/{rid}/purchase` (the body is optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Purchase {
     /// The payment's reference, kept with the purchase and answered again
     /// to a repeated call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        )
+    )]
     pub payment_ref: Option<String>,
 }
 
@@ -190,9 +211,18 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// `POST /admin/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<EventId>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        )
+    )]
     pub name: String,
     pub capacity: Capacity,
     #[serde(default)]
@@ -203,7 +233,12 @@ pub struct CreateEvent {
     pub closes_at: Option<DateTime<Utc>>,
     /// Hold each won seat this many seconds (1 to 86,400) for its buyer to
     /// purchase; absent: a decision is final.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "hold_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     pub hold_seconds: Option<u32>,
 }
 
@@ -235,6 +270,7 @@ impl CreateEvent {
 /// `POST /admin/events/{id}/reset` (the body is optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResetEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Capacity>,
@@ -246,8 +282,12 @@ pub struct ResetEvent {
     /// each seat won from now on this long; `null`: decisions are final.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "present_hold_seconds",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u32>, minimum = 1, maximum = 86_400)
     )]
     pub hold_seconds: Option<Option<u32>>,
 }
@@ -263,21 +303,183 @@ impl ResetEvent {
     }
 }
 
-/// A field that is present, even as `null`: `Some(None)`; serde's
+/// A hold time: a whole number of seconds (`null`: none).
+fn hold_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<Whole>::deserialize(d)?
+        .map(|Whole(n)| {
+            u32::try_from(n)
+                .ok()
+                .filter(|h| (1..=MAX_HOLD_SECONDS).contains(h))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "hold_seconds must be 1-{MAX_HOLD_SECONDS}, got {n}"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// A hold time that is present, even as `null`: `Some(None)`; serde's
 /// `default` makes an absent one `None`.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
+fn present_hold_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<u32>>, D::Error> {
+    hold_seconds(d).map(Some)
+}
+
+/// `GET /healthz`: the process answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Liveness {
+    /// Always `alive`.
+    #[cfg_attr(feature = "openapi", schema(examples("alive")))]
+    pub status: String,
+}
+
+/// `GET /readyz`: whether each service answers, and what is wrong with
+/// those that do not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Readiness {
+    /// All three answer: the gateway can take reservations.
+    pub ready: bool,
+    pub checks: ServiceChecks,
+    /// Only when not ready: for each service that fails, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<ServiceFaults>,
+}
+
+/// Whether each service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceChecks {
+    pub postgres: bool,
+    pub redis: bool,
+    pub rabbitmq: bool,
+}
+
+/// What is wrong with each service that does not answer, in words an
+/// operator can act on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceFaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<String>,
 }
 
 /// Every error body: a stable machine code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
+    // A string here, so that a client built on this crate reads the codes
+    // of a newer gateway; the gateway answers an `ErrorCode`.
+    /// What went wrong, for programs: one of `ErrorCode`.
+    #[cfg_attr(feature = "openapi", schema(value_type = ErrorCode))]
     pub error: String,
+    /// For people: what went wrong and what to do about it.
     pub message: String,
+}
+
+/// The machine-readable code of every error answer (`error` in its body);
+/// its status and what a client should do are in docs/API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ErrorCode {
+    /// 400: the request breaks a rule its message names.
+    InvalidRequest,
+    /// 401: a token is missing or wrong.
+    Unauthorized,
+    /// 404: no such route or reservation.
+    NotFound,
+    /// 404: no such event.
+    UnknownEvent,
+    /// 405: the route takes another method (see `Allow`).
+    MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
+    /// 409: no seats left.
+    SoldOut,
+    /// 409: outside the sale's window, or of a sale reset since.
+    SaleClosed,
+    /// 409: a reset that would delete confirmed reservations, unconfirmed.
+    ConfirmationRequired,
+    /// 409: an event of that id exists.
+    Exists,
+    /// 409: the reservation holds no seat (pending or rejected).
+    NotHeld,
+    /// 409: the event has no holds: its confirmations are final.
+    FinalDecision,
+    /// 409: purchased already, with another `payment_ref`.
+    PurchasedWithAnotherPayment,
+    /// 409: purchased already: it cannot be cancelled.
+    AlreadyPurchased,
+    /// 409: the hold was cancelled; its seats went back on sale.
+    HoldCancelled,
+    /// 409: the hold expired; its seats went back on sale.
+    HoldExpired,
+    /// 413: the body is over the gateway's limit.
+    PayloadTooLarge,
+    /// 415: the body is not declared JSON.
+    UnsupportedMediaType,
+    /// 429: over this client's rate (see `Retry-After`).
+    RateLimited,
+    /// 503: a dependency cannot take the request now (see `Retry-After`).
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::UnknownEvent,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
+        ErrorCode::SoldOut,
+        ErrorCode::SaleClosed,
+        ErrorCode::ConfirmationRequired,
+        ErrorCode::Exists,
+        ErrorCode::NotHeld,
+        ErrorCode::FinalDecision,
+        ErrorCode::PurchasedWithAnotherPayment,
+        ErrorCode::AlreadyPurchased,
+        ErrorCode::HoldCancelled,
+        ErrorCode::HoldExpired,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::UnknownEvent => "unknown_event",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::SoldOut => "sold_out",
+            ErrorCode::SaleClosed => "sale_closed",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
+            ErrorCode::Exists => "exists",
+            ErrorCode::NotHeld => "not_held",
+            ErrorCode::FinalDecision => "final_decision",
+            ErrorCode::PurchasedWithAnotherPayment => "purchased_with_another_payment",
+            ErrorCode::AlreadyPurchased => "already_purchased",
+            ErrorCode::HoldCancelled => "hold_cancelled",
+            ErrorCode::HoldExpired => "hold_expired",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -293,13 +495,59 @@ mod tests {
         let set: ResetEvent = serde_json::from_str(r#"{"hold_seconds":5}"#).unwrap();
         assert_eq!(set.hold_seconds, Some(Some(5)));
         assert!(set.validate().is_ok());
-        let zero: ResetEvent = serde_json::from_str(r#"{"hold_seconds":0}"#).unwrap();
-        assert!(zero.validate().unwrap_err().contains("hold_seconds"));
+        let zero = serde_json::from_str::<ResetEvent>(r#"{"hold_seconds":0}"#).unwrap_err();
+        assert!(
+            zero.to_string().contains("hold_seconds must be 1-86400"),
+            "{zero}"
+        );
+        let whole: ResetEvent = serde_json::from_str(r#"{"hold_seconds":5.0}"#).unwrap();
+        assert_eq!(whole.hold_seconds, Some(Some(5)));
         assert_eq!(
             serde_json::to_string(&drop).unwrap(),
             r#"{"hold_seconds":null}"#
         );
         assert_eq!(serde_json::to_string(&keep).unwrap(), "{}");
+    }
+
+    #[test]
+    fn error_codes_are_written_as_serde_writes_them() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert!(seen.insert(code.as_str()), "{code:?} twice");
+        }
+    }
+
+    /// JSON Schema's `integer` admits `3.0`: so does every whole-number
+    /// field, and nothing else.
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        let r: ReserveRequest =
+            serde_json::from_str(r#"{"event_id":"e","user_id":"u","quantity":3.0}"#).unwrap();
+        assert_eq!(r.quantity.get(), 3);
+        let c: CreateEvent = serde_json::from_str(
+            r#"{"name":"n","capacity":2e3,"per_user_limit":2.0,"hold_seconds":60.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.capacity.get(), c.per_user_limit.get(), c.hold_seconds),
+            (2000, 2, Some(60))
+        );
+        for bad in [
+            r#"{"event_id":"e","user_id":"u","quantity":2.5}"#,
+            r#"{"event_id":"e","user_id":"u","quantity":1e300}"#,
+            r#"{"event_id":"e","user_id":"u","quantity":18446744073709551615}"#,
+            r#"{"event_id":"e","user_id":"u","quantity":"3"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ReserveRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let e =
+            serde_json::from_str::<CreateEvent>(r#"{"name":"n","capacity":1,"hold_seconds":1.5}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
     }
 
     #[test]

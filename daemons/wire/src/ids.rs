@@ -89,9 +89,43 @@ impl UserId {
     }
 }
 
+/// A whole number as JSON may write it: `3`, or `3.0` (JSON Schema's
+/// `integer` admits both, so the published contract does). A fraction is
+/// refused; a number beyond `i64` reads as `i64::MAX`, which every bound
+/// refuses by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole(pub i64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Whole, E> {
+                Ok(Whole(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
+                // Below 2^53 every whole f64 is exact.
+                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                    Ok(Whole(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_i64(Visitor)
+    }
+}
+
 /// How many seats one reservation asks for: 1..=10.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u8")]
+#[serde(try_from = "Whole", into = "u8")]
 pub struct Quantity(u8);
 
 impl Quantity {
@@ -113,7 +147,7 @@ impl Quantity {
 
 /// The most one buyer may hold of one event: 1..=10 (default 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u8")]
+#[serde(try_from = "Whole", into = "u8")]
 pub struct PerUserLimit(u8);
 
 impl PerUserLimit {
@@ -142,7 +176,7 @@ impl Default for PerUserLimit {
 
 /// How many seats an event offers: 1..=100,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "u32")]
+#[serde(try_from = "Whole", into = "u32")]
 pub struct Capacity(u32);
 
 impl Capacity {
@@ -168,6 +202,13 @@ impl TryFrom<i64> for Capacity {
     type Error = InvalidValue;
     fn try_from(raw: i64) -> Result<Self, Self::Error> {
         Self::new(raw)
+    }
+}
+
+impl TryFrom<Whole> for Capacity {
+    type Error = InvalidValue;
+    fn try_from(raw: Whole) -> Result<Self, Self::Error> {
+        Self::new(raw.0)
     }
 }
 
@@ -267,6 +308,12 @@ macro_rules! small_int_impls {
             type Error = InvalidValue;
             fn try_from(raw: i64) -> Result<Self, Self::Error> {
                 Self::new(raw)
+            }
+        }
+        impl TryFrom<Whole> for $t {
+            type Error = InvalidValue;
+            fn try_from(raw: Whole) -> Result<Self, Self::Error> {
+                Self::new(raw.0)
             }
         }
         impl From<$t> for u8 {

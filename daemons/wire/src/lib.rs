@@ -12,12 +12,15 @@
 //!   invariant every screen and verdict checks.
 //! - [`api`]: request and response bodies of each route.
 //! - [`feed`]: the snapshots of the live feed (`GET /ws`).
+//! - `schema` (feature `openapi`): the OpenAPI schemas of the newtypes.
 //! - [`token`]: the admin token, whose `Debug` never shows it.
 
 pub mod api;
 pub mod feed;
 pub mod ids;
 pub mod sale;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod token;
 
 pub use api::*;

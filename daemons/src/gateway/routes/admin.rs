@@ -5,7 +5,7 @@
 use super::Gateway;
 use crate::db;
 use crate::gateway::error::{ApiError, Body, json};
-use crate::gateway::http::{read_body, require_json};
+use crate::gateway::http::{json_object, optional_json_object, read_body, require_json};
 use crate::notify::{self, Notice};
 use flashgrid_wire::sale::Event;
 use flashgrid_wire::{CreateEvent, EventId, ResetEvent};
@@ -19,8 +19,7 @@ impl Gateway {
     ) -> Result<Response<Body>, ApiError> {
         require_json(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
-        let c: CreateEvent = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid event: {e}")))?;
+        let c: CreateEvent = json_object(&body, "event")?;
         c.validate().map_err(ApiError::invalid)?;
         let id = match &c.event_id {
             Some(id) => id.clone(),
@@ -54,12 +53,7 @@ impl Gateway {
     ) -> Result<Response<Body>, ApiError> {
         require_json(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
-        let r: ResetEvent = if body.iter().all(u8::is_ascii_whitespace) {
-            ResetEvent::default()
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid(format!("invalid reset: {e}")))?
-        };
+        let r: ResetEvent = optional_json_object(&body, "reset")?;
         r.validate().map_err(ApiError::invalid)?;
         let (event, epoch, seats, reservations) = match db::reset_event(
             &self.pool,

@@ -12,8 +12,8 @@ use super::Gateway;
 use super::events::parse_event;
 use crate::db::holds::{self, Checkout, Refusal, WonRow};
 use crate::gateway::error::{ApiError, Body, json};
-use crate::gateway::http::{read_body, require_json};
-use flashgrid_wire::{EventId, Purchase, ReservationId, ReservationView, Status};
+use crate::gateway::http::{optional_json_object, read_body, require_json};
+use flashgrid_wire::{ErrorCode, EventId, Purchase, ReservationId, ReservationView, Status};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -55,13 +55,12 @@ impl Gateway {
         }
         require_json(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
-        let purchase: Purchase = if body.iter().all(u8::is_ascii_whitespace) {
-            Purchase::default()
-        } else if call == Call::Cancel {
-            return Err(ApiError::invalid("cancel takes no body"));
-        } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid(format!("invalid purchase: {e}")))?
+        let purchase: Purchase = match call {
+            Call::Cancel if !body.iter().all(u8::is_ascii_whitespace) => {
+                return Err(ApiError::invalid("cancel takes no body"));
+            }
+            Call::Cancel => Purchase::default(),
+            Call::Purchase => optional_json_object(&body, "purchase")?,
         };
         purchase.validate().map_err(ApiError::invalid)?;
         let answer = match call {
@@ -104,7 +103,7 @@ fn answered(
         Ok(row) => return Ok(json(StatusCode::OK, &view(event, id, row))),
         Err(Refusal::Unknown) if issued => {
             return Err(ApiError::conflict(
-                "not_held",
+                ErrorCode::NotHeld,
                 format!(
                     "reservation {id} holds no seat: it is still pending or was rejected (GET its status URL)"
                 ),
@@ -117,13 +116,13 @@ fn answered(
         }
         Err(Refusal::NotHeld(_)) => {
             return Err(ApiError::conflict(
-                "final_decision",
+                ErrorCode::FinalDecision,
                 format!("event {event} holds no seats: its confirmations are final"),
             ));
         }
         Err(Refusal::OtherPayment(row)) => {
             return Err(ApiError::conflict(
-                "purchased_with_another_payment",
+                ErrorCode::PurchasedWithAnotherPayment,
                 format!(
                     "reservation {id} was purchased already, with payment_ref {:?}",
                     row.payment_ref.unwrap_or_default()
@@ -135,15 +134,15 @@ fn answered(
     let when = row.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default();
     Err(match row.status {
         Status::Purchased => ApiError::conflict(
-            "already_purchased",
+            ErrorCode::AlreadyPurchased,
             format!("reservation {id} was purchased: it can no longer be cancelled"),
         ),
         Status::Cancelled => ApiError::conflict(
-            "hold_cancelled",
+            ErrorCode::HoldCancelled,
             format!("the hold of reservation {id} was cancelled: its seats went back on sale"),
         ),
         _ => ApiError::conflict(
-            "hold_expired",
+            ErrorCode::HoldExpired,
             format!("the hold of reservation {id} expired at {when}: its seats went back on sale"),
         ),
     })

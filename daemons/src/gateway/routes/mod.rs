@@ -3,7 +3,8 @@
 //! [`reserve`] (the hot path), [`status`] (long-poll of one reservation),
 //! [`events`] (the public catalogue), [`checkout`] (a hold purchased or
 //! given back), [`admin`] (create, reset) and
-//! [`operations`] (feed, metrics, health, readiness).
+//! [`operations`] (feed, metrics, health, readiness, the API's document).
+//! What each route answers is declared in `openapi`.
 
 mod admin;
 mod checkout;
@@ -143,6 +144,10 @@ impl Gateway {
             }
             (["healthz"], &Method::GET) => Ok(operations::alive()),
             (["readyz"], &Method::GET) => Ok(self.ready().await),
+            (["openapi.json"], &Method::GET) => Ok(operations::openapi()),
+            (["ws" | "metrics" | "healthz" | "readyz" | "openapi.json"], _) => {
+                Err(ApiError::method_not_allowed("GET"))
+            }
             _ => Err(ApiError::not_found(format!(
                 "no route {method} {}: see the API in the README",
                 shown(&path)

@@ -1,10 +1,12 @@
 //! What operators and their tools call: the live feed (`/ws`), Prometheus
-//! `/metrics`, `/healthz` (alive) and `/readyz` (every service reachable).
+//! `/metrics`, `/healthz` (alive), `/readyz` (every service reachable) and
+//! `/openapi.json` (the API's contract).
 
 use super::Gateway;
-use crate::gateway::error::{ApiError, Body, json};
+use crate::gateway::error::{ApiError, Body, json, json_bytes};
 use crate::gateway::feed;
 use crate::services;
+use flashgrid_wire::{Liveness, Readiness, ServiceChecks, ServiceFaults};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::time::Duration;
@@ -37,36 +39,25 @@ impl Gateway {
         .await;
         // Read once: the body and the status must tell the same story.
         let broker_down = self.publisher.unavailable_because();
-        let rabbitmq = broker_down.is_none();
-        let checks = serde_json::json!({
-            "postgres": reach.postgres,
-            "redis": reach.redis,
-            "rabbitmq": rabbitmq,
-        });
-        let ready = reach.both() && rabbitmq;
-        // What is wrong, in words an operator can act on.
-        let mut why = serde_json::Map::new();
-        if !reach.postgres {
-            why.insert("postgres".into(), "no answer to SELECT 1 within 1 s".into());
-        }
-        if !reach.redis {
-            why.insert("redis".into(), "no answer to PING within 1 s".into());
-        }
-        if let Some(b) = broker_down {
-            why.insert("rabbitmq".into(), b.into());
-        }
-        let body = if ready {
-            serde_json::json!({"ready": ready, "checks": checks})
-        } else {
-            serde_json::json!({"ready": ready, "checks": checks, "why": why})
+        let checks = ServiceChecks {
+            postgres: reach.postgres,
+            redis: reach.redis,
+            rabbitmq: broker_down.is_none(),
         };
+        let ready = checks.postgres && checks.redis && checks.rabbitmq;
+        // What is wrong, in words an operator can act on.
+        let why = (!ready).then(|| ServiceFaults {
+            postgres: (!reach.postgres).then(|| "no answer to SELECT 1 within 1 s".into()),
+            redis: (!reach.redis).then(|| "no answer to PING within 1 s".into()),
+            rabbitmq: broker_down,
+        });
         let mut resp = json(
             if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             },
-            &body,
+            &Readiness { ready, checks, why },
         );
         if !ready {
             resp.headers_mut()
@@ -77,5 +68,15 @@ impl Gateway {
 }
 
 pub(super) fn alive() -> Response<Body> {
-    json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+    json(
+        StatusCode::OK,
+        &Liveness {
+            status: "alive".into(),
+        },
+    )
+}
+
+/// The API's OpenAPI document, serialised once.
+pub(super) fn openapi() -> Response<Body> {
+    json_bytes(StatusCode::OK, crate::gateway::openapi::json())
 }

@@ -11,7 +11,7 @@ use crate::db;
 use crate::gateway::catalog::Entry;
 use crate::gateway::copies::Route;
 use crate::gateway::error::{ApiError, Body, json, json_bytes};
-use crate::gateway::http::{read_body, require_json};
+use crate::gateway::http::{json_object, read_body, require_json};
 use crate::gateway::limit;
 use crate::gateway::publisher::Unavailable;
 use crate::queue::Queued;
@@ -74,8 +74,7 @@ impl Gateway {
         require_json(&req)?;
         let key = idempotency_key(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
-        let request: ReserveRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid reservation: {e}")))?;
+        let request: ReserveRequest = json_object(&body, "reservation")?;
         // Before anything can reach the queue: one client cannot starve it.
         if let Some(limiter) = &self.limiter {
             limiter
