@@ -78,6 +78,11 @@ openapi:
     cargo build --release --locked -p flashgrid-daemons --bin flashgrid-gateway
     target/release/flashgrid-gateway --openapi > docs/openapi.json
 
+# check the HTTP API against its OpenAPI document with schemathesis (installed into .run/ when missing) and a probe of every documented status
+api-check:
+    scripts/services.sh check
+    scripts/api-check.sh
+
 # format, lint and test, as CI would
 check:
     cargo fmt --all -- --check

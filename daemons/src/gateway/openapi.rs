@@ -588,12 +588,23 @@ fn healthz() {}
     operation_id = "readyz",
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "Not ready: `why` says what is wrong.", body = Readiness,
+        (status = 503, description = "Not ready: `why` says what is wrong (or, as on every route, this \
+            address holds too many connections: an error body).", body = NotReady,
             headers(("Retry-After" = u32, description = "Seconds to wait before asking again."))),
     )
 )]
 #[allow(dead_code)]
 fn readyz() {}
+
+/// The 503 of `/readyz`: the readiness, or the refusal every route may
+/// answer (a schema only: the gateway writes one or the other).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NotReady {
+    Readiness(Readiness),
+    Refused(ErrorBody),
+}
 
 /// This document.
 #[utoipa::path(

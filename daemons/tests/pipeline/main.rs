@@ -11,6 +11,7 @@ mod attack;
 mod burst;
 mod contract;
 mod crash;
+mod docs;
 mod feed;
 mod fence;
 mod fuzz;
