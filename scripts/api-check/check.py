@@ -307,7 +307,7 @@ class Probe:
         self.call("healthz", 200, g2, "/healthz")
 
 
-def schemathesis_run(args, har):
+def schemathesis_run(args, har, cwd):
     exe = shutil.which("schemathesis", path=str(pathlib.Path(sys.executable).parent))
     cmd = [
         exe, "--config-file", str(HERE / "schemathesis.toml"), "--no-color", "run",
@@ -317,7 +317,9 @@ def schemathesis_run(args, har):
         "--seed", args.seed,
     ]
     print("$", " ".join(c if "Bearer" not in c else "Authorization: Bearer …" for c in cmd), flush=True)
-    return subprocess.call(cmd)
+    # Its crash cache and example database go where it runs: the
+    # git-ignored report folder.
+    return subprocess.call(cmd, cwd=cwd)
 
 
 def main():
@@ -346,8 +348,8 @@ def main():
 
     report = pathlib.Path(a.report_dir)
     report.mkdir(parents=True, exist_ok=True)
-    har = report / "schemathesis.har.json"
-    if schemathesis_run(a, har) != 0:
+    har = (report / "schemathesis.har.json").resolve()
+    if schemathesis_run(a, har, report) != 0:
         failures.append("schemathesis found failures (above)")
     reached = {op.id: set() for op in ops}
     entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
