@@ -319,6 +319,11 @@ pub fn json_object<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> R
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid(format!("invalid {what}: {e}"))),
+        Some(0xEF) if body.trim_ascii_start().starts_with(b"\xEF\xBB\xBF") => {
+            Err(ApiError::invalid(format!(
+                "invalid {what}: send the JSON without a byte order mark"
+            )))
+        }
         _ => Err(ApiError::invalid(format!(
             "invalid {what}: the body must be a JSON object"
         ))),

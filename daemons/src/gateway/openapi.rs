@@ -69,7 +69,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         openapi_document,
     ),
     components(
-        schemas(ErrorCode),
+        schemas(ErrorCode, NotReadyBody),
         responses(
             BadRequest,
             Unauthorized,
@@ -79,6 +79,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             UnsupportedMediaType,
             RateLimited,
             Unavailable,
+            NotReady,
         )
     ),
     modifiers(&Contract),
@@ -311,18 +312,33 @@ shared_error!(
 shared_error!(
     RateLimited,
     retry_after(error(
-        "`rate_limited`: over this client's rate (off by default; FLASHGRID_RATE_LIMIT per user or address on \
-         /reserve, FLASHGRID_READ_RATE_LIMIT per address on the read routes). Retry after `Retry-After` seconds, \
-         with the same `Idempotency-Key`."
+        "`rate_limited`: over this client's rate (off by default: FLASHGRID_RATE_LIMIT on /reserve, per user or \
+         address; FLASHGRID_READ_RATE_LIMIT per address on the status URL and the catalogue). Nothing was done: \
+         retry after `Retry-After` seconds."
     ))
 );
 shared_error!(
     Unavailable,
     retry_after(error(
-        "`unavailable`: a service the gateway needs cannot take the request now, or this address holds too many \
-         connections. Retry after `Retry-After` seconds (a purchase with the same `Idempotency-Key`: without one, \
-         a retry may be a second purchase)."
+        "`unavailable`: a service the gateway needs cannot answer now (the message says which), or this address \
+         holds too many connections. Retry after `Retry-After` seconds."
     ))
+);
+shared_error!(
+    NotReady,
+    retry_after(
+        ResponseBuilder::new()
+            .description(
+                "Not ready: `why` says what is wrong (or, as on every route, this address holds too many \
+                 connections: an error body)."
+            )
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "NotReadyBody"
+                ))))
+            )
+    )
 );
 
 /// Take a seat: queued durably, decided by a worker in arrival order.
@@ -331,7 +347,8 @@ shared_error!(
 /// that a seat is won: read `status_url` for the decision. A retry with the
 /// same `Idempotency-Key` (and the same `user_id` and `event_id`) is the same
 /// reservation, counted once; without one, a retry after a lost answer may
-/// be a second purchase. A sold-out event is answered `409` at once.
+/// be a second purchase. Retry a `503`, a `429` or a lost answer with the
+/// same key. A sold-out event is answered `409` at once.
 #[utoipa::path(
     post,
     path = "/reserve",
@@ -549,13 +566,14 @@ fn reset_event() {}
 #[allow(dead_code)]
 fn feed() {}
 
-/// Prometheus metrics (open while the gateway runs without a feed token).
+/// Prometheus metrics: open while the gateway runs without a feed token,
+/// then the feed or admin token.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
     operation_id = "metrics",
-    security(("feed" = []), ("admin" = [])),
+    security((), ("feed" = []), ("admin" = [])),
     responses(
         (status = 200, description = "The metrics.", body = String,
             content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -588,9 +606,7 @@ fn healthz() {}
     operation_id = "readyz",
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "Not ready: `why` says what is wrong (or, as on every route, this \
-            address holds too many connections: an error body).", body = NotReady,
-            headers(("Retry-After" = u32, description = "Seconds to wait before asking again."))),
+        (status = 503, response = NotReady),
     )
 )]
 #[allow(dead_code)]
@@ -601,7 +617,7 @@ fn readyz() {}
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
-enum NotReady {
+enum NotReadyBody {
     Readiness(Readiness),
     Refused(ErrorBody),
 }

@@ -3,7 +3,9 @@
 //! one by a pub/sub notice (or the reload every 2 s); a purchase in those
 //! milliseconds asks PostgreSQL instead of being told `404 unknown_event`.
 //! A few lookups at a time, and an id PostgreSQL did not know is not asked
-//! again for a second, so made-up event ids cannot flood the pool.
+//! again for a second, so made-up event ids cannot flood the pool. Only
+//! that known miss is a `404`: a lookup turned away (too many under way)
+//! is a `503`, since the event may exist.
 
 use flashgrid_wire::EventId;
 use std::collections::HashMap;
@@ -33,16 +35,29 @@ impl Default for UnknownEvents {
     }
 }
 
+/// Whether PostgreSQL may be asked about an event.
+#[derive(Debug)]
+pub enum Ask<'a> {
+    /// Yes, within this permit.
+    Go(SemaphorePermit<'a>),
+    /// It was asked, and did not know it, within the last second.
+    Missed,
+    /// Too many lookups are under way.
+    Busy,
+}
+
 impl UnknownEvents {
-    /// Leave to ask PostgreSQL about `id`: `None` when it was asked and not
-    /// found within the last second, or too many lookups are under way.
-    pub fn may_ask(&self, id: &EventId) -> Option<SemaphorePermit<'_>> {
+    /// Leave to ask PostgreSQL about `id`.
+    pub fn may_ask(&self, id: &EventId) -> Ask<'_> {
         let missed = self.missed.lock().expect("missed events");
         if missed.get(id).is_some_and(|at| at.elapsed() < REMEMBERED) {
-            return None;
+            return Ask::Missed;
         }
         drop(missed);
-        self.permits.try_acquire().ok()
+        match self.permits.try_acquire() {
+            Ok(p) => Ask::Go(p),
+            Err(_) => Ask::Busy,
+        }
     }
 
     /// PostgreSQL did not know `id` either.
@@ -70,12 +85,13 @@ mod tests {
             EventId::parse("b").unwrap(),
             EventId::parse("c").unwrap(),
         );
-        let first = u.may_ask(&a).expect("a first lookup");
-        let second = u.may_ask(&b).expect("a second lookup");
-        assert!(u.may_ask(&c).is_none(), "two at once at most");
+        let (Ask::Go(first), Ask::Go(second)) = (u.may_ask(&a), u.may_ask(&b)) else {
+            panic!("two lookups at once");
+        };
+        assert!(matches!(u.may_ask(&c), Ask::Busy), "two at once at most");
         drop((first, second));
         u.missed(&a);
-        assert!(u.may_ask(&a).is_none(), "just missed");
-        assert!(u.may_ask(&b).is_some());
+        assert!(matches!(u.may_ask(&a), Ask::Missed), "just missed");
+        assert!(matches!(u.may_ask(&b), Ask::Go(_)));
     }
 }

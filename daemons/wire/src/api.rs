@@ -11,8 +11,10 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// Longest long-poll a status request may ask for (`?wait_ms=`).
 pub const MAX_WAIT_MS: u64 = 30_000;
 
-/// `POST /reserve`.
+/// `POST /reserve`. Unknown fields are refused: a misspelt `quantity`
+/// would otherwise reserve one seat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReserveRequest {
     pub event_id: EventId,

@@ -91,8 +91,8 @@ impl UserId {
 
 /// A whole number as JSON may write it: `3`, or `3.0` (JSON Schema's
 /// `integer` admits both, so the published contract does). A fraction is
-/// refused; a number beyond `i64` reads as `i64::MAX`, which every bound
-/// refuses by name.
+/// refused, and so is a number no bound could admit (beyond `i64`, or a
+/// float beyond 2^53, where floats are no longer exact).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Whole(pub i64);
 
@@ -107,15 +107,22 @@ impl<'de> Deserialize<'de> for Whole {
             fn visit_i64<E>(self, v: i64) -> Result<Whole, E> {
                 Ok(Whole(v))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Whole, E> {
-                Ok(Whole(i64::try_from(v).unwrap_or(i64::MAX)))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Whole, E> {
+                i64::try_from(v).map(Whole).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"a smaller number")
+                })
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
                 // Below 2^53 every whole f64 is exact.
-                if v.fract() == 0.0 && v.abs() < 9.0e15 {
+                if v.fract() != 0.0 {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                } else if v.abs() < 9.0e15 {
                     Ok(Whole(v as i64))
                 } else {
-                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                    Err(E::invalid_value(
+                        serde::de::Unexpected::Float(v),
+                        &"a smaller number",
+                    ))
                 }
             }
         }

@@ -56,7 +56,8 @@ impl Gateway {
         require_json(&req)?;
         let body = read_body(req, self.max_body_bytes, self.body_timeout).await?;
         let purchase: Purchase = match call {
-            Call::Cancel if !body.iter().all(u8::is_ascii_whitespace) => {
+            // Nothing, or `null` (as purchase and reset take it).
+            Call::Cancel if !matches!(body.trim_ascii(), b"" | b"null") => {
                 return Err(ApiError::invalid("cancel takes no body"));
             }
             Call::Cancel => Purchase::default(),

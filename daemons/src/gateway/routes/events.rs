@@ -25,8 +25,8 @@ impl Gateway {
         let id = parse_event(id)?;
         // A made-up id is answered from the catalog and the budget of
         // unknown events, not by a query each.
-        if self.catalog.get(&id).is_none() && self.created_elsewhere(&id).await.is_none() {
-            return Err(ApiError::unknown_event(id.as_str()));
+        if self.catalog.get(&id).is_none() {
+            self.created_elsewhere(&id).await?;
         }
         let _permit = self.read_permit().await?;
         let e = db::get_event(&self.pool, &id)

@@ -91,7 +91,11 @@ impl Gateway {
         }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = req.method().clone();
+        // HEAD is GET without the body (hyper leaves it out).
+        let method = match req.method() {
+            &Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
         match (segments.as_slice(), &method) {
             (["reserve"], &Method::POST) => self.reserve(req, peer).await,
             (["reserve"], _) => Err(ApiError::method_not_allowed("POST")),
@@ -108,7 +112,7 @@ impl Gateway {
                 self.status(id, rid, req.uri().query()).await
             }
             (["events"] | ["events", _] | ["events", _, "reservations", _], _) => {
-                Err(ApiError::method_not_allowed("GET"))
+                Err(ApiError::method_not_allowed("GET, HEAD"))
             }
             (["events", id, "reservations", rid, "purchase"], &Method::POST) => {
                 self.checkout(id, rid, checkout::Call::Purchase, req).await
@@ -146,7 +150,7 @@ impl Gateway {
             (["readyz"], &Method::GET) => Ok(self.ready().await),
             (["openapi.json"], &Method::GET) => Ok(operations::openapi()),
             (["ws" | "metrics" | "healthz" | "readyz" | "openapi.json"], _) => {
-                Err(ApiError::method_not_allowed("GET"))
+                Err(ApiError::method_not_allowed("GET, HEAD"))
             }
             _ => Err(ApiError::not_found(format!(
                 "no route {method} {}: see the API in the README",

@@ -14,6 +14,7 @@ use crate::gateway::error::{ApiError, Body, json, json_bytes};
 use crate::gateway::http::{json_object, read_body, require_json};
 use crate::gateway::limit;
 use crate::gateway::publisher::Unavailable;
+use crate::gateway::unknown::Ask;
 use crate::queue::Queued;
 use chrono::{DateTime, Utc};
 use flashgrid_wire::{
@@ -98,10 +99,7 @@ impl Gateway {
         let event = &p.request.event_id;
         let entry = match self.catalog.get(event) {
             Some(entry) => entry,
-            None => self
-                .created_elsewhere(event)
-                .await
-                .ok_or_else(|| ApiError::unknown_event(event.as_str()))?,
+            None => self.created_elsewhere(event).await?,
         };
         if !entry.event.is_open_at(p.at) {
             return Err(ApiError::sale_closed(entry.event.closed_message(p.at)));
@@ -110,24 +108,33 @@ impl Gateway {
     }
 
     /// An event the catalog does not hold yet, from PostgreSQL (see
-    /// `unknown`): created through another gateway a moment ago.
-    pub(super) async fn created_elsewhere(&self, event: &EventId) -> Option<Arc<Entry>> {
-        let _permit = self.unknown.may_ask(event)?;
+    /// `unknown`): created through another gateway a moment ago. `404` only
+    /// when PostgreSQL does not know it either; `503` when it could not be
+    /// asked (the event may exist: the client should retry).
+    pub(super) async fn created_elsewhere(&self, event: &EventId) -> Result<Arc<Entry>, ApiError> {
+        let _permit = match self.unknown.may_ask(event) {
+            Ask::Go(permit) => permit,
+            Ask::Missed => return Err(ApiError::unknown_event(event.as_str())),
+            Ask::Busy => {
+                return Err(ApiError::unavailable(
+                    "too many lookups of events this gateway has not heard of yet: retry shortly",
+                ));
+            }
+        };
         match db::get_event(&self.pool, event).await {
             Ok(Some(e)) => {
                 // Not known sold out: the worker decides, and the next
                 // reload or notice brings the stock.
                 self.catalog.upsert(e, false);
-                self.catalog.get(event)
+                self.catalog
+                    .get(event)
+                    .ok_or_else(|| ApiError::unknown_event(event.as_str()))
             }
             Ok(None) => {
                 self.unknown.missed(event);
-                None
+                Err(ApiError::unknown_event(event.as_str()))
             }
-            Err(e) => {
-                tracing::debug!(error = %e, event_id = %event, "could not look an unknown event up");
-                None
-            }
+            Err(e) => Err(ApiError::dependency("PostgreSQL", &e)),
         }
     }
 

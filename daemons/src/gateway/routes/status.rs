@@ -42,8 +42,8 @@ impl Gateway {
         let event = parse_event(event)?;
         // An event this gateway does not know is asked of PostgreSQL only
         // within the budget of unknown events (made-up ids cannot flood it).
-        if self.catalog.get(&event).is_none() && self.created_elsewhere(&event).await.is_none() {
-            return Err(ApiError::unknown_event(event.as_str()));
+        if self.catalog.get(&event).is_none() {
+            self.created_elsewhere(&event).await?;
         }
         let (id, receipt) = self
             .receipts
