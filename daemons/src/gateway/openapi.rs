@@ -50,7 +50,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         description = "Flash-sale reservations: `POST /reserve` answers `202` once the request is durably queued; \
             its `status_url` tells the decision (long-poll with `wait_ms`); on an event with holds, a won seat is \
             held until `expires_at` and is `purchase`d or `cancel`led through the same URL. Every error is \
-            `{\"error\": <code>, \"message\": <text>}` (see `ErrorCode`). A guide with examples: docs/API.md.",
+            `{\"error\": <code>, \"message\": <text>}` (see `ErrorCode`). Every route answers other methods `405` \
+            with `Allow`; `HEAD` is `GET` without the body. A guide with examples: docs/API.md.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(

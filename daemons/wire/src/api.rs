@@ -103,8 +103,9 @@ impl Reason {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     pub reservation_id: ReservationId,
-    /// `pending`; a retry with the same `Idempotency-Key` of a purchase
-    /// decided since answers its decision.
+    /// `pending`; a retry with the same `Idempotency-Key` of a reservation
+    /// decided since answers its decision (its `reason` or `expires_at`:
+    /// read `status_url`).
     pub status: Status,
     /// Where the reservation's decision is read (`GET`), relative to the
     /// gateway's base URL. Its last segment is the reservation's
@@ -148,21 +149,28 @@ pub struct EventView {
     pub confirmed: u32,
     pub per_user_limit: PerUserLimit,
     pub sold_out: bool,
+    // Always written (`null` when unset); read as absent from older gateways.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub opens_at: Option<DateTime<Utc>>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub closes_at: Option<DateTime<Utc>>,
     /// How long a won seat is held before it must be purchased; absent: a
     /// decision is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     pub hold_seconds: Option<u32>,
     /// Of `confirmed` (the seats taken), those held and not yet purchased.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub held: u32,
     /// Of `confirmed`, those purchased.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub purchased: u32,
     /// Seats held and given back (expired or cancelled) in this sale, all
     /// told: each went back on sale.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub released: u32,
 }
 
@@ -387,7 +395,8 @@ pub struct ErrorBody {
 }
 
 /// The machine-readable code of every error answer (`error` in its body);
-/// its status and what a client should do are in docs/API.md.
+/// its status and what a client should do are in docs/API.md. Codes may be
+/// added: act on one you do not know by its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
