@@ -280,16 +280,17 @@ class Probe:
         self.call("purchase", 401, g0, bare + "/purchase")
         self.call("cancel", 401, g0, bare + "/cancel")
 
-        # Bodies: too large, not JSON.
-        big = b'{"pad":"' + b"x" * (20 * 1024) + b'"}'
-        text = {"Content-Type": "text/plain"}
-        for op_id, path, admin in [
+        # Bodies: too large, not JSON, on every route that reads one.
+        with_body = [
             ("reserve", "/reserve", False),
             ("purchase", spare + "/purchase", False),
             ("cancel", spare + "/cancel", False),
             ("create_event", "/admin/events", True),
             ("reset_event", f"/admin/events/{holds}/reset", True),
-        ]:
+        ]
+        big = b'{"pad":"' + b"x" * (20 * 1024) + b'"}'
+        text = {"Content-Type": "text/plain"}
+        for op_id, path, admin in with_body:
             self.call(op_id, 413, g0, path, admin=admin, data=big,
                       headers={"Content-Type": "application/json"})
             self.call(op_id, 415, g0, path, admin=admin, data=b"{}", headers=dict(text))
@@ -305,13 +306,7 @@ class Probe:
         self.note("feed", upgrade, 101)
 
         # The strict gateway: a body that never ends (1 s body timeout) …
-        for op_id, path, admin in [
-            ("reserve", "/reserve", False),
-            ("purchase", spare + "/purchase", False),
-            ("cancel", spare + "/cancel", False),
-            ("create_event", "/admin/events", True),
-            ("reset_event", f"/admin/events/{holds}/reset", True),
-        ]:
+        for op_id, path, admin in with_body:
             auth = f"Authorization: Bearer {a.admin_token}\r\n" if admin else ""
             slow = raw(g1, (
                 f"POST {path} HTTP/1.1\r\nHost: {urlsplit(g1).netloc}\r\n{auth}"
