@@ -11,12 +11,19 @@
 //!   its own node so that its leader lands there).
 //! - `memory`: Redis memory per accepted request for a sale of a million
 //!   requests, after the sale and once the outcomes expired (`memory`).
+//! - `drain`: resumes a paused worker and times its drain of the backlog
+//!   queued meanwhile (`drain`).
+//! - `idle`: a server's resident memory while it holds many idle
+//!   keep-alive connections (`idle`).
 //! - `shard`, `winners`: the decide script's calls per second on one Redis
 //!   shard, and winners committed per second by the worker's statement —
 //!   the per-unit figures of docs/SCALING.md (`capacity`).
 
 mod capacity;
+mod drain;
+mod idle;
 mod memory;
+mod raw;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -106,6 +113,39 @@ enum Cmd {
         /// Commits in flight (as many workers).
         #[arg(long, default_value = "4")]
         concurrency: usize,
+    },
+    /// Resumes a paused worker and times the commit of the backlog queued
+    /// while it was paused; prints one JSON line.
+    Drain {
+        /// The gateway's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        event: String,
+        /// The paused worker's process id (resumed with SIGCONT).
+        #[arg(long)]
+        worker_pid: u32,
+        /// Seats the backlog confirms.
+        #[arg(long)]
+        backlog: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value = "300")]
+        limit: u64,
+    },
+    /// A server's memory while it holds idle keep-alive connections, each
+    /// after one request; prints one JSON line.
+    Idle {
+        /// The server's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// The server's process id (its memory is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value = "10000")]
+        connections: usize,
+        /// The event of the `POST /reserve` each connection sends.
+        #[arg(long, default_value = "demo")]
+        event: String,
     },
     /// Redis memory per accepted request, after the sale and after expiry;
     /// prints one JSON line. Run it on an otherwise idle Redis.
@@ -205,6 +245,42 @@ async fn main() -> anyhow::Result<()> {
             );
             let urls: Vec<String> = amqp_url.split(',').map(str::to_owned).collect();
             partitions(&urls, queue_type, queues, messages, inflight, per_message).await
+        }
+        Cmd::Drain {
+            addr,
+            event,
+            worker_pid,
+            backlog,
+            limit,
+        } => {
+            drain::run(drain::Plan {
+                addr,
+                event,
+                worker_pid,
+                backlog,
+                limit: Duration::from_secs(limit),
+            })
+            .await
+        }
+        Cmd::Idle {
+            addr,
+            pid,
+            connections,
+            event,
+        } => {
+            let body = serde_json::json!({"event_id": event, "user_id": "idle-probe"}).to_string();
+            let request = format!(
+                "POST /reserve HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            idle::run(idle::Plan {
+                addr,
+                pid,
+                connections,
+                concurrency: 256,
+                request: request.into_bytes(),
+            })
+            .await
         }
         Cmd::Memory {
             redis_url,

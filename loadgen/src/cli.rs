@@ -204,12 +204,14 @@ pub async fn run(opts: Opts) -> Result<Report, String> {
     let progress = progress_bar(&spec);
     let (mut rx, live, engine) = crate::run(spec.clone());
     let mut tally = Tally::default();
-    while let Some(sample) = rx.recv().await {
-        if let (Some(b), Some(a)) = (&buyers, &sample.accepted) {
-            b.accepted(a.clone());
+    while let Some(samples) = rx.recv().await {
+        progress.inc(samples.len() as u64);
+        for sample in samples {
+            if let (Some(b), Some(a)) = (&buyers, &sample.accepted) {
+                b.accepted(a.clone());
+            }
+            tally.record(sample);
         }
-        tally.record(sample);
-        progress.inc(1);
     }
     let _ = engine.await;
     progress.finish_and_clear();

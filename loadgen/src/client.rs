@@ -20,6 +20,14 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The server closed the connection before its answer was whole.
+    #[error("the connection closed before the answer")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(std::io::Error),
+    /// An answer the attack's own connection cannot read.
+    #[error("unreadable answer: {0}")]
+    Malformed(String),
 }
 
 impl ClientError {
@@ -32,8 +40,10 @@ impl ClientError {
             ClientError::Connect(_) => "connect error",
             ClientError::ConnectTimeout => "connect timeout",
             ClientError::Http(e) if e.is_incomplete_message() => "connection closed",
-            ClientError::Http(_) => "http error",
+            ClientError::Http(_) | ClientError::Malformed(_) => "http error",
             ClientError::Timeout(_) => "timeout",
+            ClientError::Closed => "connection closed",
+            ClientError::Io(_) => "io error",
         }
     }
 }

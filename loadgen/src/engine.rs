@@ -1,14 +1,16 @@
 //! The attack engine: `concurrency` workers, each with its own connection,
 //! take request numbers from a shared counter and send them — as fast as they
 //! go (closed model) or at their scheduled times (open model). Each result is
-//! one [`Sample`] on the channel; the channel closes when the attack ends.
+//! one [`Sample`]; a worker sends its samples a few at a time (a send per
+//! request would wake the consumer per request), and the channel closes when
+//! the attack ends.
 
-use crate::client::{self, ClientError, Connection};
+use crate::client::ClientError;
 use crate::schedule;
 use crate::spec::{AttackSpec, Target};
+use crate::wire::Wire;
 use backon::{ExponentialBuilder, Retryable};
 use flashgrid_wire::Accepted;
-use http::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +23,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// flash crowd's connect storm overflows the listen backlog, and the kernel's
 /// answer is a refused or dropped SYN; trying again is what real clients do.
 const CONNECT_TRIES: u32 = 5;
+
+/// Samples a worker gathers before it sends them.
+const SAMPLES_AT_ONCE: usize = 32;
+/// The longest a sample waits in its worker (the live view stays live at
+/// low rates).
+const SAMPLE_HOLD: Duration = Duration::from_millis(50);
 
 /// One request's result.
 #[derive(Debug, Clone)]
@@ -42,9 +50,9 @@ pub struct Live {
 }
 
 /// Starts the attack; samples arrive on the returned channel until it closes.
-pub fn run(spec: AttackSpec) -> (mpsc::Receiver<Sample>, Arc<Live>, JoinHandle<()>) {
+pub fn run(spec: AttackSpec) -> (mpsc::Receiver<Vec<Sample>>, Arc<Live>, JoinHandle<()>) {
     // Bounded so a slow consumer slows the attack instead of growing memory.
-    let (tx, rx) = mpsc::channel(16_384);
+    let (tx, rx) = mpsc::channel(1024);
     let live = Arc::new(Live::default());
     let spec = Arc::new(spec);
     let next = Arc::new(AtomicU64::new(0));
@@ -76,13 +84,21 @@ async fn worker(
     spec: Arc<AttackSpec>,
     next: Arc<AtomicU64>,
     start: Instant,
-    tx: mpsc::Sender<Sample>,
+    tx: mpsc::Sender<Vec<Sample>>,
     live: Arc<Live>,
 ) {
-    let mut conn: Option<Connection> = None;
+    let mut samples = Samples {
+        tx,
+        held: Vec::with_capacity(SAMPLES_AT_ONCE),
+        since: Duration::ZERO,
+    };
+    let mut conn: Option<Wire> = None;
+    // The request's bytes, written afresh into the same buffer each time.
+    let mut request = Vec::with_capacity(512);
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if !schedule::in_run(i, spec.rate, spec.requests, spec.duration) {
+            samples.flush().await;
             return;
         }
         let due = match spec.rate {
@@ -94,15 +110,18 @@ async fn worker(
             None => {
                 let now = start.elapsed();
                 if spec.duration.is_some_and(|z| now >= z) {
+                    samples.flush().await;
                     return;
                 }
                 now
             }
         };
         live.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = send(&spec, n, i, &mut conn, &live).await;
+        spec.write_request(n, i, &mut request);
+        let outcome = send(spec.gateway(n), &request, &mut conn, &live).await;
         live.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let latency = start.elapsed().saturating_sub(due);
+        let now = start.elapsed();
+        let latency = now.saturating_sub(due);
         let (outcome, accepted) = match outcome {
             Ok((status, accepted)) => (Ok(status), accepted),
             Err(e) => {
@@ -117,48 +136,69 @@ async fn worker(
             outcome,
             accepted,
         };
-        if tx.send(sample).await.is_err() {
+        if !samples.push(sample, now).await {
             return; // the consumer stopped the attack
         }
     }
 }
 
+/// A worker's samples not sent yet.
+struct Samples {
+    tx: mpsc::Sender<Vec<Sample>>,
+    held: Vec<Sample>,
+    /// When the oldest held sample was taken, from the start.
+    since: Duration,
+}
+
+impl Samples {
+    /// Holds `s`, taken at `now`; sends what is held once there are enough
+    /// or the oldest waited long enough. `false`: the consumer is gone.
+    async fn push(&mut self, s: Sample, now: Duration) -> bool {
+        if self.held.is_empty() {
+            self.since = now;
+        }
+        self.held.push(s);
+        if self.held.len() < SAMPLES_AT_ONCE && now - self.since < SAMPLE_HOLD {
+            return true;
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.held.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.held, Vec::with_capacity(SAMPLES_AT_ONCE));
+        self.tx.send(batch).await.is_ok()
+    }
+}
+
 async fn send(
-    spec: &AttackSpec,
-    n: usize,
-    i: u64,
-    conn: &mut Option<Connection>,
+    target: &Target,
+    request: &[u8],
+    conn: &mut Option<Wire>,
     live: &Live,
 ) -> Result<(u16, Option<Accepted>), ClientError> {
     if conn.as_ref().is_none_or(|c| !c.is_open()) {
-        *conn = Some(connect(spec.gateway(n), live).await?);
+        *conn = Some(connect(target, live).await?);
     }
     let c = conn.as_mut().expect("connected above");
-    let key = spec.key(i);
-    let req = client::request(
-        spec.gateway(n),
-        Method::POST,
-        "/reserve",
-        &[("idempotency-key", &key)],
-        Some(spec.body(i)),
-    );
-    let resp = c.send(req, REQUEST_TIMEOUT).await?;
-    let status = resp.status().as_u16();
-    let accepted = if status == 202 {
-        serde_json::from_slice(resp.body()).ok()
+    let answer = c.send(request, REQUEST_TIMEOUT).await?;
+    let accepted = if answer.status == 202 {
+        serde_json::from_slice(answer.body).ok()
     } else {
         None
     };
-    Ok((status, accepted))
+    Ok((answer.status, accepted))
 }
 
-async fn connect(target: &Target, live: &Live) -> Result<Connection, ClientError> {
+async fn connect(target: &Target, live: &Live) -> Result<Wire, ClientError> {
     // 20 ms, doubling, between the tries.
     let schedule = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(20))
         .with_factor(2.0)
         .with_max_times(CONNECT_TRIES as usize - 1);
-    (|| Connection::open(target))
+    (|| Wire::open(target))
         .retry(schedule)
         .sleep(tokio::time::sleep)
         .notify(|_, _| {

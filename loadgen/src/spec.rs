@@ -124,6 +124,58 @@ impl AttackSpec {
     }
 }
 
+impl AttackSpec {
+    /// Writes request `i` of connection `n` — `POST /reserve` with its
+    /// idempotency key and body, the same as [`AttackSpec::key`] and
+    /// [`AttackSpec::body`] — into `out`, whole, without allocating.
+    pub fn write_request(&self, n: usize, i: u64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.clear();
+        let users = self.users.map(|u| i % u);
+        let body_len = {
+            let mut count = Counter(0);
+            self.write_body(&mut count, i, users);
+            count.0
+        };
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "POST /reserve HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\nidempotency-key: {}-{i}\r\ncontent-length: {body_len}\r\n\r\n",
+            self.gateway(n).authority,
+            self.run_id,
+        );
+        self.write_body(out, i, users);
+    }
+
+    fn write_body(&self, out: &mut impl std::io::Write, i: u64, pool: Option<u64>) {
+        let _ = match pool {
+            Some(u) => write!(
+                out,
+                r#"{{"event_id":"{}","user_id":"user-{}-{u}","quantity":{}}}"#,
+                self.event, self.run_id, self.quantity
+            ),
+            None => write!(
+                out,
+                r#"{{"event_id":"{}","user_id":"buyer-{}-{i}","quantity":{}}}"#,
+                self.event, self.run_id, self.quantity
+            ),
+        };
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A short random id for a run.
 pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
@@ -161,6 +213,22 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&s.body(3)).unwrap();
         assert_eq!(body["user_id"], "user-r-1");
         assert_eq!(body["quantity"], 1);
+    }
+
+    #[test]
+    fn the_written_request_carries_the_same_key_and_body() {
+        for users in [None, Some(2)] {
+            let mut s = spec();
+            s.users = users;
+            let mut out = Vec::new();
+            s.write_request(0, 3, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert_eq!(body, s.body(3));
+            assert!(head.starts_with("POST /reserve HTTP/1.1\r\nhost: x\r\n"));
+            assert!(head.contains(&format!("idempotency-key: {}\r\n", s.key(3))));
+            assert!(head.ends_with(&format!("content-length: {}", body.len())));
+        }
     }
 
     #[test]

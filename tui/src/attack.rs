@@ -52,8 +52,10 @@ async fn run(
     let (mut rx, live, engine) = flashgrid_load::run(spec);
     let mut tally = Tally::default();
     let mut last_sent = Instant::now();
-    while let Some(sample) = rx.recv().await {
-        tally.record(sample);
+    while let Some(samples) = rx.recv().await {
+        for sample in samples {
+            tally.record(sample);
+        }
         if last_sent.elapsed() >= Duration::from_millis(100) {
             last_sent = Instant::now();
             let _ = tx

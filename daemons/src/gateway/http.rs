@@ -125,7 +125,11 @@ where
             .serve_connection(
                 TokioIo::new(write_deadline(stream, limits.write_timeout)),
                 service_fn(move |req| {
-                    let fut = h(req, peer);
+                    // Boxed: a connection keeps room for its request's
+                    // future whether a request is in flight or not, and a
+                    // handler's (every route inlined) runs to kilobytes;
+                    // boxed, an idle connection costs a pointer for it.
+                    let fut = Box::pin(h(req, peer));
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
                 }),
             )
