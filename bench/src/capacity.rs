@@ -133,53 +133,57 @@ pub async fn winners(plan: WinnersPlan) -> anyhow::Result<()> {
     let name = format!("fg_bench_winners_{}", std::process::id());
     url.set_path(&name);
     let pool = db::connect(url.as_str(), plan.concurrency as u32 + 1).await?;
-    let event = EventId::parse("winners-bench").expect("a slug");
-    db::insert_event(
-        &pool,
-        &event,
-        &CreateEvent {
-            event_id: None,
-            name: "winners bench".into(),
-            capacity: Capacity::new(Capacity::MAX.into()).expect("the most seats"),
-            per_user_limit: PerUserLimit::new(1).map_err(|e| anyhow::anyhow!("{e}"))?,
-            opens_at: None,
-            closes_at: None,
-            hold_seconds: None,
-        },
-    )
-    .await?
-    .context("the bench event exists already")?;
-    let epoch: i32 = sqlx::query_scalar("SELECT epoch FROM events WHERE event_id = $1")
-        .bind(event.as_str())
-        .fetch_one(&pool)
-        .await?;
-    let calls = plan.rows.div_ceil(plan.batch);
-    let started = Instant::now();
-    let written = futures::stream::iter(0..calls)
-        .map(|call| {
-            let (pool, event) = (&pool, &event);
-            async move {
-                let ws: Vec<Winner> = (0..plan.batch)
-                    .map(|i| Winner {
-                        id: ReservationId::random(),
-                        event: event.clone(),
-                        user: UserId::parse(&format!("w{call}-{i}")).expect("a user id"),
-                        quantity: Quantity::ONE,
-                        accepted_at: chrono::Utc::now(),
-                        epoch,
-                        sale: 1,
-                    })
-                    .collect();
-                let c = db::commit_winners(pool, &ws).await?;
-                Ok::<_, anyhow::Error>(c.written as usize)
-            }
-        })
-        .buffer_unordered(plan.concurrency)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .sum::<anyhow::Result<usize>>()?;
-    let took = started.elapsed().as_secs_f64();
+    // Whatever happens, the database goes at the end.
+    let run = async {
+        let event = EventId::parse("winners-bench").expect("a slug");
+        db::insert_event(
+            &pool,
+            &event,
+            &CreateEvent {
+                event_id: None,
+                name: "winners bench".into(),
+                capacity: Capacity::new(Capacity::MAX.into()).expect("the most seats"),
+                per_user_limit: PerUserLimit::new(1).map_err(|e| anyhow::anyhow!("{e}"))?,
+                opens_at: None,
+                closes_at: None,
+                hold_seconds: None,
+            },
+        )
+        .await?
+        .context("the bench event exists already")?;
+        let epoch: i32 = sqlx::query_scalar("SELECT epoch FROM events WHERE event_id = $1")
+            .bind(event.as_str())
+            .fetch_one(&pool)
+            .await?;
+        let calls = plan.rows.div_ceil(plan.batch);
+        let started = Instant::now();
+        let written = futures::stream::iter(0..calls)
+            .map(|call| {
+                let (pool, event) = (&pool, &event);
+                async move {
+                    let ws: Vec<Winner> = (0..plan.batch)
+                        .map(|i| Winner {
+                            id: ReservationId::random(),
+                            event: event.clone(),
+                            user: UserId::parse(&format!("w{call}-{i}")).expect("a user id"),
+                            quantity: Quantity::ONE,
+                            accepted_at: chrono::Utc::now(),
+                            epoch,
+                            sale: 1,
+                        })
+                        .collect();
+                    let c = db::commit_winners(pool, &ws).await?;
+                    Ok::<_, anyhow::Error>(c.written as usize)
+                }
+            })
+            .buffer_unordered(plan.concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum::<anyhow::Result<usize>>()?;
+        anyhow::Ok((written, started.elapsed().as_secs_f64(), calls))
+    }
+    .await;
     pool.close().await;
     let mut admin = url.clone();
     admin.set_path("postgres");
@@ -190,6 +194,7 @@ pub async fn winners(plan: WinnersPlan) -> anyhow::Result<()> {
         .execute(&admin)
         .await;
     }
+    let (written, took, calls) = run?;
     println!(
         "{}",
         serde_json::json!({

@@ -185,6 +185,9 @@ impl QueueType {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The bare server and the idle probe each hold thousands of sockets; a
+    // soft limit of 1024 would fail them half way.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match Opts::parse().cmd {
         Cmd::Bare {
             listen,

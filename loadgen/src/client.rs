@@ -23,6 +23,10 @@ pub enum ClientError {
     /// The server closed the connection before its answer was whole.
     #[error("the connection closed before the answer")]
     Closed,
+    /// The server had closed the kept-alive connection while it was idle:
+    /// no byte of an answer came (the request may go again on a new one).
+    #[error("the server had closed the idle connection")]
+    Stale,
     #[error("i/o: {0}")]
     Io(std::io::Error),
     /// An answer the attack's own connection cannot read.
@@ -42,7 +46,7 @@ impl ClientError {
             ClientError::Http(e) if e.is_incomplete_message() => "connection closed",
             ClientError::Http(_) | ClientError::Malformed(_) => "http error",
             ClientError::Timeout(_) => "timeout",
-            ClientError::Closed => "connection closed",
+            ClientError::Closed | ClientError::Stale => "connection closed",
             ClientError::Io(_) => "io error",
         }
     }

@@ -26,8 +26,9 @@ const CONNECT_TRIES: u32 = 5;
 
 /// Samples a worker gathers before it sends them.
 const SAMPLES_AT_ONCE: usize = 32;
-/// The longest a sample waits in its worker (the live view stays live at
-/// low rates).
+/// Held samples older than this are sent with the next one, or before the
+/// worker sleeps until its next request (the live view stays live at low
+/// rates). A `202` is sent at once: a hold sale's winner acts on it.
 const SAMPLE_HOLD: Duration = Duration::from_millis(50);
 
 /// One request's result.
@@ -104,6 +105,9 @@ async fn worker(
         let due = match spec.rate {
             Some(rate) => {
                 let due = schedule::due(i, rate);
+                if samples.would_outwait(due) && !samples.flush().await {
+                    return;
+                }
                 tokio::time::sleep_until((start + due).into()).await;
                 due
             }
@@ -151,17 +155,25 @@ struct Samples {
 }
 
 impl Samples {
-    /// Holds `s`, taken at `now`; sends what is held once there are enough
-    /// or the oldest waited long enough. `false`: the consumer is gone.
+    /// Holds `s`, taken at `now`; sends what is held once there are enough,
+    /// the oldest waited long enough, or `s` is a `202`. `false`: the
+    /// consumer is gone.
     async fn push(&mut self, s: Sample, now: Duration) -> bool {
         if self.held.is_empty() {
             self.since = now;
         }
+        let urgent = s.accepted.is_some();
         self.held.push(s);
-        if self.held.len() < SAMPLES_AT_ONCE && now - self.since < SAMPLE_HOLD {
+        if !urgent && self.held.len() < SAMPLES_AT_ONCE && now - self.since < SAMPLE_HOLD {
             return true;
         }
         self.flush().await
+    }
+
+    /// Whether waiting until `until` (from the start) would hold a sample
+    /// longer than [`SAMPLE_HOLD`].
+    fn would_outwait(&self, until: Duration) -> bool {
+        !self.held.is_empty() && until.saturating_sub(self.since) >= SAMPLE_HOLD
     }
 
     async fn flush(&mut self) -> bool {
@@ -183,7 +195,18 @@ async fn send(
         *conn = Some(connect(target, live).await?);
     }
     let c = conn.as_mut().expect("connected above");
-    let answer = c.send(request, REQUEST_TIMEOUT).await?;
+    let answer = match c.send(request, REQUEST_TIMEOUT).await {
+        // The server closed the kept-alive connection while it was idle
+        // (a gateway restarted, an idle timeout): once more on a new one,
+        // as any client does. The request carries its idempotency key, so
+        // even one the server did read is the same purchase again.
+        Err(ClientError::Stale) => {
+            *conn = Some(connect(target, live).await?);
+            let c = conn.as_mut().expect("connected above");
+            c.send(request, REQUEST_TIMEOUT).await?
+        }
+        other => other?,
+    };
     let accepted = if answer.status == 202 {
         serde_json::from_slice(answer.body).ok()
     } else {
@@ -205,4 +228,66 @@ async fn connect(target: &Target, live: &Live) -> Result<Wire, ClientError> {
             live.connect_retries.fetch_add(1, Ordering::Relaxed);
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashgrid_wire::{ReservationId, Status};
+
+    fn sample(accepted: bool) -> Sample {
+        Sample {
+            index: 0,
+            at: Duration::ZERO,
+            latency: Duration::ZERO,
+            outcome: Ok(if accepted { 202 } else { 409 }),
+            accepted: accepted.then(|| Accepted {
+                reservation_id: ReservationId::random(),
+                status: Status::Pending,
+                status_url: "/s".into(),
+            }),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test]
+    async fn samples_wait_for_company_but_never_long_and_a_202_goes_at_once() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut s = Samples {
+            tx,
+            held: Vec::new(),
+            since: Duration::ZERO,
+        };
+        assert!(s.push(sample(false), ms(0)).await);
+        assert!(rx.try_recv().is_err(), "one 409 is held");
+        assert!(s.push(sample(true), ms(1)).await);
+        assert_eq!(
+            rx.try_recv().unwrap().len(),
+            2,
+            "a 202 takes the held along"
+        );
+
+        assert!(s.push(sample(false), ms(10)).await);
+        assert!(!s.would_outwait(ms(59)));
+        assert!(s.would_outwait(ms(60)), "a sleep past the hold sends first");
+        assert!(s.push(sample(false), ms(60)).await);
+        assert_eq!(rx.try_recv().unwrap().len(), 2, "the oldest waited 50 ms");
+        assert!(!s.would_outwait(ms(1000)), "nothing held, nothing to send");
+
+        for k in 0..SAMPLES_AT_ONCE as u64 {
+            assert!(
+                s.push(sample(false), ms(100) + Duration::from_micros(k))
+                    .await
+            );
+        }
+        assert_eq!(rx.try_recv().unwrap().len(), SAMPLES_AT_ONCE);
+        assert!(s.flush().await);
+        assert!(rx.try_recv().is_err(), "nothing left to flush");
+
+        drop(rx);
+        assert!(!s.push(sample(true), ms(200)).await, "the consumer is gone");
+    }
 }

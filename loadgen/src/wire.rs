@@ -24,8 +24,11 @@ pub struct Wire {
     inbox: Vec<u8>,
     /// The body of the last answer, at `inbox[body.0..body.1]`.
     body: (usize, usize),
-    /// The server said it closes the connection after its answer.
+    /// The server said it closes the connection after its answer, or an
+    /// exchange failed (what is left on it is not to be trusted).
     closing: bool,
+    /// Answers read on it so far.
+    answered: u64,
 }
 
 /// One answer, borrowed from the connection's buffer.
@@ -47,6 +50,7 @@ impl Wire {
             inbox: Vec::with_capacity(READ_CHUNK),
             body: (0, 0),
             closing: false,
+            answered: 0,
         })
     }
 
@@ -62,10 +66,18 @@ impl Wire {
         request: &[u8],
         timeout: Duration,
     ) -> Result<Answer<'_>, ClientError> {
-        let status = tokio::time::timeout(timeout, self.exchange(request))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
-            .inspect_err(|_| self.closing = true)?;
+        let status = match tokio::time::timeout(timeout, self.exchange(request)).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                self.closing = true;
+                return Err(e);
+            }
+            Err(_) => {
+                self.closing = true;
+                return Err(ClientError::Timeout(timeout));
+            }
+        };
+        self.answered += 1;
         Ok(Answer {
             status,
             body: &self.inbox[self.body.0..self.body.1],
@@ -76,20 +88,51 @@ impl Wire {
         // The last answer is consumed: its bytes go.
         self.inbox.drain(..self.body.1);
         self.body = (0, 0);
-        self.stream.write_all(request).await.map_err(io)?;
+        if let Err(e) = self.stream.write_all(request).await {
+            return Err(self.ended(Some(e)));
+        }
         loop {
-            if let Some((status, head, length, close)) = parse(&self.inbox)?
-                && self.inbox.len() >= head + length
-            {
-                self.body = (head, head + length);
-                self.closing = close;
-                return Ok(status);
+            match parse(&self.inbox)? {
+                // An interim answer (100 Continue): the real one follows.
+                Some((100..=199, head, _, _)) => {
+                    self.inbox.drain(..head);
+                    continue;
+                }
+                Some((status, head, length, close)) if self.inbox.len() >= head + length => {
+                    self.body = (head, head + length);
+                    self.closing = close;
+                    return Ok(status);
+                }
+                _ => {}
             }
             self.inbox.reserve(READ_CHUNK);
-            let n = self.stream.read_buf(&mut self.inbox).await.map_err(io)?;
+            let n = match self.stream.read_buf(&mut self.inbox).await {
+                Ok(n) => n,
+                Err(e) => return Err(self.ended(Some(e))),
+            };
             if n == 0 {
-                return Err(ClientError::Closed);
+                return Err(self.ended(None));
             }
+        }
+    }
+
+    /// Why the connection ended before the answer. One kept alive that
+    /// ends before a byte of its next answer came was closed by the server
+    /// while idle (`Stale`: the request may go again on a new one).
+    fn ended(&self, e: Option<std::io::Error>) -> ClientError {
+        let closed = e.as_ref().is_none_or(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        });
+        match e {
+            _ if closed && self.answered > 0 && self.inbox.is_empty() => ClientError::Stale,
+            _ if closed => ClientError::Closed,
+            Some(e) => ClientError::Io(e),
+            None => ClientError::Closed,
         }
     }
 }
@@ -105,34 +148,40 @@ fn parse(buf: &[u8]) -> Result<Option<(u16, usize, usize, bool)>, ClientError> {
         Err(e) => return Err(ClientError::Malformed(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
-    let mut length = 0;
+    let mut length = None;
     let mut close = resp.version == Some(0);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| {
-                    ClientError::Malformed("a Content-Length that is no number".into())
-                })?;
+            length = Some(
+                std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| {
+                        ClientError::Malformed("a Content-Length that is no number".into())
+                    })?,
+            );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(ClientError::Malformed(
                 "a chunked answer (the attack reads Content-Length bodies only)".into(),
             ));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            close = h.value.eq_ignore_ascii_case(b"close");
+            close = h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
+    let length = match (status, length) {
+        // No body, whatever the headers say.
+        (100..=199 | 204 | 304, _) => 0,
+        (_, Some(n)) => n,
+        (_, None) => {
+            return Err(ClientError::Malformed(
+                "an answer without Content-Length (the attack reads those only)".into(),
+            ));
+        }
+    };
     Ok(Some((status, head, length, close)))
-}
-
-fn io(e: std::io::Error) -> ClientError {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof
-        | std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::BrokenPipe => ClientError::Closed,
-        _ => ClientError::Io(e),
-    }
 }
 
 #[cfg(test)]
@@ -155,6 +204,11 @@ mod tests {
         assert!(parse(head).unwrap().unwrap().3);
         let old = b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n";
         assert!(parse(old).unwrap().unwrap().3);
+        let listed =
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n";
+        assert!(parse(listed).unwrap().unwrap().3);
+        let kept = b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n";
+        assert!(!parse(kept).unwrap().unwrap().3);
     }
 
     #[test]
@@ -169,5 +223,95 @@ mod tests {
             parse(b"garbage\r\n\r\n"),
             Err(ClientError::Malformed(_))
         ));
+        // A body that would run until the close: no way to tell where it ends.
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Err(ClientError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn answers_without_a_body_have_none_whatever_their_headers_say() {
+        let not_modified = b"HTTP/1.1 304 Not Modified\r\ncontent-length: 12\r\n\r\n";
+        assert_eq!(parse(not_modified).unwrap().unwrap().2, 0);
+        assert_eq!(
+            parse(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .2,
+            0
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap().unwrap().0,
+            100
+        );
+    }
+
+    /// A server on loopback that takes one connection, answers each of its
+    /// requests with the next of `answers`, then closes it.
+    async fn server(answers: Vec<&'static [u8]>) -> Target {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            for a in answers {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(a).await.unwrap();
+            }
+            // Wait for the next request, then close without answering.
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        });
+        Target {
+            base: format!("http://{addr}"),
+            authority: addr.to_string(),
+            addr,
+        }
+    }
+
+    const REQUEST: &[u8] = b"POST / HTTP/1.1\r\nhost: x\r\n\r\n";
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped_and_the_body_read_whole() {
+        let target = server(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}",
+        ])
+        .await;
+        let mut w = Wire::open(&target).await.unwrap();
+        let a = w.send(REQUEST, PATIENCE).await.unwrap();
+        assert_eq!((a.status, a.body), (202, &b"{}"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_stale_not_a_failed_answer() {
+        let target = server(vec![b"HTTP/1.1 409 Conflict\r\ncontent-length: 0\r\n\r\n"]).await;
+        let mut w = Wire::open(&target).await.unwrap();
+        assert_eq!(w.send(REQUEST, PATIENCE).await.unwrap().status, 409);
+        let again = w.send(REQUEST, PATIENCE).await;
+        assert!(matches!(again, Err(ClientError::Stale)), "{again:?}");
+        assert!(!w.is_open());
+        // A first request that gets no answer is no stale connection.
+        let target = server(vec![]).await;
+        let mut w = Wire::open(&target).await.unwrap();
+        let first = w.send(REQUEST, PATIENCE).await;
+        assert!(matches!(first, Err(ClientError::Closed)), "{first:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_exchange_leaves_the_connection_unusable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = tokio::spawn(async move { listener.accept().await });
+        let target = Target {
+            base: format!("http://{addr}"),
+            authority: addr.to_string(),
+            addr,
+        };
+        let mut w = Wire::open(&target).await.unwrap();
+        let late = w.send(REQUEST, Duration::from_millis(50)).await;
+        assert!(matches!(late, Err(ClientError::Timeout(_))), "{late:?}");
+        assert!(!w.is_open());
     }
 }
