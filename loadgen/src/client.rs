@@ -59,11 +59,7 @@ pub struct Connection {
 
 impl Connection {
     pub async fn open(target: &Target) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target.addr))
-            .await
-            .map_err(|_| ClientError::ConnectTimeout)?
-            .map_err(ClientError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect(target).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -104,6 +100,16 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
+}
+
+/// A TCP connection to the gateway, within 5 s, without Nagle's delay.
+pub async fn connect(target: &Target) -> Result<TcpStream, ClientError> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target.addr))
+        .await
+        .map_err(|_| ClientError::ConnectTimeout)?
+        .map_err(ClientError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// A request to the gateway.

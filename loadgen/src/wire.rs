@@ -4,7 +4,7 @@
 //! lets one core of client drive a server at wrk's pace. Everything else
 //! (admin calls, following decisions, checkout) uses [`crate::client`].
 
-use crate::client::ClientError;
+use crate::client::{self, ClientError};
 use crate::spec::Target;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,13 +40,8 @@ pub struct Answer<'a> {
 
 impl Wire {
     pub async fn open(target: &Target) -> Result<Self, ClientError> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target.addr))
-            .await
-            .map_err(|_| ClientError::ConnectTimeout)?
-            .map_err(ClientError::Connect)?;
-        let _ = stream.set_nodelay(true);
         Ok(Self {
-            stream,
+            stream: client::connect(target).await?,
             inbox: Vec::with_capacity(READ_CHUNK),
             body: (0, 0),
             closing: false,
