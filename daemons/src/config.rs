@@ -250,14 +250,22 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub services: ServicesConfig,
 
-    /// Unacked queue messages the broker may hand this worker at once.
-    #[arg(long, env = "FLASHGRID_PREFETCH", default_value = "64")]
+    /// Unacked queue messages the broker may hand this worker at once, on
+    /// each partition: at least `--batch-max` × `--pipeline` keeps every
+    /// batch in flight full.
+    #[arg(long, env = "FLASHGRID_PREFETCH", default_value = "512")]
     pub prefetch: u16,
 
     /// Most queue messages (each a group of reservations) decided and
     /// committed in one batch.
-    #[arg(long, env = "FLASHGRID_BATCH_MAX", default_value = "64")]
+    #[arg(long, env = "FLASHGRID_BATCH_MAX", default_value = "128")]
     pub batch_max: usize,
+
+    /// Batches in flight on each partition: the next one decides in Redis
+    /// while the one before it commits to PostgreSQL. 1 processes one batch
+    /// at a time.
+    #[arg(long, env = "FLASHGRID_PIPELINE", default_value = "3", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub pipeline: u8,
 
     /// Move every message of the dead-letter queue (reservations set aside,
     /// unreadable messages excepted) back to the reservation queue, then exit.

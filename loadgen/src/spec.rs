@@ -101,10 +101,7 @@ impl AttackSpec {
 
     /// The buyer of request `i`.
     pub fn user(&self, i: u64) -> String {
-        match self.users {
-            Some(n) => format!("user-{}-{}", self.run_id, i % n),
-            None => format!("buyer-{}-{i}", self.run_id),
-        }
+        Buyer { spec: self, i }.to_string()
     }
 
     /// The idempotency key of request `i` (one purchase per request).
@@ -114,13 +111,9 @@ impl AttackSpec {
 
     /// Request body of request `i`.
     pub fn body(&self, i: u64) -> String {
-        // The ids are slugs and generated user ids: nothing to escape.
-        format!(
-            r#"{{"event_id":"{}","user_id":"{}","quantity":{}}}"#,
-            self.event,
-            self.user(i),
-            self.quantity
-        )
+        let mut out = Vec::new();
+        self.write_body(&mut out, i);
+        String::from_utf8(out).expect("a body is ASCII")
     }
 }
 
@@ -131,10 +124,9 @@ impl AttackSpec {
     pub fn write_request(&self, n: usize, i: u64, out: &mut Vec<u8>) {
         use std::io::Write;
         out.clear();
-        let users = self.users.map(|u| i % u);
         let body_len = {
             let mut count = Counter(0);
-            self.write_body(&mut count, i, users);
+            self.write_body(&mut count, i);
             count.0
         };
         // Writing to a Vec cannot fail.
@@ -144,22 +136,34 @@ impl AttackSpec {
             self.gateway(n).authority,
             self.run_id,
         );
-        self.write_body(out, i, users);
+        self.write_body(out, i);
     }
 
-    fn write_body(&self, out: &mut impl std::io::Write, i: u64, pool: Option<u64>) {
-        let _ = match pool {
-            Some(u) => write!(
-                out,
-                r#"{{"event_id":"{}","user_id":"user-{}-{u}","quantity":{}}}"#,
-                self.event, self.run_id, self.quantity
-            ),
-            None => write!(
-                out,
-                r#"{{"event_id":"{}","user_id":"buyer-{}-{i}","quantity":{}}}"#,
-                self.event, self.run_id, self.quantity
-            ),
-        };
+    fn write_body(&self, out: &mut impl std::io::Write, i: u64) {
+        // The ids are slugs and generated user ids: nothing to escape.
+        // Writing to a Vec or a counter cannot fail.
+        let _ = write!(
+            out,
+            r#"{{"event_id":"{}","user_id":"{}","quantity":{}}}"#,
+            self.event,
+            Buyer { spec: self, i },
+            self.quantity
+        );
+    }
+}
+
+/// The buyer of request `i`, written where it goes without a `String`.
+struct Buyer<'a> {
+    spec: &'a AttackSpec,
+    i: u64,
+}
+
+impl std::fmt::Display for Buyer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.spec.users {
+            Some(n) => write!(f, "user-{}-{}", self.spec.run_id, self.i % n),
+            None => write!(f, "buyer-{}-{}", self.spec.run_id, self.i),
+        }
     }
 }
 

@@ -486,10 +486,7 @@ fn restore_all(proxies: &[Proxy]) {
 /// marker or rejection (`names::EventKeys`).
 async fn lose_outcomes(stack: &Stack, event: &EventId) -> anyhow::Result<String> {
     let k = stack.namespace().event_keys(event);
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(k.outcome_pattern())
-        .query_async(&mut redis().await?)
-        .await?;
+    let mut keys = flashgrid_testkit::scan_keys(&mut redis().await?, &k.outcome_pattern()).await?;
     keys.push(k.won);
     let n = delete(&keys).await?;
     Ok(format!(
@@ -642,10 +639,7 @@ async fn namespace_keys(
     c: &mut redis::aio::MultiplexedConnection,
     stack: &Stack,
 ) -> anyhow::Result<Vec<String>> {
-    Ok(redis::cmd("KEYS")
-        .arg(stack.namespace().key_pattern())
-        .query_async(c)
-        .await?)
+    Ok(flashgrid_testkit::scan_keys(c, &stack.namespace().key_pattern()).await?)
 }
 
 /// Deletes `keys`; fails if none of them existed (the fault would be none).
@@ -683,7 +677,7 @@ async fn copy_namespace(stack: &Stack) -> anyhow::Result<Vec<DumpedKey>> {
             .arg(&key)
             .query_async(&mut c)
             .await?;
-        // Gone since KEYS (a key with a TTL): not in the copy either.
+        // Gone since the SCAN (a key with a TTL): not in the copy either.
         let Some(payload) = payload else { continue };
         copy.push(DumpedKey {
             key,

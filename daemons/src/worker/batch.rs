@@ -4,6 +4,7 @@
 //! announce the decisions. Each step is idempotent, so a batch can be retried, or
 //! redelivered after a crash, without counting anything twice.
 
+use super::kept::{Claim, Kept};
 use crate::db::{self, CommitError, GuardedCommit, Winner};
 use crate::inventory::{Ask, Decided, Floor, Inventory, InventoryError, Refused};
 use crate::notify::{self, Notice};
@@ -13,6 +14,7 @@ use flashgrid_wire::{EventId, Reason, ReservationId, Status};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +110,9 @@ pub struct Decider {
     /// confirmations not committed yet; should Redis forget it (a wipe)
     /// before a failed batch is retried, the retry, deciding in a state
     /// rebuilt from PostgreSQL, must not sell that reservation a seat: it
-    /// is kept (`Ask::kept`). Dropped once the batch is done.
-    rejected: Arc<Mutex<HashMap<(ReservationId, u32), Reason>>>,
+    /// is kept (`Ask::kept`). Dropped once the batch is done and no batch
+    /// in flight claims it (`Decider::claim`).
+    rejected: Kept,
 }
 
 impl Decider {
@@ -120,7 +123,7 @@ impl Decider {
             events: Arc::default(),
             fenced: Arc::default(),
             floors: Arc::default(),
-            rejected: Arc::default(),
+            rejected: Kept::default(),
         }
     }
 
@@ -139,6 +142,15 @@ impl Decider {
         Ok(Some(e))
     }
 
+    /// Holds the rejections of `items` (of one batch) until the claim is
+    /// dropped, through every attempt at the batch and its taking apart:
+    /// without a claim, they are dropped as soon as one attempt at a batch
+    /// holding them is done.
+    pub fn claim(&self, items: &[Queued]) -> Claim {
+        self.rejected
+            .claim(items.iter().map(|q| (q.id, q.sale)).collect())
+    }
+
     /// Whether PostgreSQL and Redis both answer, each within a second: tells
     /// a batch that fails because of what it holds from one that fails
     /// because a service is away.
@@ -152,9 +164,24 @@ impl Decider {
 
     /// Decide, commit, settle, announce.
     pub async fn process(&self, items: &[Queued]) -> Result<BatchReport, BatchError> {
+        self.process_in_turn(items, &CancellationToken::new()).await
+    }
+
+    /// [`process`](Self::process), cancelling `decided` once step 1 is over
+    /// (decided or failed): the consumer starts deciding the next batch
+    /// then, while this one commits, so that the first attempts at batches
+    /// decide in the order the batches were taken (a retry, or a tentative
+    /// rejection decided again, comes after the batches taken since).
+    pub async fn process_in_turn(
+        &self,
+        items: &[Queued],
+        decided: &CancellationToken,
+    ) -> Result<BatchReport, BatchError> {
         let span = tracing::debug_span!("batch", reservations = items.len());
         async {
-            let (mut outcomes, epochs) = self.decide(items).await?;
+            let first = self.decide(items).await;
+            decided.cancel();
+            let (mut outcomes, epochs) = first?;
             let mut report = self.commit(items, &mut outcomes, &epochs).await?;
             self.settle(items, &outcomes).await?;
             self.resolve(items, &mut outcomes).await?;
@@ -234,22 +261,20 @@ impl Decider {
             // No winner to commit: the epoch is never read.
             return Ok(Decided { epoch: 0, outcomes });
         };
-        let asks: Vec<Ask<'_>> = {
-            let rejected = self.rejected.lock().expect("rejections");
-            idx.iter()
-                .map(|&i| {
-                    let q = &items[i];
-                    Ask {
-                        id: q.id,
-                        user: &q.user,
-                        quantity: q.qty,
-                        closed: !info.is_open_at(q.at),
-                        sale: q.sale,
-                        kept: rejected.get(&(q.id, q.sale)).copied(),
-                    }
-                })
-                .collect()
-        };
+        let asks: Vec<Ask<'_>> = idx
+            .iter()
+            .map(|&i| {
+                let q = &items[i];
+                Ask {
+                    id: q.id,
+                    user: &q.user,
+                    quantity: q.qty,
+                    closed: !info.is_open_at(q.at),
+                    sale: q.sale,
+                    kept: self.rejected.get(&(q.id, q.sale)),
+                }
+            })
+            .collect();
         // A stock can go missing again right after a rebuild (Redis flushed
         // twice); three rounds then give up and let the batch be retried.
         for _ in 0..3 {
@@ -275,12 +300,13 @@ impl Decider {
     /// decision of a reservation is the one its buyer may have read. A
     /// tentative one is no decision yet: its buyer reads pending.
     fn keep_rejections<'a>(&self, items: impl Iterator<Item = &'a Queued>, outcomes: &[Outcome]) {
-        let mut rejected = self.rejected.lock().expect("rejections");
-        for (q, o) in items.zip(outcomes) {
-            if let (Status::Rejected, Some(reason), None) = (o.status, o.reason, o.certain_at) {
-                rejected.entry((q.id, q.sale)).or_insert(reason);
-            }
-        }
+        self.rejected
+            .keep_first(items.zip(outcomes).filter_map(|(q, o)| {
+                match (o.status, o.reason, o.certain_at) {
+                    (Status::Rejected, Some(reason), None) => Some(((q.id, q.sale), reason)),
+                    _ => None,
+                }
+            }));
     }
 
     /// Step 3b: waits, for at most [`TENTATIVE_PATIENCE`], until every
@@ -363,11 +389,9 @@ impl Decider {
     }
 
     /// The batch of `items` is done: nothing of it is decided again by it.
+    /// What a batch in flight claims stays, until its claim is dropped.
     fn forget_rejections(&self, items: &[Queued]) {
-        let mut rejected = self.rejected.lock().expect("rejections");
-        for q in items {
-            rejected.remove(&(q.id, q.sale));
-        }
+        self.rejected.forget(items.iter().map(|q| (q.id, q.sale)));
     }
 
     async fn restock(&self, event: &EventId) -> Result<(), BatchError> {
@@ -534,9 +558,7 @@ impl Decider {
             self.inventory.revoke(event, &list).await?;
             // Public now: kept, should the batch be retried.
             self.rejected
-                .lock()
-                .expect("rejections")
-                .extend(overflow.iter().map(|(w, reason)| ((w.id, w.sale), *reason)));
+                .keep(overflow.iter().map(|(w, reason)| ((w.id, w.sale), *reason)));
             report.revoked += overflow.len() as u64;
             refused.extend(overflow.iter().map(|(w, reason)| (w.id, *reason)));
         }
@@ -549,15 +571,26 @@ impl Decider {
 
     /// PostgreSQL fenced out decisions of `fenced` (event, PostgreSQL's
     /// epoch): they are decided again. A state ahead of PostgreSQL, or behind
-    /// it twice under the same epoch, is not being rebuilt by anyone: its
-    /// stock is dropped so the next decision rebuilds it.
+    /// it twice under the same epoch and still behind, is not being rebuilt
+    /// by anyone: its stock is dropped so the next decision rebuilds it.
     async fn fenced(&self, fenced: &[(EventId, i32)], decided: &Epochs) -> BatchError {
         for (event, pg) in fenced {
             let ours = decided.get(event).copied().unwrap_or_default();
-            let stale = ours > *pg || {
+            let twice = {
                 let mut last = self.fenced.lock().expect("fenced epochs");
                 last.insert(event.clone(), ours) == Some(ours)
             };
+            // Fenced twice may also be two batches in flight decided under
+            // the same epoch before one rebuild: the state rebuilt since is
+            // PostgreSQL's, and dropping it would fence every batch decided
+            // in it (a rebuild storm).
+            let stale = ours > *pg
+                || (twice
+                    && match self.inventory.state_epoch(event).await {
+                        // No epoch: no whole state (dropping it costs nothing).
+                        Ok(now) => now.is_none_or(|e| e < i64::from(*pg)),
+                        Err(e) => return e.into(),
+                    });
             tracing::warn!(event_id = %event, decided_under = ours, postgresql = pg, rebuild = stale, "decisions made in an older Redis state: deciding them again");
             if stale && let Err(e) = self.inventory.drop_stock(event).await {
                 return e.into();

@@ -6,7 +6,9 @@
 //! delivery, only after PostgreSQL committed. An event's reservations are
 //! all on one partition, each partition consumed in order by one loop per
 //! worker (several workers share a partition, as they always shared the one
-//! queue); a message handed back goes to the back of its queue.
+//! queue); a message handed back goes to the back of its queue. A loop keeps
+//! up to `--pipeline` batches in flight: each is first decided after the
+//! one taken before it (while that one commits), and acked after it.
 
 use super::isolate::Isolate;
 use super::report::Unreported;
@@ -15,6 +17,7 @@ use crate::config::WorkerConfig;
 use crate::queue::{self, Group, Queued, Topology};
 use crate::worker::Decider;
 use anyhow::{Context, anyhow};
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -43,6 +46,32 @@ pub(super) struct Consume<'a> {
 pub(super) struct Message {
     pub tag: u64,
     pub items: Range<usize>,
+}
+
+/// Where a batch in flight stands, for the batch taken after it.
+#[derive(Debug, Clone)]
+struct Turn {
+    /// Cancelled once its decisions are over.
+    decided: CancellationToken,
+    /// Cancelled once it is acked (never if it is not).
+    acked: CancellationToken,
+}
+
+impl Turn {
+    fn new() -> Self {
+        Self {
+            decided: CancellationToken::new(),
+            acked: CancellationToken::new(),
+        }
+    }
+
+    /// Before the first batch: nothing to wait for.
+    fn done() -> Self {
+        let t = Self::new();
+        t.decided.cancel();
+        t.acked.cancel();
+        t
+    }
 }
 
 /// A batch, decoded.
@@ -112,40 +141,82 @@ impl Consume<'_> {
             .with_context(|| format!("start consuming {queue_name}"))?;
         tracing::info!(
             prefetch = self.cfg.prefetch,
+            pipeline = self.cfg.pipeline,
             queue = queue_name,
             "consuming"
         );
+        // Up to `pipeline` batches in flight, oldest first: the next batch
+        // is taken once the last one's first attempt has decided (so first
+        // attempts decide in the order the batches were taken, and one
+        // decides while the one before it commits), and each acks only
+        // after the one before it acked (an ack with `multiple` must never
+        // cover a batch not done).
+        let mut inflight = FuturesOrdered::new();
+        let mut last = Turn::done();
+        let mut stopping = false;
+        let mut failure = None;
         loop {
-            let first = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                d = consumer.next() => d,
-            };
-            let first = match first {
-                Some(d) => d.context("consumer")?,
-                None => anyhow::bail!("the consumer of {queue_name} was cancelled by the broker"),
-            };
-            let (deliveries, ended) = take_ready(first, &mut consumer, self.cfg.batch_max);
-            if let Some(e) = &ended {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "the consumer failed while a batch was taken; settling the batch first"
-                );
-            }
-            let batch = self.decode(&channel, deliveries).await?;
-            if !self.settle(&channel, &back, queue_name, &batch).await? {
+            if stopping && inflight.is_empty() {
                 break;
             }
-            if let Some(e) = ended {
-                return Err(e);
+            let room = !stopping && inflight.len() < usize::from(self.cfg.pipeline);
+            tokio::select! {
+                biased;
+                done = inflight.next(), if !inflight.is_empty() => {
+                    // `Ok(false)`: shutdown came before it was done. Nothing
+                    // after it is acked either: closing hands them back.
+                    match done.expect("a batch in flight") {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            let e: anyhow::Error = e;
+                            failure = Some(match failure.take() {
+                                Some(f) => e.context(format!("after the consumer failed ({f:#})")),
+                                None => e,
+                            });
+                            break;
+                        }
+                    }
+                }
+                _ = self.shutdown.cancelled(), if !stopping => stopping = true,
+                first = async { last.decided.cancelled().await; consumer.next().await }, if room => {
+                    let first = match first {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => {
+                            failure = Some(anyhow::Error::new(e).context("consumer"));
+                            stopping = true;
+                            continue;
+                        }
+                        None => {
+                            failure = Some(anyhow!("the consumer of {queue_name} was cancelled by the broker"));
+                            stopping = true;
+                            continue;
+                        }
+                    };
+                    let (deliveries, ended) = take_ready(first, &mut consumer, self.cfg.batch_max);
+                    if let Some(e) = ended {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "the consumer failed while a batch was taken; settling the batches in hand first"
+                        );
+                        failure = Some(e);
+                        stopping = true;
+                    }
+                    let batch = self.decode(&channel, deliveries).await?;
+                    let mine = Turn::new();
+                    let before = std::mem::replace(&mut last, mine.clone());
+                    inflight.push_back(self.in_turn(&channel, &back, queue_name, batch, before.acked, mine));
+                }
             }
         }
+        drop(inflight);
         // Before the connection, which lapin otherwise reports as an error;
         // deliveries not acked go back to the queue. Bounded: a broker that
         // stopped answering must not hold the shutdown.
         for ch in [&back, &channel] {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "stopping".into())).await;
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Decodes each delivery; an unreadable one goes to the dead-letter
@@ -178,18 +249,48 @@ impl Consume<'_> {
         Ok(batch)
     }
 
-    /// Decides and commits the batch, then acks it; `false` if shutdown
-    /// came first (nothing acked: the broker redelivers it to the next
-    /// worker).
+    /// Decides and commits `batch` (its decisions start at once: the
+    /// caller took it in turn), then, once the batch before it acked
+    /// (`before`), acks it; `false` if shutdown came first (nothing acked:
+    /// the broker redelivers it to the next worker).
+    async fn in_turn(
+        &self,
+        channel: &lapin::Channel,
+        back: &lapin::Channel,
+        queue_name: &str,
+        batch: Batch,
+        before: CancellationToken,
+        mine: Turn,
+    ) -> anyhow::Result<bool> {
+        // Held until this batch is acked or given up (see `Decider::claim`).
+        let _claim = self.decider.claim(&batch.items);
+        let processed = if batch.items.is_empty() {
+            None
+        } else {
+            Some(until_done(self.decider, &batch.items, &mine.decided, self.shutdown).await)
+        };
+        mine.decided.cancel();
+        before.cancelled().await;
+        let settled = self
+            .settle(channel, back, queue_name, &batch, processed)
+            .await;
+        if matches!(settled, Ok(true)) {
+            mine.acked.cancel();
+        }
+        settled
+    }
+
+    /// Acks a batch as it was processed; `false` if shutdown came first.
     async fn settle(
         &self,
         channel: &lapin::Channel,
         back: &lapin::Channel,
         queue_name: &str,
         batch: &Batch,
+        processed: Option<Processed>,
     ) -> anyhow::Result<bool> {
-        if !batch.items.is_empty() {
-            match until_done(self.decider, &batch.items, self.shutdown).await {
+        if let Some(processed) = processed {
+            match processed {
                 Processed::Done(report) if !report.tentative.is_empty() => {
                     self.unreported.add(&report);
                     return self

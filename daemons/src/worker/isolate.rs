@@ -42,13 +42,27 @@ impl Isolate<'_> {
         let mut aside: Option<(lapin::Connection, lapin::Channel)> = None;
         for message in messages {
             let group = &items[message.items.clone()];
-            match until_done(self.decider, group, self.shutdown).await {
+            match until_done(
+                self.decider,
+                group,
+                &CancellationToken::new(),
+                self.shutdown,
+            )
+            .await
+            {
                 Processed::Done(r) => self.unreported.add(&r),
                 Processed::Shutdown => return Ok(false),
                 Processed::Stuck(_) => {
                     for item in group {
                         let one = std::slice::from_ref(item);
-                        match until_done(self.decider, one, self.shutdown).await {
+                        match until_done(
+                            self.decider,
+                            one,
+                            &CancellationToken::new(),
+                            self.shutdown,
+                        )
+                        .await
+                        {
                             Processed::Done(r) => self.unreported.add(&r),
                             Processed::Shutdown => return Ok(false),
                             Processed::Stuck(e) => {

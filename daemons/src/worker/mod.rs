@@ -14,6 +14,7 @@
 //! - [`retry`]: try the batch until it is done, waiting out services away.
 //! - [`batch`]: decide → commit → settle → announce, each step idempotent.
 //! - [`isolate`]: take a batch that keeps being refused apart.
+//! - [`kept`]: the rejections of batches not done, kept through retries.
 //! - [`report`]: the decisions, summed for the gateways' feeds.
 //! - [`replay`]: `--replay-dead-letters`, what an operator runs afterwards.
 //! - [`sweep`]: expires the holds that came due and puts their seats back.
@@ -21,12 +22,14 @@
 pub mod batch;
 mod consume;
 mod isolate;
+mod kept;
 pub mod replay;
 mod report;
 mod retry;
 pub mod sweep;
 
 pub use batch::{BatchError, BatchReport, Decider, Epochs};
+pub use kept::Claim;
 pub use replay::{Replayed, replay};
 
 use crate::backoff::Backoff;

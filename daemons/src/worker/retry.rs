@@ -27,19 +27,24 @@ pub(super) enum Processed {
     Stuck(BatchError),
 }
 
-/// Processes a batch, retrying with backoff while a service is away.
+/// Processes a batch, retrying with backoff while a service is away;
+/// `decided` is cancelled once the first attempt's decisions are over
+/// (see `Decider::process_in_turn`), and in any case when this returns.
 pub(super) async fn until_done(
     decider: &Decider,
     items: &[Queued],
+    decided: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Processed {
+    let _decided = decided.clone().drop_guard();
     let mut backoff = Backoff::reconnect(Duration::from_millis(50));
     let mut refusals = 0;
     loop {
         // A service that went silent (no reset, no answer) must not hold the
         // batch for TCP's retransmission timeout: every step is idempotent,
         // so an abandoned attempt is simply retried.
-        let attempt = tokio::time::timeout(PROCESS_TIMEOUT, decider.process(items)).await;
+        let attempt =
+            tokio::time::timeout(PROCESS_TIMEOUT, decider.process_in_turn(items, decided)).await;
         let e = match attempt.unwrap_or(Err(BatchError::TimedOut(PROCESS_TIMEOUT))) {
             Ok(report) => {
                 tracing::debug!(reservations = items.len(), ?report, "batch committed");

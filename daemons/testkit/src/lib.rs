@@ -72,3 +72,34 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Every key of one Redis server matching `pattern`, by SCAN: unlike KEYS,
+/// it never blocks the server for its whole keyspace, which on the shared
+/// server may hold millions of keys of other runs. Not for a cluster (SCAN
+/// walks one node).
+pub async fn scan_keys<C>(conn: &mut C, pattern: &str) -> redis::RedisResult<Vec<String>>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, some): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        keys.extend(some);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // SCAN may name a key twice (a rehash while it walks).
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}

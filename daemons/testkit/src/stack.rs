@@ -340,8 +340,9 @@ impl Stack {
     pub fn worker_config(&self) -> WorkerConfig {
         WorkerConfig {
             services: self.services(),
-            prefetch: 64,
+            prefetch: 128,
             batch_max: 64,
+            pipeline: 2,
             replay_dead_letters: false,
         }
     }
@@ -542,13 +543,19 @@ impl Drop for Stack {
                 if let Ok(target) = flashgrid::store::RedisTarget::parse(&services.redis_url)
                     && let Ok(mut c) = target.connect(&Default::default()).await
                 {
-                    // On a cluster KEYS asks every master; the keys are
-                    // deleted one by one (they are in many slots).
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(ns.key_pattern())
-                        .query_async(&mut c)
-                        .await
-                        .unwrap_or_default();
+                    // On a cluster KEYS asks every master (a test's own
+                    // cluster); one server is walked with SCAN, never
+                    // blocked. The keys are deleted one by one (on a
+                    // cluster they are in many slots).
+                    let keys: Vec<String> = if matches!(c, flashgrid::store::Store::Single(_)) {
+                        crate::scan_keys(&mut c, &ns.key_pattern()).await
+                    } else {
+                        redis::cmd("KEYS")
+                            .arg(ns.key_pattern())
+                            .query_async(&mut c)
+                            .await
+                    }
+                    .unwrap_or_default();
                     let dels = keys.iter().map(|k| {
                         let mut c = c.clone();
                         async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await }

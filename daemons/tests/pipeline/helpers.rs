@@ -294,9 +294,7 @@ impl TestStack {
     pub async fn forget_outcomes(&self, event: &str) -> usize {
         let k = self.keys(event);
         let mut conn = self.redis().await;
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(k.outcome_pattern())
-            .query_async(&mut conn)
+        let mut keys = flashgrid_testkit::scan_keys(&mut conn, &k.outcome_pattern())
             .await
             .unwrap();
         keys.push(k.won);

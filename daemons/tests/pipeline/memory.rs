@@ -12,9 +12,7 @@ use std::time::Duration;
 /// The outcome keys of an event and the time to live of each.
 async fn outcome_ttls(stack: &TestStack, event: &str) -> Vec<i64> {
     let mut conn = stack.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(stack.keys(event).outcome_pattern())
-        .query_async(&mut conn)
+    let keys = flashgrid_testkit::scan_keys(&mut conn, &stack.keys(event).outcome_pattern())
         .await
         .unwrap();
     let mut ttls = Vec::new();

@@ -48,9 +48,7 @@ async fn purchase(stack: &TestStack, user: &str, key: &str) -> (Accepted, Queued
 /// Redis restarts without persistence: every key of the namespace goes.
 async fn wipe(stack: &TestStack) {
     let mut conn = stack.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(stack.namespace().key_pattern())
-        .query_async(&mut conn)
+    let keys = flashgrid_testkit::scan_keys(&mut conn, &stack.namespace().key_pattern())
         .await
         .unwrap();
     assert!(!keys.is_empty(), "the sale had a Redis state to lose");
