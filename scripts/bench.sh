@@ -85,6 +85,15 @@ wrk_reserve() { # name url event: wrk's figures of POST /reserve, each request a
   BENCH_EVENT=$3 wrk -t2 -c"$C_OPEN" -d"${BENCH_WRK_SECONDS:-8}s" --latency \
     -s scripts/bench/reserve.lua "$2" > "$OUT/$1.wrk"
 }
+wrk_cpu() { # name url event: wrk_reserve, and the CPU each process spent meanwhile ($OUT/name.cpu.json)
+  BENCH_EVENT=$3 python3 scripts/bench/cpu.py "$OUT/$1.cpu.json" -- wrk -t2 -c"$C_OPEN" \
+    -d"${BENCH_WRK_SECONDS:-8}s" --latency -s scripts/bench/reserve.lua "$2" > "$OUT/$1.wrk"
+}
+lone_worker() { # the pid of the one worker `just up` started, or nothing (none, or two: --cluster)
+  local pid; pid=$(cat .run/flashgrid-worker.pid 2>/dev/null || true)
+  if [ -f .run/flashgrid-worker-1.pid ] && kill -0 "$(cat .run/flashgrid-worker-1.pid)" 2>/dev/null; then return; fi
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = flashgrid-worke ] && echo "$pid"
+}
 settle() { sleep 2; } # let the worker drain what a scenario queued before the next one
 confirmed() { # event: its confirmed seats (PostgreSQL's), x when unreadable
   curl -s "$URL/events/$1" | python3 -c "import json,sys; print(json.load(sys.stdin)['confirmed'])" 2>/dev/null || echo x
@@ -133,7 +142,21 @@ $LOAD --url "http://$BARE" --event bench-open -n "$N_OPEN" -c "$C_OPEN" --no-ver
 wrk_reserve open_bare "http://$BARE" bench-open
 stop_bare
 settle
-wrk_reserve open "$URL" bench-open
+wrk_cpu open "$URL" bench-open
+committed bench-open
+# The same with the worker paused: what the gateway and the broker take
+# alone (the worker commits that backlog afterwards).
+LONE=$(lone_worker || true)
+if [ -n "$LONE" ]; then
+  kill -STOP "$LONE"
+  trap 'kill -CONT "$LONE" 2>/dev/null; cleanup' EXIT
+  wrk_cpu open_alone "$URL" bench-open
+  kill -CONT "$LONE"
+  trap cleanup EXIT
+  committed bench-open
+else
+  echo "not one worker at .run/flashgrid-worker.pid: the accept path without it is skipped" >&2
+fi
 settle
 
 echo "== 3. sold out: rejection rate at the gateway"
@@ -177,13 +200,10 @@ settle
 
 echo "== 6. worker drain: a backlog queued while the worker is paused"
 committed bench-open
-WORKER_PID=$(cat .run/flashgrid-worker.pid 2>/dev/null || true)
+WORKER_PID=$(lone_worker || true)
 DRAIN_N=${BENCH_DRAIN_REQUESTS:-200000}
-if [ -f .run/flashgrid-worker-1.pid ] && kill -0 "$(cat .run/flashgrid-worker-1.pid)" 2>/dev/null; then
-  echo "a second worker runs (just up --cluster): the drain scenario pauses one worker; skipped" >&2
-  echo '{}' > "$OUT/drain.json"
-elif [ -z "$WORKER_PID" ] || [ "$(cat "/proc/$WORKER_PID/comm" 2>/dev/null)" != flashgrid-worke ]; then
-  echo "no flashgrid-worker at the pid in .run/flashgrid-worker.pid: the drain scenario is skipped" >&2
+if [ -z "$WORKER_PID" ]; then
+  echo "not one flashgrid-worker at the pid in .run/flashgrid-worker.pid (none, or a second one: just up --cluster): the drain scenario is skipped" >&2
   echo '{}' > "$OUT/drain.json"
 else
   curl -s -o /dev/null -X POST "$URL/admin/events" -H "Authorization: Bearer $FLASHGRID_ADMIN_TOKEN" \
@@ -208,7 +228,7 @@ V_PG="$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW server_version' 2>/dev/null || 
 V_REDIS="$(redis-cli INFO server 2>/dev/null | awk -F: '/redis_version/ {print $2}' | tr -d '\r')"
 V_RABBIT="$(rabbitmqctl version 2>/dev/null || echo unknown)"
 python3 - "$OUT" "$MACHINE_CPU" "$MACHINE_MEM" "$V_PG" "$V_REDIS" "$V_RABBIT" "$N_OPEN" "$C_OPEN" "$STARTED_STACK" > docs/BENCHMARKS.md <<'PY'
-import json, re, sys, datetime
+import json, os, re, sys, datetime
 out, cpu, mem, pg, redis, rabbit, n, c, started_stack = sys.argv[1:10]
 j = lambda name: json.load(open(f"{out}/{name}.json"))
 def wrk(name):
@@ -222,6 +242,22 @@ def wrk(name):
     return {"rps": rps, "total": total, "non2xx": int(bad.group(1)) if bad else 0,
             "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")}
 w_open, w_open_bare = wrk("open"), wrk("open_bare")
+have = lambda f: os.path.exists(f"{out}/{f}")
+w_alone = wrk("open_alone") if have("open_alone.wrk") else None
+def cpu_per_request(name, w):
+    """µs of CPU per request, by process, over a wrk run."""
+    if not w or not have(f"{name}.cpu.json"):
+        return {}
+    return {k: v / max(w["total"], 1) * 1e6 for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
+cpu_with, cpu_alone = cpu_per_request("open", w_open), cpu_per_request("open_alone", w_alone)
+def cpu_table():
+    names = sorted(set(cpu_with) | set(cpu_alone), key=lambda k: -max(cpu_with.get(k, 0), cpu_alone.get(k, 0)))
+    shown = [k for k in names if max(cpu_with.get(k, 0), cpu_alone.get(k, 0)) >= 0.5]
+    label = {"client": "wrk (the client)", "postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
+             "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
+    rows = [f"| {label.get(k, k)} | {cpu_with.get(k, 0):.1f} | {cpu_alone.get(k, 0):.1f} |" for k in shown]
+    rows.append(f"| **all** | **{sum(cpu_with.values()):.1f}** | **{sum(cpu_alone.values()):.1f}** |")
+    return "\n".join(rows)
 w_sold, w_sold_bare = wrk("soldout"), wrk("soldout_bare")
 # The accept rate counts 202s only (wrk counts other answers as non-2xx).
 w_accept = w_open["rps"] * (w_open["total"] - w_open["non2xx"]) / max(w_open["total"], 1)
@@ -308,7 +344,23 @@ same bytes, measured by the same wrk in the same run).
 | | FlashGrid, per second | bare hyper, per second | ratio |
 |---|---|---|---|
 | accept path: `202`s, open event, distinct buyers | {w_accept:.0f} (p99 {w_open['p99_ms']:.1f} ms; {w_open['non2xx']} not 202) | {w_open_bare['rps']:.0f} | {r(w_accept, w_open_bare['rps'])} |
+| accept path, the worker paused: the gateway and the broker alone | {f"{w_alone['rps'] * (w_alone['total'] - w_alone['non2xx']) / max(w_alone['total'], 1):.0f} (p99 {w_alone['p99_ms']:.1f} ms)" if w_alone else "n/a (not one worker)"} | {w_open_bare['rps']:.0f} | {r(w_alone['rps'] * (w_alone['total'] - w_alone['non2xx']) / max(w_alone['total'], 1), w_open_bare['rps']) if w_alone else "n/a"} |
 | sold-out path: `409`s | {w_sold['rps']:.0f} (p99 {w_sold['p99_ms']:.1f} ms) | {w_sold_bare['rps']:.0f} | {r(w_sold['rps'], w_sold_bare['rps'])} |
+
+Target for the accept path: at least 0.4.
+
+### Where a `202`'s CPU goes
+
+CPU time (user + system) each process spent during the accept path's wrk
+runs (`scripts/bench/cpu.py`, from `/proc`), divided by the requests
+answered: µs per request. The machine's {os.cpu_count()} cores give {os.cpu_count() * 1e6 / max(w_open_bare['rps'], 1):.1f} µs
+of CPU per request at the bare server's rate. With the worker running,
+every `202` is also a winner decided in Redis and committed to
+PostgreSQL on the same cores.
+
+| process | µs per request, worker running | worker paused |
+|---|---|---|
+{cpu_table()}
 
 ## 4. flashgrid-load against oha
 

@@ -114,8 +114,9 @@ for i = 7, #ARGV, 6 do
   else
     o = redis.call('HGET', KEYS[3], rid)
   end
+  local prev
   if not o then
-    local prev = redis.call('GET', KEYS[k])
+    prev = redis.call('GET', KEYS[k])
     if prev then
       local s = string.sub(prev, 1, 1)
       if s == 'r' then
@@ -177,7 +178,11 @@ for i = 7, #ARGV, 6 do
       -- The pending marker stays (the won hash is read first): should a
       -- rebuild drop this uncommitted confirmation, the reservation still
       -- reads pending, and a keyed retry is queued, not told sold_out.
-      redis.call('SET', KEYS[k], 'p||' .. qty .. '|' .. user, 'EX', ttl)
+      -- Written here only where the gateway's is missing (a group it left
+      -- unmarked, a Redis that lost it) or a tentative rejection holds it.
+      if not prev or string.sub(prev, 1, 1) ~= 'p' then
+        redis.call('SET', KEYS[k], 'p||' .. qty .. '|' .. user, 'EX', ttl)
+      end
     end
   end
   out[#out + 1] = o
