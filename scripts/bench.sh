@@ -148,8 +148,9 @@ committed bench-open
 # alone (the worker commits that backlog afterwards).
 LONE=$(lone_worker || true)
 if [ -n "$LONE" ]; then
-  kill -STOP "$LONE"
+  # The trap first: no moment where the worker is paused and nothing resumes it.
   trap 'kill -CONT "$LONE" 2>/dev/null; cleanup' EXIT
+  kill -STOP "$LONE"
   wrk_cpu open_alone "$URL" bench-open
   kill -CONT "$LONE"
   trap cleanup EXIT
@@ -208,9 +209,9 @@ if [ -z "$WORKER_PID" ]; then
 else
   curl -s -o /dev/null -X POST "$URL/admin/events" -H "Authorization: Bearer $FLASHGRID_ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d '{"event_id":"bench-drain","name":"drain","capacity":100000000}'
-  kill -STOP "$WORKER_PID"
   # Resumed by `flashgrid-bench drain`, or here whatever happens.
   trap 'kill -CONT "$WORKER_PID" 2>/dev/null; cleanup' EXIT
+  kill -STOP "$WORKER_PID"
   $LOAD --url "$URL" --event bench-drain -n "$DRAIN_N" -c "$C_OPEN" --no-verify --json > "$OUT/drain_fill.json"
   BACKLOG=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['statuses'].get('202', 0))" "$OUT/drain_fill.json")
   $BENCH drain --addr "${URL#http://}" --event bench-drain --worker-pid "$WORKER_PID" --backlog "$BACKLOG" > "$OUT/drain.json"

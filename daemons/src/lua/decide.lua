@@ -180,8 +180,11 @@ for i = 7, #ARGV, 6 do
       -- reads pending, and a keyed retry is queued, not told sold_out.
       -- Written here only where the gateway's is missing (a group it left
       -- unmarked, a Redis that lost it) or a tentative rejection holds it.
+      -- Its time to live starts again here either way, as a rejection's does.
       if not prev or string.sub(prev, 1, 1) ~= 'p' then
         redis.call('SET', KEYS[k], 'p||' .. qty .. '|' .. user, 'EX', ttl)
+      else
+        redis.call('EXPIRE', KEYS[k], ttl)
       end
     end
   end
