@@ -152,23 +152,17 @@ async fn count_keys(
     c: &mut redis::aio::MultiplexedConnection,
     pattern: &str,
 ) -> anyhow::Result<usize> {
-    let mut cursor = 0u64;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(c)
-            .await?;
-        n += keys.len();
-        if next == 0 {
-            return Ok(n);
-        }
-        cursor = next;
-    }
+    use futures::TryStreamExt;
+    use redis::AsyncCommands;
+    let scan = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(10_000);
+    let n = c
+        .scan_options::<String>(scan)
+        .await?
+        .try_fold(0, |n, _| async move { Ok(n + 1) })
+        .await?;
+    Ok(n)
 }
 
 async fn cleanup(c: &mut redis::aio::MultiplexedConnection, ns: &Namespace) -> anyhow::Result<()> {

@@ -269,6 +269,7 @@ impl Consume<'_> {
         } else {
             Some(until_done(self.decider, &batch.items, &mine.decided, self.shutdown).await)
         };
+        // Already, unless it was empty or each attempt timed out deciding.
         mine.decided.cancel();
         before.cancelled().await;
         let settled = self

@@ -40,29 +40,17 @@ impl Isolate<'_> {
     /// `false` if shutdown came first.
     pub(super) async fn run(&self, items: &[Queued], messages: &[Message]) -> anyhow::Result<bool> {
         let mut aside: Option<(lapin::Connection, lapin::Channel)> = None;
+        // Taken apart one piece after another: nothing waits on its turn.
+        let unwatched = CancellationToken::new();
         for message in messages {
             let group = &items[message.items.clone()];
-            match until_done(
-                self.decider,
-                group,
-                &CancellationToken::new(),
-                self.shutdown,
-            )
-            .await
-            {
+            match until_done(self.decider, group, &unwatched, self.shutdown).await {
                 Processed::Done(r) => self.unreported.add(&r),
                 Processed::Shutdown => return Ok(false),
                 Processed::Stuck(_) => {
                     for item in group {
                         let one = std::slice::from_ref(item);
-                        match until_done(
-                            self.decider,
-                            one,
-                            &CancellationToken::new(),
-                            self.shutdown,
-                        )
-                        .await
-                        {
+                        match until_done(self.decider, one, &unwatched, self.shutdown).await {
                             Processed::Done(r) => self.unreported.add(&r),
                             Processed::Shutdown => return Ok(false),
                             Processed::Stuck(e) => {

@@ -28,15 +28,14 @@ pub(super) enum Processed {
 }
 
 /// Processes a batch, retrying with backoff while a service is away;
-/// `decided` is cancelled once the first attempt's decisions are over
-/// (see `Decider::process_in_turn`), and in any case when this returns.
+/// `decided` is cancelled once an attempt's decisions are over (see
+/// `Decider::process_in_turn`).
 pub(super) async fn until_done(
     decider: &Decider,
     items: &[Queued],
     decided: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Processed {
-    let _decided = decided.clone().drop_guard();
     let mut backoff = Backoff::reconnect(Duration::from_millis(50));
     let mut refusals = 0;
     loop {

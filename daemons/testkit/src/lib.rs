@@ -79,25 +79,14 @@ where
 /// walks one node).
 pub async fn scan_keys<C>(conn: &mut C, pattern: &str) -> redis::RedisResult<Vec<String>>
 where
-    C: redis::aio::ConnectionLike + Send,
+    C: redis::aio::ConnectionLike + Send + Sync,
 {
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, some): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(some);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    use futures::TryStreamExt;
+    use redis::AsyncCommands;
+    let scan = redis::ScanOptions::default()
+        .with_pattern(pattern)
+        .with_count(1000);
+    let mut keys: Vec<String> = conn.scan_options(scan).await?.try_collect().await?;
     // SCAN may name a key twice (a rehash while it walks).
     keys.sort_unstable();
     keys.dedup();
