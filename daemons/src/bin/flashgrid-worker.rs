@@ -3,6 +3,11 @@
 use clap::Parser;
 use flashgrid::config::WorkerConfig;
 
+/// jemalloc, as the gateway (see there): the worker allocates per batch on
+/// every thread, where glibc's per-thread arenas fragment the same way.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = WorkerConfig::parse();
