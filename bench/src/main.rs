@@ -9,6 +9,8 @@
 //!   `--queues N`, the rate of N quorum queues at once (spread over the
 //!   nodes of a comma-separated `--amqp-url`, each queue declared through
 //!   its own node so that its leader lands there).
+//! - `confirm`: the broker's confirm latency at a fixed rate, one message
+//!   a publish — the floor of a `202`'s latency at that rate (`confirm`).
 //! - `memory`: Redis memory per accepted request for a sale of a million
 //!   requests, after the sale and once the outcomes expired (`memory`).
 //! - `drain`: resumes a paused worker and times its drain of the backlog
@@ -20,6 +22,7 @@
 //!   the per-unit figures of docs/SCALING.md (`capacity`).
 
 mod capacity;
+mod confirm;
 mod drain;
 mod idle;
 mod memory;
@@ -79,6 +82,27 @@ enum Cmd {
         /// messages are shared out among them).
         #[arg(long, default_value = "1")]
         queues: usize,
+    },
+    /// RabbitMQ's confirm latency at a fixed rate, each publish timed from
+    /// its scheduled time; prints one JSON line.
+    Confirm {
+        #[arg(
+            long,
+            env = "AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        /// Publishes a second.
+        #[arg(long, default_value = "5000")]
+        rate: f64,
+        #[arg(long, default_value = "10")]
+        seconds: u64,
+        /// Reservations per message (1: what the gateway sends at low load).
+        #[arg(long, default_value = "1")]
+        per_message: usize,
+        /// `quorum` (the stack's default) or `classic`.
+        #[arg(long, default_value = "quorum")]
+        queue_type: QueueType,
     },
     /// The decide script's calls per second on one Redis (or a cluster,
     /// events spread over its shards); prints one JSON line.
@@ -221,6 +245,22 @@ async fn main() -> anyhow::Result<()> {
                 rows,
                 batch,
                 concurrency,
+            })
+            .await
+        }
+        Cmd::Confirm {
+            amqp_url,
+            rate,
+            seconds,
+            per_message,
+            queue_type,
+        } => {
+            confirm::run(confirm::Plan {
+                amqp_url,
+                queue_type,
+                rate,
+                duration: Duration::from_secs(seconds),
+                body: group_body(per_message.max(1)),
             })
             .await
         }
