@@ -102,14 +102,17 @@ async fn worker(
             samples.flush().await;
             return;
         }
-        let due = match spec.rate {
+        // `due`: when the request should leave; `from`: what its latency
+        // is measured from.
+        let (due, from) = match spec.rate {
             Some(rate) => {
                 let due = schedule::due(i, rate);
                 if samples.would_outwait(due) && !samples.flush().await {
                     return;
                 }
+                let free_at = start.elapsed();
                 tokio::time::sleep_until((start + due).into()).await;
-                due
+                (due, schedule::measured_from(due, free_at, start.elapsed()))
             }
             None => {
                 let now = start.elapsed();
@@ -117,7 +120,7 @@ async fn worker(
                     samples.flush().await;
                     return;
                 }
-                now
+                (now, now)
             }
         };
         live.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +128,7 @@ async fn worker(
         let outcome = send(spec.gateway(n), &request, &mut conn, &live).await;
         live.in_flight.fetch_sub(1, Ordering::Relaxed);
         let now = start.elapsed();
-        let latency = now.saturating_sub(due);
+        let latency = now.saturating_sub(from);
         let (outcome, accepted) = match outcome {
             Ok((status, accepted)) => (Ok(status), accepted),
             Err(e) => {
