@@ -13,9 +13,9 @@
 //! the group publisher, which gathers what arrives meanwhile into one
 //! persistent message and answers every buyer in it `202` once RabbitMQ
 //! confirmed that message. The [`worker`] takes many messages at a time,
-//! decides them in one Lua call per event ([`inventory`]), writes the winners
-//! to PostgreSQL in one statement that also guards capacity ([`db`]), and only
-//! then acks. Decisions are published ([`notify`]) so gateways learn sold-out
+//! decides them in Lua calls per event of a few hundred reservations each
+//! ([`inventory`]), writes the winners to PostgreSQL in one statement that
+//! also guards capacity ([`db`]), and only then acks. Decisions are published ([`notify`]) so gateways learn sold-out
 //! without asking Redis per request and long-polls wake up.
 //!
 //! The sale's rules themselves (windows, seats, outcomes, the invariant) live

@@ -22,6 +22,9 @@ pub const DEFAULT_OUTCOME_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Staged fields per command of a rebuild: each command stays well under a
 /// millisecond of Redis's time.
 const REBUILD_CHUNK: usize = 500;
+
+/// Most confirmations one `settle.lua` call marks committed.
+const SETTLE_CHUNK: usize = 512;
 /// A rebuild abandoned half-way (its worker died) leaves staged hashes that
 /// vanish after this long.
 const STAGING_TTL_SECS: i64 = 300;
@@ -245,13 +248,18 @@ impl Inventory {
             return Ok(());
         }
         let k = self.keys(event);
-        let mut inv = self.scripts.settle.prepare_invoke();
-        inv.key(&k.won);
-        for id in ids {
-            inv.arg(id.0.to_string());
-        }
         let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        // In calls of a bounded size, as the worker decides (a script blocks
+        // Redis while it runs); each call is whole (see `settle.lua`), and
+        // settling an entry twice changes nothing.
+        for part in ids.chunks(SETTLE_CHUNK) {
+            let mut inv = self.scripts.settle.prepare_invoke();
+            inv.key(&k.won);
+            for id in part {
+                inv.arg(id.0.to_string());
+            }
+            let _: i64 = inv.invoke_async(&mut conn).await?;
+        }
         Ok(())
     }
 
@@ -270,7 +278,7 @@ impl Inventory {
         let k = self.keys(event);
         let (staged_won, staged_users) = k.staging(snap.epoch);
         let mut conn = self.conn.clone();
-        let _: i64 = conn.del(&[&staged_won, &staged_users]).await?;
+        let _: i64 = conn.unlink(&[&staged_won, &staged_users]).await?;
         let mut users: std::collections::HashMap<&str, i64> = Default::default();
         // A released hold stays in the won hash as decided (a redelivery of
         // its message must not be sold a seat again), and counts nowhere:

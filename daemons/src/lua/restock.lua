@@ -41,12 +41,12 @@
 -- state. Their buyers never read them (a "C" reads pending).
 local epoch = redis.call('HGET', KEYS[2], '\1')
 if epoch and tonumber(epoch) >= tonumber(ARGV[2]) then
-  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('UNLINK', KEYS[4], KEYS[5])
   return -1
 end
 if redis.call('HLEN', KEYS[4]) ~= tonumber(ARGV[5])
     or redis.call('HLEN', KEYS[5]) ~= tonumber(ARGV[6]) then
-  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('UNLINK', KEYS[4], KEYS[5])
   return -2
 end
 -- The committed seats the state being replaced counted, if of this sale:
@@ -73,12 +73,13 @@ if kept_sale and tonumber(kept_sale) == tonumber(ARGV[4]) then
   end
 end
 -- An empty snapshot stages nothing: the live hash is emptied instead.
+-- The hashes replaced are unlinked (freed off Redis's main thread: they
+-- grow with the winners), never deleted by RENAME's implicit DEL.
 local function swap(staged, live)
+  redis.call('UNLINK', live)
   if redis.call('EXISTS', staged) == 1 then
     redis.call('RENAME', staged, live)
     redis.call('PERSIST', live)
-  else
-    redis.call('DEL', live)
   end
 end
 swap(KEYS[4], KEYS[3])

@@ -8,6 +8,7 @@ mod helpers;
 mod answers;
 mod api_errors;
 mod attack;
+mod big_batch;
 mod burst;
 mod contract;
 mod crash;
