@@ -25,6 +25,7 @@ const REBUILD_CHUNK: usize = 500;
 
 /// Most confirmations one `settle.lua` call marks committed.
 const SETTLE_CHUNK: usize = 512;
+
 /// A rebuild abandoned half-way (its worker died) leaves staged hashes that
 /// vanish after this long.
 const STAGING_TTL_SECS: i64 = 300;
