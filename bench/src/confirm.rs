@@ -12,10 +12,7 @@ use flashgrid_load::latency::Latency;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -41,16 +38,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let name = format!("bench-confirm-{}", std::process::id());
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(plan.queue_type.as_str().into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.as_str().into(), durable, args)
+    crate::declare(&ch, &name, plan.queue_type)
         .await
         .with_context(|| format!("declare {name}"))?;
 

@@ -61,12 +61,8 @@ enum Cmd {
     },
     /// Publish persistent messages with confirms; prints one JSON line.
     Broker {
-        #[arg(
-            long,
-            env = "AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        amqp: Amqp,
         #[arg(long, default_value = "50000")]
         messages: u64,
         /// Unconfirmed messages kept in flight.
@@ -86,12 +82,8 @@ enum Cmd {
     /// RabbitMQ's confirm latency at a fixed rate, each publish timed from
     /// its scheduled time; prints one JSON line.
     Confirm {
-        #[arg(
-            long,
-            env = "AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        amqp: Amqp,
         /// Publishes a second.
         #[arg(long, default_value = "5000")]
         rate: f64,
@@ -192,6 +184,19 @@ enum Cmd {
     },
 }
 
+/// The RabbitMQ the broker ceilings publish to.
+#[derive(Debug, clap::Args)]
+struct Amqp {
+    /// A node's URL (`broker`: several comma-separated, one queue declared
+    /// through each in turn).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum QueueType {
     Classic,
@@ -249,7 +254,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Confirm {
-            amqp_url,
+            amqp: Amqp { amqp_url },
             rate,
             seconds,
             per_message,
@@ -265,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Broker {
-            amqp_url,
+            amqp: Amqp { amqp_url },
             messages,
             inflight,
             per_message,
@@ -275,7 +280,7 @@ async fn main() -> anyhow::Result<()> {
             broker(&amqp_url, messages, inflight, per_message).await
         }
         Cmd::Broker {
-            amqp_url,
+            amqp: Amqp { amqp_url },
             messages,
             inflight,
             per_message,
@@ -433,8 +438,6 @@ async fn partitions(
     inflight: usize,
     per_message: usize,
 ) -> anyhow::Result<()> {
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::{AMQPValue, FieldTable};
     let body = group_body(per_message);
     let each = messages / queues as u64;
     // Connected and declared first, so that the clock measures publishing.
@@ -447,21 +450,9 @@ async fn partitions(
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         let name = format!("bench-{}.q{k}", std::process::id());
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(kind.as_str().into()),
-        );
-        ch.queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .with_context(|| format!("declare {name} through {url}"))?;
+        declare(&ch, &name, kind)
+            .await
+            .with_context(|| format!("declare {name} through {url}"))?;
         lanes.push((conn, ch, name));
     }
     let start = Instant::now();
@@ -506,6 +497,21 @@ async fn partitions(
 }
 
 /// One group of `per_message` reservations, encoded as the gateway sends it.
+/// Declares a durable queue of `kind` for a ceiling (deleted by its caller).
+async fn declare(ch: &lapin::Channel, name: &str, kind: QueueType) -> lapin::Result<()> {
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString(kind.as_str().into()),
+    );
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), durable, args).await?;
+    Ok(())
+}
+
 fn group_body(per_message: usize) -> Vec<u8> {
     let items: Vec<Queued> = (0..per_message)
         .map(|i| Queued {
