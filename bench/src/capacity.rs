@@ -9,7 +9,7 @@
 
 use anyhow::Context;
 use flashgrid::db::{self, Winner};
-use flashgrid::inventory::{Ask, Inventory};
+use flashgrid::inventory::{Ask, Expect, Inventory};
 use flashgrid::names::Namespace;
 use flashgrid::store::RedisTarget;
 use flashgrid_wire::{
@@ -76,7 +76,7 @@ pub async fn shard(plan: ShardPlan) -> anyhow::Result<()> {
                         kept: None,
                     })
                     .collect();
-                let d = inv.decide(event, limit, None, &asks).await?;
+                let d = inv.decide(event, limit, Expect::default(), &asks).await?;
                 Ok::<_, anyhow::Error>(d.outcomes.len())
             }
         })

@@ -10,7 +10,7 @@
 //! Redis nobody else is writing to at the time.
 
 use anyhow::Context;
-use flashgrid::inventory::{Ask, Inventory};
+use flashgrid::inventory::{Ask, Expect, Inventory};
 use flashgrid::names::Namespace;
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, PerUserLimit, Quantity, ReservationId, Status, UserId};
@@ -79,14 +79,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
                         kept: None,
                     })
                     .collect();
-                let decided = inv.decide(event, limit, None, &asks).await?;
+                let decided = inv.decide(event, limit, Expect::default(), &asks).await?;
                 let winners: Vec<ReservationId> = ids
                     .iter()
                     .zip(&decided.outcomes)
                     .filter(|(_, o)| o.status == Status::Confirmed)
                     .map(|(id, _)| *id)
                     .collect();
-                inv.settle(event, &winners).await?;
+                inv.settle(event, None, &winners).await?;
                 Ok::<_, anyhow::Error>(winners.len())
             }
         })

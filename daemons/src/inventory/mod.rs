@@ -79,6 +79,48 @@ impl Floor {
     }
 }
 
+/// Where an event's Redis state stood when a script last answered: its sale
+/// generation, its epoch, and how many calls changed it since it was built
+/// (`decide.lua`, "Marks"). A state only moves forward in this order, so
+/// one below a mark a worker saw of it went back in time (a copy restored
+/// from before, a lagging replica promoted) and is rebuilt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mark {
+    pub sale: u32,
+    pub epoch: i32,
+    pub seq: i64,
+}
+
+impl Mark {
+    /// A script's answer: sale generation, epoch, sequence.
+    fn read(raw: &mut impl Iterator<Item = String>) -> Result<Self, InventoryError> {
+        fn field<T: std::str::FromStr>(
+            raw: &mut impl Iterator<Item = String>,
+        ) -> Result<T, InventoryError> {
+            let s = raw.next().unwrap_or_default();
+            s.parse().map_err(|_| InventoryError::Corrupt(s))
+        }
+        Ok(Self {
+            sale: field(raw)?,
+            epoch: field(raw)?,
+            seq: field(raw)?,
+        })
+    }
+}
+
+/// What the caller knows of an event's state, checked by `decide.lua`
+/// before it decides anything: a state behind the floor or the mark is
+/// rebuilt first ([`InventoryError::StockMissing`]), one of another epoch
+/// than `epoch` refused ([`InventoryError::Moved`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    pub floor: Option<Floor>,
+    pub mark: Option<Mark>,
+    /// The epoch the batch's earlier calls for this event were decided
+    /// under (`None` for its first call).
+    pub epoch: Option<i32>,
+}
+
 /// A confirmation PostgreSQL refused, to be turned into a rejection.
 #[derive(Debug, Clone)]
 pub struct Refused<'a> {
@@ -97,18 +139,28 @@ const SENTINEL: &str = "\u{1}";
 /// The `won` hash's field of the event's committed seats; its prefix of a
 /// user's committed quantity (see `decide.lua`).
 const COMMITTED: &str = "\u{2}";
+/// The `won` hash's field counting the calls that changed the state (the
+/// sequence of its [`Mark`]).
+const SEQUENCE: &str = "\u{4}";
 
 fn committed_field(user: &str) -> String {
     format!("{COMMITTED}{user}")
 }
 
-/// What one decide call decided, and under which epoch of the event's state.
+/// What one decide call decided, and in which state of the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
-    /// PostgreSQL's `events.epoch` the Redis state was built under: the
-    /// winners are committed under it, and refused if it moved on since.
-    pub epoch: i32,
+    /// The state's mark once decided; its epoch is PostgreSQL's
+    /// `events.epoch` the state was built under: the winners are committed
+    /// under it, and refused if it moved on since.
+    pub mark: Mark,
     pub outcomes: Vec<Outcome>,
+}
+
+impl Decided {
+    pub fn epoch(&self) -> i32 {
+        self.mark.epoch
+    }
 }
 
 /// What Redis knows of one reservation.
@@ -123,9 +175,14 @@ pub struct Lookup {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    /// The event's stock is not in Redis: rebuild it from PostgreSQL.
+    /// The event's stock is not in Redis, or its state is behind what the
+    /// caller knows: rebuild it from PostgreSQL.
     #[error("stock missing from Redis")]
     StockMissing,
+    /// The event's state was rebuilt since the batch's earlier calls were
+    /// decided in it (`Expect::epoch`): nothing decided.
+    #[error("the event's Redis state was rebuilt since the batch was first decided in it")]
+    Moved,
     #[error("Redis answered an outcome FlashGrid cannot read: {0:?}")]
     Corrupt(String),
     #[error("Redis: {0}")]
@@ -193,16 +250,18 @@ impl Inventory {
     }
 
     /// Decides `asks` (all of `event`) in one atomic script call; a state
-    /// claiming more seats left than `floor` is rebuilt first
-    /// (`StockMissing`).
+    /// behind what the caller `expect`s is rebuilt first (`StockMissing`),
+    /// one of another epoch refused (`Moved`).
     pub async fn decide(
         &self,
         event: &EventId,
         limit: PerUserLimit,
-        floor: Option<Floor>,
+        expect: Expect,
         asks: &[Ask<'_>],
     ) -> Result<Decided, InventoryError> {
         let k = self.keys(event);
+        let Expect { floor, mark, epoch } = expect;
+        let mark = mark.unwrap_or_default();
         let mut inv = self.scripts.decide.prepare_invoke();
         inv.key(&k.stock)
             .key(&k.users)
@@ -212,7 +271,14 @@ impl Inventory {
             .arg(event.as_str())
             .arg(self.outcome_ttl)
             .arg(floor.map_or(0, |f| f.sale))
-            .arg(floor.map_or(0, |f| f.max_stock));
+            .arg(floor.map_or(0, |f| f.max_stock))
+            .arg(mark.sale)
+            .arg(mark.epoch)
+            .arg(mark.seq);
+        match epoch {
+            Some(e) => inv.arg(e),
+            None => inv.arg(""),
+        };
         for a in asks {
             inv.key(k.outcome(a.sale, &a.id))
                 .arg(a.id.0.to_string())
@@ -226,42 +292,59 @@ impl Inventory {
         let raw: Vec<String> = match inv.invoke_async(&mut conn).await {
             Ok(v) => v,
             Err(e) if e.code() == Some("NOSTOCK") => return Err(InventoryError::StockMissing),
+            Err(e) if e.code() == Some("REBUILT") => return Err(InventoryError::Moved),
             Err(e) => return Err(e.into()),
         };
         let mut raw = raw.into_iter();
-        let epoch = raw.next().unwrap_or_default();
-        let epoch = epoch.parse().map_err(|_| InventoryError::Corrupt(epoch))?;
+        let mark = Mark::read(&mut raw)?;
         let outcomes = raw
             .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
             .collect::<Result<_, _>>()?;
-        Ok(Decided { epoch, outcomes })
+        Ok(Decided { mark, outcomes })
     }
 
     /// Marks confirmations as committed (after PostgreSQL's commit), so the
     /// status URL says "confirmed". Entries changed since (revoked, reset)
-    /// are left alone.
+    /// are left alone. A whole state behind `mark` is refused
+    /// (`StockMissing`: rebuild it; PostgreSQL holds these already).
+    /// Returns the state's mark after the last call, if it is whole.
     pub async fn settle(
         &self,
         event: &EventId,
+        mark: Option<Mark>,
         ids: &[ReservationId],
-    ) -> Result<(), InventoryError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    ) -> Result<Option<Mark>, InventoryError> {
         let k = self.keys(event);
         let mut conn = self.conn.clone();
+        let mut mark = mark;
         // In calls of a bounded size, as the worker decides (a script blocks
         // Redis while it runs); each call is whole (see `settle.lua`), and
         // settling an entry twice changes nothing.
         for part in ids.chunks(SETTLE_CHUNK) {
+            let seen = mark.unwrap_or_default();
             let mut inv = self.scripts.settle.prepare_invoke();
-            inv.key(&k.won);
+            inv.key(&k.won)
+                .key(&k.users)
+                .arg(seen.sale)
+                .arg(seen.epoch)
+                .arg(seen.seq);
             for id in part {
                 inv.arg(id.0.to_string());
             }
-            let _: i64 = inv.invoke_async(&mut conn).await?;
+            let raw: Vec<String> = match inv.invoke_async(&mut conn).await {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOSTOCK") => {
+                    return Err(InventoryError::StockMissing);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let now = Mark::read(&mut raw.into_iter())?;
+            // 0 0 0: the state is not whole (a rebuild comes).
+            if now != Mark::default() {
+                mark = mark.max(Some(now));
+            }
         }
-        Ok(())
+        Ok(mark)
     }
 
     /// Rebuilds the event's state from PostgreSQL's snapshot (a no-op when
@@ -586,19 +669,30 @@ impl Inventory {
         Ok(())
     }
 
-    /// An event's stock and the sale generation its state is of (`None`
-    /// where Redis holds no such key): what `decide.lua` checks against the
-    /// worker's floor.
-    pub async fn stock_of(
+    /// An event's stock, its state's sale generation and its mark (`None`
+    /// where Redis holds no such key, or not the whole state): what
+    /// `decide.lua` checks against the worker's floor and mark.
+    pub async fn state_of(
         &self,
         event: &EventId,
-    ) -> Result<(Option<i64>, Option<u32>), InventoryError> {
+    ) -> Result<(Option<i64>, Option<u32>, Option<Mark>), InventoryError> {
         let k = self.keys(event);
         let mut pipe = redis::pipe();
-        pipe.get(&k.stock).hget(&k.won, SENTINEL);
+        pipe.get(&k.stock)
+            .cmd("HMGET")
+            .arg(&k.won)
+            .arg(SENTINEL)
+            .arg(SEQUENCE)
+            .hget(&k.users, SENTINEL);
         let mut conn = self.conn.clone();
-        let (stock, sale): (Option<i64>, Option<String>) = pipe.query_async(&mut conn).await?;
-        Ok((stock, sale.and_then(|s| s.parse().ok())))
+        type Raw = (Option<i64>, (Option<u32>, Option<i64>), Option<i32>);
+        let (stock, (sale, seq), epoch): Raw = pipe.query_async(&mut conn).await?;
+        let mark = sale.zip(epoch).map(|(sale, epoch)| Mark {
+            sale,
+            epoch,
+            seq: seq.unwrap_or(0),
+        });
+        Ok((stock, sale, mark))
     }
 
     /// Seats left per event (`None` where Redis has no stock).

@@ -8,7 +8,8 @@
 --                    committed ones add up to: "\2" -> the event's committed
 --                    seats, "\2<user>" -> that user's committed quantity
 --                    (settle.lua adds to them, restock.lua sets them from
---                    PostgreSQL); "\3" -> the capacity
+--                    PostgreSQL); "\3" -> the capacity; "\4" -> the calls
+--                    that changed this state (see "Marks")
 -- KEYS[4..] one per reservation, in ARGV's order: its outcome key, a string
 --           "<s>|<reason>|<qty>|<user>" with s = p (pending marker, set by
 --           the gateway), r (rejected) or R<n> (rejected tentatively, see
@@ -21,7 +22,11 @@
 -- ARGV[6]  the floor: the most seats that can be left in that sale, as of
 --          the worker's last commit or snapshot (capacity − PostgreSQL's
 --          confirmed seats; those only grow within a sale)
--- ARGV[7..] groups of 6: reservation_id, user_id, quantity, closed (1 = the
+-- ARGV[7..9] the mark the worker last saw of this state (sale generation,
+--          epoch, sequence; 0 0 0: none seen), see "Marks" below
+-- ARGV[10] the epoch the batch's earlier calls for this event were decided
+--          under ('' for its first call), see "Calls of one batch" below
+-- ARGV[11..] groups of 6: reservation_id, user_id, quantity, closed (1 = the
 --           request arrived outside the sale window), sale (the event's sale
 --           generation the gateway accepted it in), kept (the reason of a
 --           rejection the caller decided for it before, in an earlier attempt
@@ -60,10 +65,31 @@
 -- holds (a copy restored from before, a lagging replica promoted), and
 -- would hand out seats and limits a second time.
 --
--- Returns the state's epoch, then one outcome string per reservation, in
--- order. The worker commits the winners under that epoch, and PostgreSQL
--- refuses them if the state was rebuilt or reset since (db.rs,
--- commit_winners: the fence).
+-- Marks. A copy restored from before can also have no more seats left
+-- than PostgreSQL allows (its seats were decided, not yet committed, when
+-- it was taken): the floor cannot tell it is behind, yet it holds
+-- confirmations PostgreSQL committed since as uncommitted ("C": nothing
+-- settles them again, and rejections counted against the committed seats
+-- stay tentative for good), and it forgets what was decided since. So the
+-- won hash counts the calls that changed the state, in field "\4" (this
+-- script and settle.lua add one each), and every call returns the state's
+-- mark: its sale generation, its epoch and that count. A state only moves
+-- forward in that order (a rebuild or a reset moves the epoch on and
+-- starts the count again), so one whose mark is below what a worker saw
+-- of it went back in time: NOSTOCK, and the worker rebuilds it.
+--
+-- Calls of one batch. The worker decides a big batch in several calls,
+-- and first attempts must decide in the order taken. A state rebuilt
+-- between two calls (by another worker) holds none of what the first
+-- decided, and deciding the rest in it would put those later ones first:
+-- a call told the epoch of the batch's earlier calls refuses another
+-- (REBUILT), nothing written, and the worker decides the batch's
+-- reservations of the event again from its first call.
+--
+-- Returns the state's mark (sale generation, epoch, sequence), then one
+-- outcome string per reservation, in order. The worker commits the winners
+-- under that epoch, and PostgreSQL refuses them if the state was rebuilt
+-- or reset since (db.rs, commit_winners: the fence).
 --
 -- Invariants kept: stock never goes below 0 (no oversell); a reservation id
 -- that already has a decision gets that decision back and changes nothing
@@ -81,6 +107,10 @@ local capacity = redis.call('HGET', KEYS[3], '\3')
 if not stock or not epoch or not sale or not capacity then
   return redis.error_reply('NOSTOCK state missing, rebuild from PostgreSQL')
 end
+-- Not "MOVED": a cluster client takes that code for a redirect.
+if ARGV[10] ~= '' and tonumber(ARGV[10]) ~= tonumber(epoch) then
+  return redis.error_reply('REBUILT state rebuilt since the batch was first decided in it')
+end
 capacity = tonumber(capacity)
 local committed = tonumber(redis.call('HGET', KEYS[3], '\2') or '0')
 sale = tonumber(sale)
@@ -88,7 +118,13 @@ stock = tonumber(stock)
 if tonumber(ARGV[5]) == sale and stock > tonumber(ARGV[6]) then
   return redis.error_reply('NOSTOCK state behind PostgreSQL, rebuild from PostgreSQL')
 end
-for i = 7, #ARGV, 6 do
+local seq = tonumber(redis.call('HGET', KEYS[3], '\4') or '0')
+local m_sale, m_epoch, m_seq = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local e = tonumber(epoch)
+if sale < m_sale or (sale == m_sale and (e < m_epoch or (e == m_epoch and seq < m_seq))) then
+  return redis.error_reply('NOSTOCK state behind what the worker saw of it, rebuild from PostgreSQL')
+end
+for i = 11, #ARGV, 6 do
   if tonumber(ARGV[i + 4]) > sale then
     return redis.error_reply('NOSTOCK state older than the sale, rebuild from PostgreSQL')
   end
@@ -97,9 +133,9 @@ local limit = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
 local was_positive = stock > 0
 local saw_sold_out = false
-local out = {epoch}
+local out = {tostring(sale), epoch, ''}
 local k = 3
-for i = 7, #ARGV, 6 do
+for i = 11, #ARGV, 6 do
   k = k + 1
   local rid, user, qty, closed, of_sale, kept = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
   local o
@@ -196,4 +232,5 @@ redis.call('SET', KEYS[1], stock)
 if stock <= 0 and (was_positive or saw_sold_out) then
   redis.call('PUBLISH', ARGV[2], 'soldout ' .. ARGV[3])
 end
+out[3] = tostring(redis.call('HINCRBY', KEYS[3], '\4', 1))
 return out

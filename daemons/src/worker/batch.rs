@@ -7,7 +7,7 @@
 
 use super::kept::{Claim, Kept};
 use crate::db::{self, CommitError, GuardedCommit, Winner};
-use crate::inventory::{Ask, Decided, Floor, Inventory, InventoryError, Refused};
+use crate::inventory::{Ask, Decided, Expect, Floor, Inventory, InventoryError, Mark, Refused};
 use crate::notify::{self, Notice};
 use crate::queue::Queued;
 use flashgrid_wire::sale::{Event, Outcome};
@@ -65,7 +65,7 @@ impl BatchError {
                 _ => false,
             },
             BatchError::Inventory(InventoryError::Corrupt(_)) => true,
-            BatchError::Inventory(InventoryError::StockMissing) => false,
+            BatchError::Inventory(InventoryError::StockMissing | InventoryError::Moved) => false,
             // SQLSTATE classes 22 (data exception), 23 (integrity constraint)
             // and P0 (raised by a PL/pgSQL function or trigger).
             BatchError::Database(sqlx::Error::Database(d)) => d
@@ -109,6 +109,12 @@ pub struct Decider {
     /// restored from before, a lagging replica promoted) and is rebuilt
     /// before it decides anything.
     floors: Arc<Mutex<HashMap<EventId, Floor>>>,
+    /// The highest mark each event's Redis state had when a script of this
+    /// worker last answered: a state below it went back in time (a copy
+    /// restored from before, a lagging replica promoted), even with no more
+    /// seats left than the floor allows, and is rebuilt (`decide.lua`,
+    /// "Marks").
+    marks: Arc<Mutex<HashMap<EventId, Mark>>>,
     /// The rejections this worker decided for reservations of batches not
     /// done yet (by id and sale generation). A rejection is public at once
     /// (its buyer may read it before the batch is settled), and may rest on
@@ -128,6 +134,7 @@ impl Decider {
             events: Arc::default(),
             fenced: Arc::default(),
             floors: Arc::default(),
+            marks: Arc::default(),
             rejected: Kept::default(),
         }
     }
@@ -232,7 +239,7 @@ impl Decider {
         let mut epochs = Epochs::new();
         for r in futures::future::join_all(calls).await {
             let (event, idx, decided) = r?;
-            epochs.insert(event.clone(), decided.epoch);
+            epochs.insert(event.clone(), decided.epoch());
             for (i, o) in idx.into_iter().zip(decided.outcomes) {
                 outcomes[i] = Some(o);
             }
@@ -265,60 +272,67 @@ impl Decider {
                 idx.iter().map(|&i| (items[i].sale, items[i].id)).collect();
             self.inventory.record(event, &ids, &outcomes).await?;
             // No winner to commit: the epoch is never read.
-            return Ok(Decided { epoch: 0, outcomes });
+            return Ok(Decided {
+                mark: Mark::default(),
+                outcomes,
+            });
         };
         // In calls of at most DECIDE_CHUNK reservations, one after the
         // other (first attempts still decide in the order taken): a script
         // blocks Redis while it runs, and a batch of thousands would hold
         // every gateway's markers and every other sale's decisions for tens
         // of milliseconds.
-        let mut rebuilds = 0;
+        let mut rounds = 0;
         'decide: loop {
             let mut outcomes = Vec::with_capacity(idx.len());
-            let mut epoch: Option<i32> = None;
+            let mut first: Option<Mark> = None;
             for part in idx.chunks(DECIDE_CHUNK) {
-                let Some(decided) = self.decide_part(event, &info, items, part).await? else {
-                    // The stock was missing and is rebuilt from PostgreSQL;
-                    // nothing of this part was decided. The rebuilt state
-                    // holds committed seats only, not what the parts before
+                let epoch = first.map(|m| m.epoch);
+                let decided = match self.decide_part(event, &info, items, part, epoch).await {
+                    Ok(Some(d)) => d,
+                    // The stock was missing, or the state behind what this
+                    // worker knows, and is rebuilt from PostgreSQL; or
+                    // another worker rebuilt it since the first part. Nothing
+                    // of this part was decided, and the state now holds
+                    // committed seats only, not what the parts before
                     // decided: the event is decided again from its first
                     // part, so that first attempts keep the order taken. A
                     // stock can go missing again right after a rebuild
                     // (Redis flushed twice); three rounds then give up and
                     // let the batch be retried.
-                    rebuilds += 1;
-                    if rebuilds == 3 {
-                        return Err(InventoryError::StockMissing.into());
+                    Ok(None) | Err(BatchError::Inventory(InventoryError::Moved)) if rounds < 2 => {
+                        rounds += 1;
+                        continue 'decide;
                     }
-                    continue 'decide;
+                    Ok(None) => return Err(InventoryError::StockMissing.into()),
+                    Err(e) => return Err(e),
                 };
                 // Kept at once: a buyer may read them before the next part
                 // is decided, and a retry must not flip them.
                 self.keep_rejections(part.iter().map(|&i| &items[i]), &decided.outcomes);
-                // The lowest: a part decided in an older state than another
-                // (rebuilt between the two by another worker) then fences
-                // this event's winners at the commit, and the batch is
-                // decided again; never a winner of an older state written
-                // under a newer epoch.
-                epoch = Some(epoch.map_or(decided.epoch, |e| e.min(decided.epoch)));
+                // Every part after the first was decided under its epoch
+                // (`Expect::epoch`), so its winners are committed under it.
+                first.get_or_insert(decided.mark);
                 outcomes.extend(decided.outcomes);
             }
             return Ok(Decided {
-                epoch: epoch.unwrap_or(0),
+                mark: first.unwrap_or_default(),
                 outcomes,
             });
         }
     }
 
-    /// One decide call for `idx` (of `items`, all of `event`); `None` when
-    /// the event's stock was missing (nothing decided), rebuilt since from
-    /// PostgreSQL.
+    /// One decide call for `idx` (of `items`, all of `event`), in a state
+    /// of `epoch` if given (the batch's earlier parts'; else `Moved`);
+    /// `None` when the event's stock was missing or its state behind what
+    /// this worker knows (nothing decided), rebuilt since from PostgreSQL.
     async fn decide_part(
         &self,
         event: &EventId,
         info: &Event,
         items: &[Queued],
         idx: &[usize],
+        epoch: Option<i32>,
     ) -> Result<Option<Decided>, BatchError> {
         let asks: Vec<Ask<'_>> = idx
             .iter()
@@ -334,17 +348,25 @@ impl Decider {
                 }
             })
             .collect();
-        let floor = self.floor(event);
+        let expect = Expect {
+            floor: self.floor(event),
+            mark: self.mark(event),
+            epoch,
+        };
         match self
             .inventory
-            .decide(event, info.per_user_limit, floor, &asks)
+            .decide(event, info.per_user_limit, expect, &asks)
             .await
         {
             Err(InventoryError::StockMissing) => {
                 self.restock(event).await?;
                 Ok(None)
             }
-            other => Ok(Some(other?)),
+            other => {
+                let decided = other?;
+                self.raise_mark(event, decided.mark);
+                Ok(Some(decided))
+            }
         }
     }
 
@@ -456,30 +478,40 @@ impl Decider {
             Floor::of(snap.sale, snap.seats(), snap.released_seats),
         );
         if let Some(stock) = self.inventory.restock(event, &snap).await? {
+            // Above whatever was seen before (a snapshot moves the epoch on).
+            let rebuilt = Mark {
+                sale: snap.sale,
+                epoch: snap.epoch,
+                seq: 0,
+            };
+            self.raise_mark(event, rebuilt);
             tracing::warn!(event_id = %event, stock, confirmed_in_db = snap.confirmed.len(), "the event's Redis state was missing, partial or behind PostgreSQL: rebuilt from PostgreSQL");
         }
         Ok(())
     }
 
     /// Rebuilds each event whose Redis state claims more seats left than
-    /// PostgreSQL allows (`decide.lua`'s floor check: a copy restored from
-    /// before, a lagging replica promoted) without waiting for a purchase
-    /// to run into it: after a sell-out none comes, and the state would
-    /// keep its stale entries for good. Returns how many were rebuilt.
+    /// PostgreSQL allows, or is behind the mark this worker saw of it
+    /// (`decide.lua`'s floor and mark checks: a copy restored from before,
+    /// a lagging replica promoted) without waiting for a purchase to run
+    /// into it: after a sell-out none comes, and the state would keep its
+    /// stale entries for good. Returns how many were rebuilt.
     pub async fn audit(&self) -> usize {
-        let floors: Vec<(EventId, Floor)> = self
-            .floors
-            .lock()
-            .expect("floors")
-            .iter()
-            .map(|(e, f)| (e.clone(), *f))
-            .collect();
+        let mut known: HashMap<EventId, (Option<Floor>, Option<Mark>)> = HashMap::new();
+        for (e, f) in self.floors.lock().expect("floors").iter() {
+            known.entry(e.clone()).or_default().0 = Some(*f);
+        }
+        for (e, m) in self.marks.lock().expect("marks").iter() {
+            known.entry(e.clone()).or_default().1 = Some(*m);
+        }
         let mut rebuilt = 0;
-        for (event, floor) in floors {
-            let behind = matches!(
-                self.inventory.stock_of(&event).await,
-                Ok((Some(stock), Some(sale))) if sale == floor.sale && stock > floor.max_stock
-            );
+        for (event, (floor, mark)) in known {
+            // Redis away: the next audit looks again.
+            let Ok((Some(stock), sale, now)) = self.inventory.state_of(&event).await else {
+                continue;
+            };
+            let behind = floor.is_some_and(|f| sale == Some(f.sale) && stock > f.max_stock)
+                || mark.zip(now).is_some_and(|(m, now)| now < m);
             if behind {
                 match self.restock(&event).await {
                     Ok(()) => rebuilt += 1,
@@ -494,6 +526,20 @@ impl Decider {
 
     fn floor(&self, event: &EventId) -> Option<Floor> {
         self.floors.lock().expect("floors").get(event).copied()
+    }
+
+    fn mark(&self, event: &EventId) -> Option<Mark> {
+        self.marks.lock().expect("marks").get(event).copied()
+    }
+
+    /// Records a mark a script answered, if it is above the one recorded
+    /// (answers to calls in flight at once can arrive out of order).
+    fn raise_mark(&self, event: &EventId, new: Mark) {
+        let mut marks = self.marks.lock().expect("marks");
+        let keep = marks.get(event).is_none_or(|old| new > *old);
+        if keep {
+            marks.insert(event.clone(), new);
+        }
     }
 
     /// Records what PostgreSQL held of `event`, if it is newer than what
@@ -653,7 +699,9 @@ impl Decider {
     }
 
     /// Step 3: tell Redis the confirmations are committed, so status lookups
-    /// answer "confirmed" (until then they say "pending").
+    /// answer "confirmed" (until then they say "pending"). A state behind
+    /// what this worker saw of it is rebuilt from PostgreSQL instead, which
+    /// holds them now.
     pub async fn settle(&self, items: &[Queued], outcomes: &[Outcome]) -> Result<(), BatchError> {
         let mut by_event: HashMap<&EventId, Vec<ReservationId>> = HashMap::new();
         for (q, o) in items.iter().zip(outcomes) {
@@ -661,9 +709,21 @@ impl Decider {
                 by_event.entry(&q.event).or_default().push(q.id);
             }
         }
-        let calls = by_event
-            .into_iter()
-            .map(|(event, ids)| async move { self.inventory.settle(event, &ids).await });
+        let calls = by_event.into_iter().map(|(event, ids)| async move {
+            match self.inventory.settle(event, self.mark(event), &ids).await {
+                Ok(mark) => {
+                    if let Some(m) = mark {
+                        self.raise_mark(event, m);
+                    }
+                    Ok(())
+                }
+                Err(InventoryError::StockMissing) => {
+                    tracing::warn!(event_id = %event, "the event's Redis state is behind what this worker saw of it (restored from before?): rebuilding it from PostgreSQL");
+                    self.restock(event).await
+                }
+                Err(e) => Err(e.into()),
+            }
+        });
         for r in futures::future::join_all(calls).await {
             r?;
         }

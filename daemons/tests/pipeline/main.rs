@@ -20,6 +20,7 @@ mod guards;
 mod holds;
 mod idempotency;
 mod memory;
+mod older;
 mod partitions;
 mod poison;
 mod pressure;

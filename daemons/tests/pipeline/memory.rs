@@ -63,8 +63,8 @@ async fn rejections_expire_winners_stay_and_both_are_still_answered() {
         .unwrap();
     assert_eq!(
         entries,
-        3 + 3 + 3,
-        "the won hash holds the winners, each buyer's committed count, its sentinel, the committed seats and the capacity"
+        3 + 3 + 4,
+        "the won hash holds the winners, each buyer's committed count, its sentinel, the committed seats, the capacity and the sequence of its mark"
     );
     assert_eq!(won_ttl, -1, "confirmations do not expire");
     // One key per rejection, and each winner's pending marker (kept, so a

@@ -6,7 +6,7 @@ use super::Sabotage;
 use anyhow::Context;
 use flashgrid::config::WorkerConfig;
 use flashgrid::db::{self, EventSnapshot};
-use flashgrid::inventory::{Ask, Inventory, InventoryError};
+use flashgrid::inventory::{Ask, Expect, Inventory, InventoryError};
 use flashgrid::queue::{self, Group, Queued};
 use flashgrid::worker::{Decider, Epochs};
 use flashgrid_wire::sale::{Event, Outcome};
@@ -175,7 +175,12 @@ impl Sabotaged {
             let decided = loop {
                 match self
                     .inventory
-                    .decide(&q.event, limit, None, std::slice::from_ref(&ask))
+                    .decide(
+                        &q.event,
+                        limit,
+                        Expect::default(),
+                        std::slice::from_ref(&ask),
+                    )
                     .await
                 {
                     Err(InventoryError::StockMissing) => {
@@ -193,8 +198,8 @@ impl Sabotaged {
                     other => break other?,
                 }
             };
-            let epoch = epochs.entry(q.event.clone()).or_insert(decided.epoch);
-            *epoch = (*epoch).min(decided.epoch);
+            let epoch = epochs.entry(q.event.clone()).or_insert(decided.epoch());
+            *epoch = (*epoch).min(decided.epoch());
             outcomes.extend(decided.outcomes);
         }
         Ok((outcomes, epochs))

@@ -1,0 +1,185 @@
+//! A Redis state that comes back older than what a worker already saw of
+//! it (a copy restored from before, a lagging replica promoted) with no
+//! more seats left than PostgreSQL allows, so that the floor (`restock.rs`)
+//! cannot tell it is behind: the worker knows the state's mark (sale,
+//! epoch, sequence; `decide.lua`) it last saw, and rebuilds a state behind
+//! it. Driven step by step with the worker's own `Decider`, so the moment
+//! of the copy is the test's to choose.
+
+use crate::helpers::TestStack;
+use flashgrid::inventory::{Expect, Inventory};
+use flashgrid::queue::Queued;
+use flashgrid::worker::Decider;
+use flashgrid_wire::{EventId, Quantity, Reason, ReservationId, Status, UserId};
+use redis::AsyncCommands;
+
+fn purchase(event: &str, user: &str) -> Queued {
+    Queued {
+        id: ReservationId::random(),
+        event: EventId::parse(event).unwrap(),
+        user: UserId::parse(user).unwrap(),
+        qty: Quantity::ONE,
+        at: chrono::Utc::now(),
+        sale: 1,
+    }
+}
+
+async fn decider(stack: &TestStack) -> Decider {
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()))
+}
+
+/// The event's stock, users and won keys, dumped.
+async fn copy(stack: &TestStack, event: &str) -> Vec<(String, Vec<u8>)> {
+    let k = stack.keys(event);
+    let mut redis = stack.redis().await;
+    let mut out = Vec::new();
+    for key in [k.stock, k.users, k.won] {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        out.push((key, dump));
+    }
+    out
+}
+
+async fn put_back(stack: &TestStack, copy: &[(String, Vec<u8>)]) {
+    let mut redis = stack.redis().await;
+    for (key, dump) in copy {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .arg("REPLACE")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+}
+
+/// What the won hash records of `id` ("c…" once committed), and the
+/// event's committed seats by its count.
+async fn won(stack: &TestStack, event: &str, id: &ReservationId) -> (Option<String>, Option<i64>) {
+    let k = stack.keys(event);
+    let mut redis = stack.redis().await;
+    let entry: Option<String> = redis.hget(&k.won, id.0.to_string()).await.unwrap();
+    let committed: Option<i64> = redis.hget(&k.won, "\u{2}").await.unwrap();
+    (entry, committed)
+}
+
+/// Every seat decided before the copy, committed and settled after it: the
+/// copy put back holds them unsettled ("C"), with as many seats left as
+/// PostgreSQL allows (none). Nothing would settle them again, and a
+/// `sold_out` rejection counted against the committed seats would stay
+/// tentative for good. The worker saw the state after its settle, so the
+/// copy is behind what it saw: its audit rebuilds it, and a purchase
+/// decided in it first rebuilds it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_before_the_last_settle_is_rebuilt() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("older", 2).await;
+    let a = decider(&stack).await;
+    let sold = [purchase("older", "x"), purchase("older", "y")];
+    let (mut outcomes, epochs) = a.decide(&sold).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.status == Status::Confirmed));
+    let before = copy(&stack, "older").await;
+    a.commit(&sold, &mut outcomes, &epochs).await.unwrap();
+    a.settle(&sold, &outcomes).await.unwrap();
+    assert_eq!(stack.db_counts("older").await, (2, 2, 2));
+    let (entry, committed) = won(&stack, "older", &sold[0].id).await;
+    assert!(entry.unwrap().starts_with('c'));
+    assert_eq!(committed, Some(2));
+
+    put_back(&stack, &before).await;
+    let (entry, committed) = won(&stack, "older", &sold[0].id).await;
+    assert!(entry.unwrap().starts_with('C'), "the copy is of before");
+    assert_eq!(committed, None);
+
+    assert_eq!(a.audit().await, 1, "the audit rebuilds the state");
+    for s in &sold {
+        let (entry, committed) = won(&stack, "older", &s.id).await;
+        assert!(entry.unwrap().starts_with('c'), "settled again");
+        assert_eq!(committed, Some(2));
+    }
+
+    // Again, run into by a purchase instead of the audit.
+    put_back(&stack, &before).await;
+    let late = [purchase("older", "z")];
+    let report = a.process(&late).await.unwrap();
+    assert_eq!(
+        (report.rejected, report.tentative.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    let (decided, _) = a.decide(&late).await.unwrap();
+    assert_eq!(
+        (decided[0].reason, decided[0].certain_at),
+        (Some(Reason::SoldOut), None),
+        "certain: the committed seats are counted again"
+    );
+    let (entry, committed) = won(&stack, "older", &sold[1].id).await;
+    assert!(entry.unwrap().starts_with('c'));
+    assert_eq!(committed, Some(2));
+    assert_eq!(stack.db_counts("older").await, (2, 2, 2));
+}
+
+/// A state rebuilt by another worker between two calls of one batch's
+/// decision (`DECIDE_CHUNK`) does not hold what the first call decided:
+/// the second call, told the epoch the first was decided under, refuses to
+/// decide in another state, so that the batch is decided again from its
+/// first call and its first attempts keep the order taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_part_refuses_a_state_rebuilt_since_the_first() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("parts", 5).await;
+    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    let inv = Inventory::new(redis, stack.namespace());
+    let event = EventId::parse("parts").unwrap();
+    let limit = flashgrid_wire::PerUserLimit::new(4).unwrap();
+    let user = UserId::parse("first").unwrap();
+    let after = |epoch| Expect {
+        epoch: Some(epoch),
+        ..Expect::default()
+    };
+    let ask = |user| flashgrid::inventory::Ask {
+        id: ReservationId::random(),
+        user,
+        quantity: Quantity::ONE,
+        closed: false,
+        sale: 1,
+        kept: None,
+    };
+    let first = inv
+        .decide(&event, limit, Expect::default(), &[ask(&user)])
+        .await
+        .unwrap();
+    assert_eq!(first.outcomes[0].status, Status::Confirmed);
+    // Another worker rebuilds the state: a new epoch, without the first
+    // call's confirmation.
+    let b = decider(&stack).await;
+    let _: () = stack
+        .redis()
+        .await
+        .del(stack.keys("parts").stock)
+        .await
+        .unwrap();
+    b.process(&[purchase("parts", "other")]).await.unwrap();
+
+    let second = inv
+        .decide(&event, limit, after(first.epoch()), &[ask(&user)])
+        .await;
+    assert!(
+        matches!(second, Err(flashgrid::inventory::InventoryError::Moved)),
+        "{second:?}"
+    );
+    // Told no epoch (a first call), it decides in the rebuilt state.
+    let again = inv
+        .decide(&event, limit, Expect::default(), &[ask(&user)])
+        .await
+        .unwrap();
+    assert!(again.epoch() > first.epoch());
+}
