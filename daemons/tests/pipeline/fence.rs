@@ -3,27 +3,9 @@
 //! it is now. Driven step by step with the worker's own `Decider`, so the
 //! moment between decide and commit is the test's to choose.
 
-use crate::helpers::TestStack;
-use flashgrid::inventory::Inventory;
-use flashgrid::queue::Queued;
-use flashgrid::worker::{BatchError, Decider};
-use flashgrid_wire::{EventId, Quantity, Reason, ReservationId, Status, UserId};
-
-fn purchase(event: &str, user: &str) -> Queued {
-    Queued {
-        id: ReservationId::random(),
-        event: EventId::parse(event).unwrap(),
-        user: UserId::parse(user).unwrap(),
-        qty: Quantity::ONE,
-        at: chrono::Utc::now(),
-        sale: 1,
-    }
-}
-
-async fn decider(stack: &TestStack) -> Decider {
-    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
-    Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()))
-}
+use crate::helpers::{TestStack, purchase};
+use flashgrid::worker::BatchError;
+use flashgrid_wire::{EventId, Reason, Status};
 
 /// Worker A decides a purchase; Redis loses the event's state; worker B
 /// rebuilds it from PostgreSQL (A's decision is not there) and sells the
@@ -39,7 +21,7 @@ async fn a_commit_decided_before_a_rebuild_is_decided_again() {
             "event_id": "fence", "name": "fence", "capacity": 10, "per_user_limit": 1
         }))
         .await;
-    let (a, b) = (decider(&stack).await, decider(&stack).await);
+    let (a, b) = (stack.decider().await, stack.decider().await);
     let first = [purchase("fence", "u")];
     let (mut outcomes, epochs) = a.decide(&first).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);
@@ -76,7 +58,7 @@ async fn a_commit_decided_before_a_reset_does_not_land_in_the_new_sale() {
     let stack = TestStack::empty().await;
     stack.start_gateway().await;
     stack.create_event("drill", 5).await;
-    let a = decider(&stack).await;
+    let a = stack.decider().await;
     let old = [purchase("drill", "before")];
     let (mut outcomes, epochs) = a.decide(&old).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);

@@ -50,6 +50,16 @@ impl TestStack {
         Self::wrap(Stack::empty().await)
     }
 
+    /// A worker's own `Decider` on this stack, for tests that drive a
+    /// batch step by step (the moment between two steps is theirs).
+    pub async fn decider(&self) -> flashgrid::worker::Decider {
+        let (_, redis) = flashgrid::services::redis(&self.services()).await.unwrap();
+        flashgrid::worker::Decider::new(
+            self.pool.clone(),
+            flashgrid::inventory::Inventory::new(redis, self.namespace()),
+        )
+    }
+
     /// A database and namespace, no daemons yet, room for `n` gateways.
     pub async fn empty_with_gateways(n: usize) -> Self {
         Self::wrap(Stack::empty_with_gateways(n).await)
@@ -343,4 +353,17 @@ pub async fn burst(
         }
     }
     (accepted, others)
+}
+
+/// The queue item of `user`'s purchase of one seat of `event` (sale 1), as
+/// a gateway would publish it.
+pub fn purchase(event: &str, user: &str) -> flashgrid::queue::Queued {
+    flashgrid::queue::Queued {
+        id: flashgrid_wire::ReservationId::random(),
+        event: flashgrid_wire::EventId::parse(event).unwrap(),
+        user: flashgrid_wire::UserId::parse(user).unwrap(),
+        qty: flashgrid_wire::Quantity::ONE,
+        at: chrono::Utc::now(),
+        sale: 1,
+    }
 }

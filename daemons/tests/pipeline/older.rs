@@ -6,28 +6,10 @@
 //! it. Driven step by step with the worker's own `Decider`, so the moment
 //! of the copy is the test's to choose.
 
-use crate::helpers::TestStack;
+use crate::helpers::{TestStack, purchase};
 use flashgrid::inventory::{Expect, Inventory};
-use flashgrid::queue::Queued;
-use flashgrid::worker::Decider;
 use flashgrid_wire::{EventId, Quantity, Reason, ReservationId, Status, UserId};
 use redis::AsyncCommands;
-
-fn purchase(event: &str, user: &str) -> Queued {
-    Queued {
-        id: ReservationId::random(),
-        event: EventId::parse(event).unwrap(),
-        user: UserId::parse(user).unwrap(),
-        qty: Quantity::ONE,
-        at: chrono::Utc::now(),
-        sale: 1,
-    }
-}
-
-async fn decider(stack: &TestStack) -> Decider {
-    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
-    Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()))
-}
 
 /// The event's stock, users and won keys, dumped.
 async fn copy(stack: &TestStack, event: &str) -> Vec<(String, Vec<u8>)> {
@@ -81,7 +63,7 @@ async fn a_copy_from_before_the_last_settle_is_rebuilt() {
     let stack = TestStack::empty().await;
     stack.start_gateway().await;
     stack.create_event("older", 2).await;
-    let a = decider(&stack).await;
+    let a = stack.decider().await;
     let sold = [purchase("older", "x"), purchase("older", "y")];
     let (mut outcomes, epochs) = a.decide(&sold).await.unwrap();
     assert!(outcomes.iter().all(|o| o.status == Status::Confirmed));
@@ -160,7 +142,7 @@ async fn a_later_part_refuses_a_state_rebuilt_since_the_first() {
     assert_eq!(first.outcomes[0].status, Status::Confirmed);
     // Another worker rebuilds the state: a new epoch, without the first
     // call's confirmation.
-    let b = decider(&stack).await;
+    let b = stack.decider().await;
     let _: () = stack
         .redis()
         .await

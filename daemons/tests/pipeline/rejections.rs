@@ -17,18 +17,12 @@
 //! another worker, or a decide whose reply was lost, still flipped.
 
 use crate::helpers::{TestStack, eventually};
-use flashgrid::inventory::Inventory;
 use flashgrid::queue::Queued;
 use flashgrid::worker::{BatchError, BatchReport, Decider};
 use flashgrid_wire::{Accepted, EventId, Quantity, Reason, ReservationId, Status, UserId};
 use std::time::Duration;
 
 const EVENT: &str = "told";
-
-async fn decider(stack: &TestStack) -> Decider {
-    let (_, redis) = flashgrid::services::redis(&stack.services()).await.unwrap();
-    Decider::new(stack.pool.clone(), Inventory::new(redis, stack.namespace()))
-}
 
 /// A purchase accepted by the gateway (a receipt to read), and the queue
 /// item a worker takes for it.
@@ -141,7 +135,7 @@ async fn a_rejection_resting_on_an_uncommitted_seat_reads_pending_and_may_be_sol
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
     let (other_a, other) = purchase(&stack, "other", "k-3").await;
-    let (held_worker, retrying_worker) = (decider(&stack).await, decider(&stack).await);
+    let (held_worker, retrying_worker) = (stack.decider().await, stack.decider().await);
 
     let held = [first];
     let (mut held_outcomes, held_epochs) = held_worker.decide(&held).await.unwrap();
@@ -202,7 +196,7 @@ async fn a_certain_rejection_stands_through_a_wipe_and_a_redelivery() {
     let stack = sale().await;
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
-    let (w0, w1) = (decider(&stack).await, decider(&stack).await);
+    let (w0, w1) = (stack.decider().await, stack.decider().await);
     w0.process(&[first]).await.unwrap();
     let (outcomes, _) = w0.decide(std::slice::from_ref(&second)).await.unwrap();
     assert_eq!(outcomes[0].reason, Some(Reason::UserLimit));
@@ -230,7 +224,7 @@ async fn a_batch_waits_for_the_commit_its_rejections_rest_on() {
     let stack = sale().await;
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
-    let (w0, w1) = (decider(&stack).await, decider(&stack).await);
+    let (w0, w1) = (stack.decider().await, stack.decider().await);
     let held = [first];
     let (mut held_outcomes, held_epochs) = w0.decide(&held).await.unwrap();
 
@@ -267,9 +261,9 @@ async fn a_waiting_rejection_whose_basis_is_lost_is_decided_again() {
     let (first_a, first) = purchase(&stack, "buyer", "k-1").await;
     let (second_a, second) = purchase(&stack, "buyer", "k-2").await;
     let (w0, w1, w2) = (
-        decider(&stack).await,
-        decider(&stack).await,
-        decider(&stack).await,
+        stack.decider().await,
+        stack.decider().await,
+        stack.decider().await,
     );
     let (outcomes, _) = w0.decide(std::slice::from_ref(&first)).await.unwrap();
     assert_eq!(outcomes[0].status, Status::Confirmed);
@@ -302,7 +296,7 @@ async fn a_waiting_rejection_whose_basis_is_lost_is_decided_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_rejection_is_not_certain_goes_back_to_the_queue() {
     let stack = sale().await;
-    let hung = decider(&stack).await;
+    let hung = stack.decider().await;
     let first = Queued {
         id: ReservationId::random(),
         event: EventId::parse(EVENT).unwrap(),
