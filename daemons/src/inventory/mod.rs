@@ -111,7 +111,7 @@ impl Mark {
 /// What the caller knows of an event's state, checked by `decide.lua`
 /// before it decides anything: a state behind the floor or the mark is
 /// rebuilt first ([`InventoryError::StockMissing`]), one of another epoch
-/// than `epoch` refused ([`InventoryError::Moved`]).
+/// than `epoch` refused ([`InventoryError::Rebuilt`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Expect {
     pub floor: Option<Floor>,
@@ -182,7 +182,7 @@ pub enum InventoryError {
     /// The event's state was rebuilt since the batch's earlier calls were
     /// decided in it (`Expect::epoch`): nothing decided.
     #[error("the event's Redis state was rebuilt since the batch was first decided in it")]
-    Moved,
+    Rebuilt,
     #[error("Redis answered an outcome FlashGrid cannot read: {0:?}")]
     Corrupt(String),
     #[error("Redis: {0}")]
@@ -251,7 +251,7 @@ impl Inventory {
 
     /// Decides `asks` (all of `event`) in one atomic script call; a state
     /// behind what the caller `expect`s is rebuilt first (`StockMissing`),
-    /// one of another epoch refused (`Moved`).
+    /// one of another epoch refused (`Rebuilt`).
     pub async fn decide(
         &self,
         event: &EventId,
@@ -292,7 +292,7 @@ impl Inventory {
         let raw: Vec<String> = match inv.invoke_async(&mut conn).await {
             Ok(v) => v,
             Err(e) if e.code() == Some("NOSTOCK") => return Err(InventoryError::StockMissing),
-            Err(e) if e.code() == Some("REBUILT") => return Err(InventoryError::Moved),
+            Err(e) if e.code() == Some("REBUILT") => return Err(InventoryError::Rebuilt),
             Err(e) => return Err(e.into()),
         };
         let mut raw = raw.into_iter();

@@ -65,7 +65,7 @@ impl BatchError {
                 _ => false,
             },
             BatchError::Inventory(InventoryError::Corrupt(_)) => true,
-            BatchError::Inventory(InventoryError::StockMissing | InventoryError::Moved) => false,
+            BatchError::Inventory(InventoryError::StockMissing | InventoryError::Rebuilt) => false,
             // SQLSTATE classes 22 (data exception), 23 (integrity constraint)
             // and P0 (raised by a PL/pgSQL function or trigger).
             BatchError::Database(sqlx::Error::Database(d)) => d
@@ -300,7 +300,9 @@ impl Decider {
                     // stock can go missing again right after a rebuild
                     // (Redis flushed twice); three rounds then give up and
                     // let the batch be retried.
-                    Ok(None) | Err(BatchError::Inventory(InventoryError::Moved)) if rounds < 2 => {
+                    Ok(None) | Err(BatchError::Inventory(InventoryError::Rebuilt))
+                        if rounds < 2 =>
+                    {
                         rounds += 1;
                         continue 'decide;
                     }
@@ -323,7 +325,7 @@ impl Decider {
     }
 
     /// One decide call for `idx` (of `items`, all of `event`), in a state
-    /// of `epoch` if given (the batch's earlier parts'; else `Moved`);
+    /// of `epoch` if given (the batch's earlier parts'; else `Rebuilt`);
     /// `None` when the event's stock was missing or its state behind what
     /// this worker knows (nothing decided), rebuilt since from PostgreSQL.
     async fn decide_part(

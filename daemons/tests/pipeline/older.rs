@@ -155,7 +155,7 @@ async fn a_later_part_refuses_a_state_rebuilt_since_the_first() {
         .decide(&event, limit, after(first.epoch()), &[ask(&user)])
         .await;
     assert!(
-        matches!(second, Err(flashgrid::inventory::InventoryError::Moved)),
+        matches!(second, Err(flashgrid::inventory::InventoryError::Rebuilt)),
         "{second:?}"
     );
     // Told no epoch (a first call), it decides in the rebuilt state.
