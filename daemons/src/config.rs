@@ -267,6 +267,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "FLASHGRID_PIPELINE", default_value = "3", value_parser = clap::value_parser!(u8).range(1..=8))]
     pub pipeline: u8,
 
+    /// Seconds a batch smaller than `--batch-max` may wait for more messages
+    /// while the batches before it are in flight: at a low rate it makes one
+    /// PostgreSQL commit of what would be many (each a commit of its own,
+    /// queued behind the one before it on the event's row lock). 0 takes
+    /// each batch at once.
+    #[arg(long, env = "FLASHGRID_LINGER", default_value = "0.005", value_parser = parse_linger)]
+    pub linger: Duration,
+
     /// Move every message of the dead-letter queue (reservations set aside,
     /// unreadable messages excepted) back to the reservation queue, then exit.
     /// Run it once the cause in the worker's ERROR log is fixed.
@@ -282,6 +290,17 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("seconds must be within 0..=86400, got {secs}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A batch's linger: a wait on the decision path, so at most a second.
+fn parse_linger(s: &str) -> Result<Duration, String> {
+    let d = parse_secs(s)?;
+    if d > Duration::from_secs(1) {
+        return Err(format!(
+            "a batch waits at most 1 second for more messages, got {s}"
+        ));
+    }
+    Ok(d)
 }
 
 /// A time to live of outcomes: whole seconds, from one to 30 days.
@@ -415,6 +434,20 @@ mod tests {
         let cfg = GatewayConfig::try_parse_from(argv).map_err(|e| e.to_string())?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    #[test]
+    fn linger_is_seconds_up_to_one() {
+        let worker = |args: &[&str]| {
+            let argv = std::iter::once("flashgrid-worker").chain(args.iter().copied());
+            WorkerConfig::try_parse_from(argv).map_err(|e| e.to_string())
+        };
+        assert_eq!(worker(&[]).unwrap().linger, Duration::from_millis(5));
+        assert_eq!(worker(&["--linger", "0"]).unwrap().linger, Duration::ZERO);
+        let e = worker(&["--linger", "5"]).unwrap_err();
+        assert!(e.contains("at most 1 second"), "{e}");
+        let e = worker(&["--linger", "2ms"]).unwrap_err();
+        assert!(e.contains("number of seconds"), "{e}");
     }
 
     #[test]

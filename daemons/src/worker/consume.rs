@@ -1,6 +1,7 @@
 //! Consume: one loop per reservation queue (partition), each on a channel
 //! of its own: take a batch (the first delivery, then whatever else the
-//! broker already handed over, up to `batch_max`), decode each message into
+//! broker already handed over, up to `batch_max`, waiting up to `--linger`
+//! for more while the batches before it are in flight), decode each message into
 //! its reservations, dead-letter the unreadable ones, have the batch decided
 //! and committed, and ack — with `multiple`, up to the last readable
 //! delivery, only after PostgreSQL committed. An event's reservations are
@@ -23,13 +24,15 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use std::ops::Range;
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long closing a channel may take at shutdown.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a message handed back may take to be confirmed by the broker.
-const HAND_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a consumer works with.
 #[derive(Debug, Clone, Copy)]
@@ -155,11 +158,15 @@ impl Consume<'_> {
         let mut last = Turn::done();
         let mut stopping = false;
         let mut failure = None;
+        // The next batch, while it waits for more (see `Gathering`).
+        let mut gathering = Gathering::default();
         loop {
             if stopping && inflight.is_empty() {
                 break;
             }
             let room = !stopping && inflight.len() < usize::from(self.cfg.pipeline);
+            let full = gathering.deliveries.len() >= self.cfg.batch_max;
+            let linger = gathering.until;
             tokio::select! {
                 biased;
                 done = inflight.next(), if !inflight.is_empty() => {
@@ -179,8 +186,9 @@ impl Consume<'_> {
                     }
                 }
                 _ = self.shutdown.cancelled(), if !stopping => stopping = true,
-                first = async { last.decided.cancelled().await; consumer.next().await }, if room => {
-                    let first = match first {
+                _ = sleep_until(linger), if linger.is_some() => {}
+                next = async { last.decided.cancelled().await; consumer.next().await }, if room && !full => {
+                    let next = match next {
                         Some(Ok(d)) => d,
                         Some(Err(e)) => {
                             failure = Some(anyhow::Error::new(e).context("consumer"));
@@ -193,21 +201,47 @@ impl Consume<'_> {
                             continue;
                         }
                     };
-                    let (deliveries, ended) = take_ready(first, &mut consumer, self.cfg.batch_max);
-                    if let Some(e) = ended {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "the consumer failed while a batch was taken; settling the batches in hand first"
-                        );
-                        failure = Some(e);
-                        stopping = true;
-                    }
-                    let batch = self.decode(&channel, deliveries).await?;
-                    let mine = Turn::new();
-                    let before = std::mem::replace(&mut last, mine.clone());
-                    inflight.push_back(self.in_turn(&channel, &back, queue_name, batch, before.acked, mine));
+                    gathering.deliveries.push(next);
                 }
             }
+            // With whatever else is ready now: a batch about to go, after a
+            // wait, takes what arrived meanwhile.
+            if let Some(e) = gathering.take_ready(&mut consumer, self.cfg.batch_max) {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "the consumer failed while a batch was taken; settling the batches in hand first"
+                );
+                failure = Some(e);
+                stopping = true;
+            }
+            if gathering.deliveries.is_empty() {
+                continue;
+            }
+            if failure.is_none() {
+                // Once stopping for shutdown nothing new starts: what was
+                // gathered is dropped unacked, so closing the channel hands
+                // it back. After a failure it is settled first, as the rest.
+                if stopping {
+                    drop(gathering.take());
+                    continue;
+                }
+                let now = tokio::time::Instant::now();
+                let in_flight = !last.acked.is_cancelled();
+                if !gathering.ready(self.cfg.batch_max, in_flight, self.cfg.linger, now) {
+                    continue;
+                }
+            }
+            let batch = self.decode(&channel, gathering.take()).await?;
+            let mine = Turn::new();
+            let before = std::mem::replace(&mut last, mine.clone());
+            inflight.push_back(self.in_turn(
+                &channel,
+                &back,
+                queue_name,
+                batch,
+                before.acked,
+                mine,
+            ));
         }
         drop(inflight);
         // Before the connection, which lapin otherwise reports as an error;
@@ -386,29 +420,104 @@ impl Consume<'_> {
     }
 }
 
-/// The first delivery and whatever else the broker already handed over, up
-/// to `max`. A delivery error or the consumer's end stops the gathering; it
-/// is returned beside the deliveries in hand, which are settled first.
-fn take_ready(
-    first: Delivery,
-    consumer: &mut lapin::Consumer,
-    max: usize,
-) -> (Vec<Delivery>, Option<anyhow::Error>) {
-    let mut deliveries = vec![first];
-    while deliveries.len() < max {
-        match consumer.next().now_or_never() {
-            None => break, // nothing more ready now
-            Some(Some(Ok(d))) => deliveries.push(d),
-            Some(Some(Err(e))) => {
-                return (deliveries, Some(anyhow::Error::new(e).context("consumer")));
-            }
-            Some(None) => {
-                return (
-                    deliveries,
-                    Some(anyhow!("the consumer was cancelled by the broker")),
-                );
+/// The next batch while it is gathered: a batch smaller than `--batch-max`
+/// waits, at most `--linger`, while the batches before it are in flight
+/// (Nagle's rule). At a low rate each message would otherwise be a batch
+/// of its own, and each batch pays a PostgreSQL commit: its fsync, under the
+/// event's row lock, so the commits of one event wait for each other anyway.
+/// Kept in the consume loop, not in a future of its own, so that nothing
+/// taken is lost when another branch of the loop wins.
+#[derive(Default)]
+struct Gathering {
+    deliveries: Vec<Delivery>,
+    /// When it goes anyway; set while it waits.
+    until: Option<Instant>,
+}
+
+impl Gathering {
+    /// Adds whatever the broker already handed over, up to `max` in all,
+    /// if a batch is being gathered. A delivery error or the consumer's end
+    /// stops it; it is returned, and the deliveries in hand are settled
+    /// first.
+    fn take_ready(&mut self, consumer: &mut lapin::Consumer, max: usize) -> Option<anyhow::Error> {
+        while !self.deliveries.is_empty() && self.deliveries.len() < max {
+            match consumer.next().now_or_never() {
+                None => break, // nothing more ready now
+                Some(Some(Ok(d))) => self.deliveries.push(d),
+                Some(Some(Err(e))) => return Some(anyhow::Error::new(e).context("consumer")),
+                Some(None) => return Some(anyhow!("the consumer was cancelled by the broker")),
             }
         }
+        None
     }
-    (deliveries, None)
+
+    /// Whether the batch goes now (see `goes_now`).
+    fn ready(&mut self, max: usize, in_flight: bool, linger: Duration, now: Instant) -> bool {
+        goes_now(
+            self.deliveries.len(),
+            max,
+            in_flight,
+            linger,
+            now,
+            &mut self.until,
+        )
+    }
+
+    fn take(&mut self) -> Vec<Delivery> {
+        self.until = None;
+        std::mem::take(&mut self.deliveries)
+    }
+}
+
+/// Whether a batch of `len` goes now: it is full, or nothing is in flight
+/// before it, or it waited `linger` since `until` was first set.
+fn goes_now(
+    len: usize,
+    max: usize,
+    in_flight: bool,
+    linger: Duration,
+    now: Instant,
+    until: &mut Option<Instant>,
+) -> bool {
+    if len >= max || !in_flight || linger.is_zero() {
+        return true;
+    }
+    now >= *until.get_or_insert(now + linger)
+}
+
+/// Pending forever without a deadline (a `select!` branch guarded off).
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(2);
+
+    fn ready_with(n: usize, until: &mut Option<Instant>, in_flight: bool, now: Instant) -> bool {
+        goes_now(n, 4, in_flight, LINGER, now, until)
+    }
+
+    #[test]
+    fn a_small_batch_waits_only_while_one_is_in_flight_and_at_most_the_linger() {
+        let t0 = Instant::now();
+        let mut until = None;
+        // Nothing in flight: at once, and no wait starts.
+        assert!(ready_with(1, &mut until, false, t0));
+        assert_eq!(until, None);
+        // One in flight: it waits, from the first look on...
+        assert!(!ready_with(1, &mut until, true, t0));
+        assert_eq!(until, Some(t0 + LINGER));
+        assert!(!ready_with(2, &mut until, true, t0 + LINGER / 2));
+        // ...not longer than the linger, counted from its start.
+        assert!(ready_with(2, &mut until, true, t0 + LINGER));
+        // A full batch goes at once.
+        let mut until = None;
+        assert!(ready_with(4, &mut until, true, t0));
+    }
 }

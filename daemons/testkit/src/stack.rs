@@ -343,6 +343,8 @@ impl Stack {
             prefetch: 128,
             batch_max: 64,
             pipeline: 2,
+            // The default.
+            linger: std::time::Duration::from_millis(5),
             replay_dead_letters: false,
         }
     }

@@ -19,6 +19,7 @@ mod fuzz;
 mod guards;
 mod holds;
 mod idempotency;
+mod linger;
 mod memory;
 mod older;
 mod partitions;
