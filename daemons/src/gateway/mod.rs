@@ -133,6 +133,7 @@ pub async fn serve(
         },
         amqp,
         inventory.clone(),
+        refresh.stats.clone(),
     );
     let (feed_tx, feed_rx) = tokio::sync::watch::channel(None);
     let (nodes, prober) = crate::reach::spawn(

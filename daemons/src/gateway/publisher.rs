@@ -16,6 +16,7 @@
 //! trusted only once the broker confirmed a probe on it. No buyer waits
 //! longer than the deadline.
 
+use super::stats::Stats;
 use crate::backoff::Backoff;
 use crate::inventory::Inventory;
 use crate::queue::{self, Group, Queued, Topology};
@@ -183,6 +184,7 @@ impl Publisher {
         cfg: PublisherConfig,
         conn: lapin::Connection,
         inventory: Inventory,
+        stats: Arc<Stats>,
     ) -> (Publisher, PublisherTasks) {
         // Bounded: beyond this many reservations waiting for a slot, shed load
         // with 503 rather than grow memory without limit.
@@ -208,6 +210,7 @@ impl Publisher {
             broken,
             health.clone(),
             inventory,
+            stats,
         ));
         (
             Publisher {
@@ -295,6 +298,7 @@ async fn batcher(
     broken: Arc<Notify>,
     health: Arc<Health>,
     inventory: Inventory,
+    stats: Arc<Stats>,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.inflight));
     let marks = Arc::new(Semaphore::new(cfg.inflight * MARKS_PER_SLOT));
@@ -357,7 +361,10 @@ async fn batcher(
         let mut parts = by_partition(&cfg.topology, group).into_iter();
         for (p, part) in parts.by_ref() {
             match publish(&ch, &queues[usize::from(p)], &part, deadline).await {
-                Ok(confirm) => sent.push((part, confirm)),
+                Ok(confirm) => {
+                    stats.published.inc();
+                    sent.push((part, confirm));
+                }
                 Err(why) => {
                     start_afresh(&health, &broken, why);
                     // Its frames may still reach the broker.

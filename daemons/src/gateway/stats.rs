@@ -98,6 +98,9 @@ pub struct Stats {
     pub accepted: Counter,
     pub rejected: Counter,
     pub unavailable: Counter,
+    /// Messages published to the reservation queues: each carries a group
+    /// of reservations, so `accepted / published` is the mean group size.
+    pub published: Counter,
     pub latency: LatencyHistogram,
     /// Sums of what workers reported.
     pub worker_confirmed: Counter,
@@ -160,6 +163,11 @@ impl Stats {
             "reserve_unavailable",
             "Reservations answered 503: the broker could not take them durably",
             self.unavailable.clone(),
+        );
+        r.register(
+            "publish_messages",
+            "Messages this gateway published to the reservation queues, each a group of reservations (reserve_accepted / publish_messages is the mean group size: the broker's work is per message)",
+            self.published.clone(),
         );
         r.register(
             "worker_confirmed",
@@ -265,6 +273,10 @@ mod tests {
         );
         assert!(
             text.contains("flashgrid_reserve_accepted_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flashgrid_publish_messages_total 0"),
             "{text}"
         );
         assert!(

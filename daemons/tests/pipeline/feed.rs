@@ -2,7 +2,7 @@
 //! test sent; the read-only feed token opens them and nothing else, the
 //! admin token only from the header; every daemon of the namespace listed.
 
-use crate::helpers::{FEED_TOKEN, Proxy, TOKEN, TestStack, burst};
+use crate::helpers::{FEED_TOKEN, Proxy, TOKEN, TestStack, burst, metric};
 use flashgrid_testkit::stack::Instance;
 use flashgrid_wire::{DaemonKind, ServiceHealth, Snapshot};
 use futures::StreamExt;
@@ -150,6 +150,13 @@ async fn feed_snapshots_match_a_burst_and_need_the_token() {
     assert!(
         metrics.contains("flashgrid_reserve_duration_seconds_bucket"),
         "{metrics}"
+    );
+    // Every 202 went out in some message, and no message was empty.
+    let accepted = metric(&metrics, "flashgrid_reserve_accepted_total");
+    let messages = metric(&metrics, "flashgrid_publish_messages_total");
+    assert!(
+        (1.0..=accepted).contains(&messages),
+        "{messages} messages for {accepted} accepted: {metrics}"
     );
 
     // Shutdown with a feed client connected: it is told to close, and the

@@ -367,3 +367,10 @@ pub fn purchase(event: &str, user: &str) -> flashgrid::queue::Queued {
         sale: 1,
     }
 }
+
+/// The value of an unlabelled counter or gauge in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}

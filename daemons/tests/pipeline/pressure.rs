@@ -12,10 +12,7 @@ use tokio::net::TcpStream;
 
 /// A counter or gauge of the gateway's `/metrics` (0 when absent).
 async fn metric(stack: &TestStack, name: &str) -> f64 {
-    let text = stack.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    crate::helpers::metric(&stack.metrics().await, name)
 }
 
 /// A client that starts a purchase and never finishes its body: its request

@@ -2,7 +2,7 @@
 //! `Retry-After`, and nothing reaches the queue; other clients go on; off by
 //! default, so a burst from one host is never throttled.
 
-use crate::helpers::TestStack;
+use crate::helpers::{TestStack, metric};
 use flashgrid::config::RateKey;
 use flashgrid_wire::{ErrorBody, Status};
 use std::collections::BTreeMap;
@@ -165,14 +165,4 @@ async fn off_by_default_a_burst_from_one_user_is_never_throttled() {
     }
     assert_eq!(counts.get(&429), None, "{counts:?}");
     assert_eq!(counts.get(&202), Some(&n), "{counts:?}");
-}
-
-/// The value of an unlabelled metric in Prometheus text.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in the metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }
