@@ -271,7 +271,8 @@ pub struct WorkerConfig {
     /// while the batches before it are in flight: at a low rate it makes one
     /// PostgreSQL commit of what would be many (each a commit of its own,
     /// queued behind the one before it on the event's row lock). 0 takes
-    /// each batch at once.
+    /// each batch at once; so does `--pipeline 1`, where nothing is in
+    /// flight when a batch is taken.
     #[arg(long, env = "FLASHGRID_LINGER", default_value = "0.005", value_parser = parse_linger)]
     pub linger: Duration,
 

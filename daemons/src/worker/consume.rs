@@ -205,8 +205,11 @@ impl Consume<'_> {
                 }
             }
             // With whatever else is ready now: a batch about to go, after a
-            // wait, takes what arrived meanwhile.
-            if let Some(e) = gathering.take_ready(&mut consumer, self.cfg.batch_max) {
+            // wait, takes what arrived meanwhile. Not once the consumer
+            // failed: its end would follow, and hide the first error.
+            if failure.is_none()
+                && let Some(e) = gathering.take_ready(&mut consumer, self.cfg.batch_max)
+            {
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "the consumer failed while a batch was taken; settling the batches in hand first"

@@ -14,9 +14,11 @@ async fn purchases_arriving_while_a_batch_commits_are_committed_together() {
     let stack = TestStack::empty().await;
     stack.start_gateway().await;
     let mut cfg = stack.worker_config();
-    // Longer than the test needs: the wait ends when the batch before it
-    // is done, not by this.
-    cfg.linger = Duration::from_secs(1);
+    // Far longer than the test needs (beyond what `--linger` accepts): the
+    // wait starts when the second purchase is taken and must last through
+    // the next three, on a loaded machine too; it ends when the batch
+    // before it is done, not by this.
+    cfg.linger = Duration::from_secs(60);
     cfg.pipeline = 2;
     stack.start_worker_with(cfg).await;
     stack.create_event(EVENT, 100).await;
