@@ -285,13 +285,15 @@ def cpu_per_request(name, w):
         return {}
     return {k: v / max(w["total"], 1) * 1e6 for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
 cpu_with, cpu_alone = cpu_per_request("open", w_open), cpu_per_request("open_alone", w_alone)
-def cpu_table():
-    names = sorted(set(cpu_with) | set(cpu_alone), key=lambda k: -max(cpu_with.get(k, 0), cpu_alone.get(k, 0)))
-    shown = [k for k in names if max(cpu_with.get(k, 0), cpu_alone.get(k, 0)) >= 0.5]
-    label = {"client": "wrk (the client)", "postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
+def process_table(a, b, client, digits, least):
+    """Rows of two by-process figures side by side, biggest first: those
+    of at least `least` in either, then the sums."""
+    names = sorted(set(a) | set(b), key=lambda k: -max(a.get(k, 0), b.get(k, 0)))
+    shown = [k for k in names if max(a.get(k, 0), b.get(k, 0)) >= least]
+    label = {"client": client, "postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
              "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
-    rows = [f"| {label.get(k, k)} | {cpu_with.get(k, 0):.1f} | {cpu_alone.get(k, 0):.1f} |" for k in shown]
-    rows.append(f"| **all** | **{sum(cpu_with.values()):.1f}** | **{sum(cpu_alone.values()):.1f}** |")
+    rows = [f"| {label.get(k, k)} | {a.get(k, 0):.{digits}f} | {b.get(k, 0):.{digits}f} |" for k in shown]
+    rows.append(f"| **all** | **{sum(a.values()):.{digits}f}** | **{sum(b.values()):.{digits}f}** |")
     return "\n".join(rows)
 w_sold, w_sold_bare = wrk("soldout"), wrk("soldout_bare")
 # The accept rate counts 202s only (wrk counts other answers as non-2xx).
@@ -308,14 +310,6 @@ def busy(name, seconds):
         return {}
     return {k: v / seconds for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
 busy_load, busy_broker = busy("open5k", l5.get("duration_s")), busy("confirm5k", c5.get("seconds"))
-def busy_table():
-    names = sorted(set(busy_load) | set(busy_broker), key=lambda k: -max(busy_load.get(k, 0), busy_broker.get(k, 0)))
-    shown = [k for k in names if max(busy_load.get(k, 0), busy_broker.get(k, 0)) >= 0.01]
-    label = {"client": "the client (flashgrid-load; flashgrid-bench)", "postgres": "PostgreSQL", "redis-server": "Redis",
-             "beam.smp": "RabbitMQ", "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
-    rows = [f"| {label.get(k, k)} | {busy_load.get(k, 0):.2f} | {busy_broker.get(k, 0):.2f} |" for k in shown]
-    rows.append(f"| **all** | **{sum(busy_load.values()):.2f}** | **{sum(busy_broker.values()):.2f}** |")
-    return "\n".join(rows)
 pub = j("open5k.published") if have("open5k.published.json") else {}
 open5k_messages = (pub["after"] - pub["before"]) if pub.get("after") is not None and pub.get("before") is not None else None
 open5k_group = f"{l5['statuses'].get('202', 0) / open5k_messages:.1f}" if open5k_messages else "n/a"
@@ -413,7 +407,7 @@ PostgreSQL on the same cores.
 
 | process | µs per request, worker running | worker paused |
 |---|---|---|
-{cpu_table()}
+{process_table(cpu_with, cpu_alone, 'wrk (the client)', 1, 0.5)}
 
 ## 4. flashgrid-load against oha
 
@@ -455,7 +449,7 @@ a core is what a `202`'s tail is made of once they are this busy.
 
 | process | cores busy, FlashGrid at 5,000/s | the broker alone at 5,000/s |
 |---|---|---|
-{busy_table()}
+{process_table(busy_load, busy_broker, 'the client (flashgrid-load; flashgrid-bench)', 2, 0.01)}
 
 Target: p99 under 5 ms.
 

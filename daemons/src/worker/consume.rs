@@ -228,7 +228,7 @@ impl Consume<'_> {
                     drop(gathering.take());
                     continue;
                 }
-                let now = tokio::time::Instant::now();
+                let now = Instant::now();
                 let in_flight = !last.acked.is_cancelled();
                 if !gathering.ready(self.cfg.batch_max, in_flight, self.cfg.linger, now) {
                     continue;
