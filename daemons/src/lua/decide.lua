@@ -184,11 +184,18 @@ for i = 11, #ARGV, 6 do
     -- from PostgreSQL (gateway/routes/status.rs): the same answer again.
     if closed == '1' then
       reason = 'sale_closed'
-    elseif tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
-      reason = 'user_limit'
     elseif qty > stock then
-      reason = 'sold_out'
-      saw_sold_out = true
+      if tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
+        reason = 'user_limit'
+      else
+        reason = 'sold_out'
+        saw_sold_out = true
+      end
+    elseif redis.call('HINCRBY', KEYS[2], user, qty) > limit then
+      -- Taken first and given back when over the limit: a seat sold costs
+      -- one call on the users hash, not a read and a write.
+      redis.call('HINCRBY', KEYS[2], user, -qty)
+      reason = 'user_limit'
     end
     if reason then
       -- Certain when the committed count alone rejects it (see above).
@@ -208,7 +215,6 @@ for i = 11, #ARGV, 6 do
       redis.call('SET', KEYS[k], o, 'EX', ttl)
     else
       stock = stock - qty
-      redis.call('HINCRBY', KEYS[2], user, qty)
       o = 'C||' .. qty .. '|' .. user
       redis.call('HSET', KEYS[3], rid, o)
       -- The pending marker stays (the won hash is read first): should a

@@ -29,26 +29,28 @@ if whole then
     return redis.error_reply('NOSTOCK state behind what the worker saw of it, rebuild from PostgreSQL')
   end
 end
-local settled = {}
+local settled, seen = {}, {}
 for i = 4, #ARGV do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if v and string.sub(v, 1, 1) == 'C' then
-    local qty, user = string.match(v, '^C||(%d+)|(.*)$')
-    if not qty then
-      return redis.error_reply('unreadable confirmation of ' .. ARGV[i] .. ': ' .. v)
+  local id = ARGV[i]
+  -- The same id twice in one call is settled once.
+  if not seen[id] then
+    seen[id] = true
+    local v = redis.call('HGET', KEYS[1], id)
+    if v and string.sub(v, 1, 1) == 'C' then
+      local qty, user = string.match(v, '^C||(%d+)|(.*)$')
+      if not qty then
+        return redis.error_reply('unreadable confirmation of ' .. id .. ': ' .. v)
+      end
+      settled[#settled + 1] = {id, v, tonumber(qty), user}
     end
-    settled[#settled + 1] = {ARGV[i], v, tonumber(qty), user}
   end
 end
 local seats = 0
 for _, s in ipairs(settled) do
   local id, v, qty, user = s[1], s[2], s[3], s[4]
-  -- The same id twice in one call is settled once.
-  if redis.call('HGET', KEYS[1], id) == v then
-    redis.call('HSET', KEYS[1], id, 'c' .. string.sub(v, 2))
-    redis.call('HINCRBY', KEYS[1], '\2' .. user, qty)
-    seats = seats + qty
-  end
+  redis.call('HSET', KEYS[1], id, 'c' .. string.sub(v, 2))
+  redis.call('HINCRBY', KEYS[1], '\2' .. user, qty)
+  seats = seats + qty
 end
 if seats > 0 then
   redis.call('HINCRBY', KEYS[1], '\2', seats)

@@ -11,6 +11,7 @@ mod attack;
 mod big_batch;
 mod burst;
 mod contract;
+mod counts;
 mod crash;
 mod docs;
 mod feed;
