@@ -184,6 +184,10 @@ for i = 11, #ARGV, 6 do
     -- from PostgreSQL (gateway/routes/status.rs): the same answer again.
     if closed == '1' then
       reason = 'sale_closed'
+    elseif qty > limit then
+      -- Over the limit whatever the user holds: no call at all (and no
+      -- users entry for a buyer who never held a seat).
+      reason = 'user_limit'
     elseif qty > stock then
       if tonumber(redis.call('HGET', KEYS[2], user) or '0') + qty > limit then
         reason = 'user_limit'
@@ -193,7 +197,9 @@ for i = 11, #ARGV, 6 do
       end
     elseif redis.call('HINCRBY', KEYS[2], user, qty) > limit then
       -- Taken first and given back when over the limit: a seat sold costs
-      -- one call on the users hash, not a read and a write.
+      -- one call on the users hash, not a read and a write. Given back
+      -- only to a user who holds seats already (qty alone is within the
+      -- limit), so the hash keeps no entry a winner did not make.
       redis.call('HINCRBY', KEYS[2], user, -qty)
       reason = 'user_limit'
     end
