@@ -100,6 +100,26 @@ wrk_cpu() { # name url event: wrk_reserve, and the CPU each process spent meanwh
   BENCH_EVENT=$3 python3 scripts/bench/cpu.py "$OUT/$1.cpu.json" -- wrk -t2 -c"$C_OPEN" \
     -d"${BENCH_WRK_SECONDS:-8}s" --latency -s scripts/bench/reserve.lua "$2" > "$OUT/$1.wrk"
 }
+perf_ok() { # perf may sample the gateway (linux-perf installed; attaching allowed)
+  command -v perf >/dev/null &&
+    perf record -q -o /dev/null -p "$(cat .run/flashgrid-gateway.pid)" -- sleep 0.1 >/dev/null 2>&1
+}
+profile_gateway() { # name url event: wrk_reserve once more, perf sampling the gateway's stacks ($OUT/name.perf.data)
+  local rec
+  perf record -q -F 499 --call-graph dwarf,16384 -p "$(cat .run/flashgrid-gateway.pid)" \
+    -o "$OUT/$1.perf.data" -- sleep "${BENCH_WRK_SECONDS:-8}" >/dev/null 2>&1 &
+  rec=$!
+  BENCH_EVENT=$3 wrk -t2 -c"$C_OPEN" -d"${BENCH_WRK_SECONDS:-8}s" -s scripts/bench/reserve.lua "$2" > /dev/null
+  wait "$rec" || true
+}
+perf_report() { # name: each symbol's share of the samples, its callees' included ($OUT/name.perf.txt)
+  [ -f "$OUT/$1.perf.data" ] || return 0
+  perf report -i "$OUT/$1.perf.data" --children --sort symbol -g none --stdio > "$OUT/$1.perf.txt" 2>/dev/null || true
+  rm -f "$OUT/$1.perf.data"
+}
+commandstats() { # Redis's per-command counters, to diff around a scenario
+  redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" INFO commandstats 2>/dev/null || true
+}
 lone_worker() { # the pid of the one worker `just up` started, or nothing (none, or two: --cluster)
   local pid; pid=$(cat .run/flashgrid-worker.pid 2>/dev/null || true)
   if [ -f .run/flashgrid-worker-1.pid ] && kill -0 "$(cat .run/flashgrid-worker-1.pid)" 2>/dev/null; then return; fi
@@ -172,8 +192,18 @@ if [ -n "$LONE" ]; then
   trap 'kill -CONT "$LONE" 2>/dev/null; cleanup' EXIT
   kill -STOP "$LONE"
   wrk_cpu open_alone "$URL" bench-open
+  # Where the gateway's share goes, by its stacks: a run of its own, as
+  # sampling slows what it samples.
+  if perf_ok; then
+    echo "== the accept path once more, under perf"
+    profile_gateway open_alone "$URL" bench-open
+  else
+    echo "perf is not installed or may not attach to the gateway here: its profile is skipped" >&2
+  fi
   kill -CONT "$LONE"
   trap cleanup EXIT
+  # The unwinding takes a while: not with the worker paused.
+  perf_report open_alone
   committed bench-open
 else
   echo "not one worker at .run/flashgrid-worker.pid: the accept path without it is skipped" >&2
@@ -248,7 +278,10 @@ else
   kill -STOP "$WORKER_PID"
   $LOAD --url "$URL" --event bench-drain -n "$DRAIN_N" -c "$C_OPEN" --no-verify --json > "$OUT/drain_fill.json"
   BACKLOG=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['statuses'].get('202', 0))" "$OUT/drain_fill.json")
-  $BENCH drain --addr "${URL#http://}" --event bench-drain --worker-pid "$WORKER_PID" --backlog "$BACKLOG" > "$OUT/drain.json"
+  commandstats > "$OUT/drain.redis0"
+  python3 scripts/bench/cpu.py "$OUT/drain.cpu.json" -- \
+    $BENCH drain --addr "${URL#http://}" --event bench-drain --worker-pid "$WORKER_PID" --backlog "$BACKLOG" > "$OUT/drain.json"
+  commandstats > "$OUT/drain.redis1"
   trap cleanup EXIT
 fi
 # Its parts' ceilings: the decide script alone (Redis), the commit statement
@@ -285,16 +318,76 @@ def cpu_per_request(name, w):
         return {}
     return {k: v / max(w["total"], 1) * 1e6 for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
 cpu_with, cpu_alone = cpu_per_request("open", w_open), cpu_per_request("open_alone", w_alone)
+# Processes by the names /proc gives them (cut at 15 characters).
+PROCESS_NAMES = {"postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
+                 "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
 def process_table(a, b, client, digits, least):
     """Rows of two by-process figures side by side, biggest first: those
     of at least `least` in either, then the sums."""
     names = sorted(set(a) | set(b), key=lambda k: -max(a.get(k, 0), b.get(k, 0)))
     shown = [k for k in names if max(a.get(k, 0), b.get(k, 0)) >= least]
-    label = {"client": client, "postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
-             "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
+    label = {**PROCESS_NAMES, "client": client}
     rows = [f"| {label.get(k, k)} | {a.get(k, 0):.{digits}f} | {b.get(k, 0):.{digits}f} |" for k in shown]
     rows.append(f"| **all** | **{sum(a.values()):.{digits}f}** | **{sum(b.values()):.{digits}f}** |")
     return "\n".join(rows)
+def perf_shares(name):
+    """Each symbol's share of a perf report's samples, its callees'
+    included: the largest where a name repeats (inlined at several sites)."""
+    shares = {}
+    if have(f"{name}.perf.txt"):
+        for line in open(f"{out}/{name}.perf.txt", errors="replace"):
+            # Written to a file, perf adds two columns of "-" after the name.
+            m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[[.k]\]\s+(.*?)(?:\s+-\s+-)?\s*$", line)
+            if m:
+                sym = m.group(2).removesuffix("(inlined)").strip()
+                shares[sym] = max(shares.get(sym, 0.0), float(m.group(1)))
+    return shares
+# The gateway's parts by their frames; an indented part runs within the one above it.
+GATEWAY_PARTS = [
+    ("HTTP: each connection's requests, read to written", r"hyper::proto::h1::dispatch::Dispatcher<.*>::poll_catch"),
+    ("&emsp;the answer's write (a writev: the kernel's loopback to the client)", r"hyper::proto::h1::io::Buffered<.*>::poll_flush"),
+    ("&emsp;`/reserve`'s handler", r"flashgrid::gateway::routes::reserve::<impl .*>::reserve::\{\{closure\}\}"),
+    ("&emsp;&emsp;the request read (headers, JSON body)", r".*::parse_purchase::\{\{closure\}\}"),
+    ("&emsp;&emsp;the signed status URL (HMAC)", r"flashgrid::gateway::receipt::Receipts::status_url"),
+    ("&emsp;&emsp;the `202`'s body (JSON)", r"flashgrid::gateway::routes::reserve::accepted"),
+    ("the batcher: each group's message encoded and published", r"flashgrid::gateway::publisher::batcher::\{\{closure\}\}"),
+    ("the confirm waiters: each group's buyers answered", r"flashgrid::gateway::publisher::batcher::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}"),
+    ("the pending markers (Redis)", r"flashgrid::inventory::Inventory::mark_pending::\{\{closure\}\}"),
+    ("lapin's I/O thread (AMQP frames both ways)", r"lapin::io_loop::IoLoop<.*>::run"),
+    ("the kernel: system calls (of all the above)", r"entry_SYSCALL_64_after_hwframe"),
+    ("the kernel: threads put to sleep and woken", r"__schedule"),
+]
+gw_shares = perf_shares("open_alone")
+gw_us = cpu_alone.get("flashgrid-gatew", 0)
+def gateway_parts():
+    rows = []
+    for label, pattern in GATEWAY_PARTS:
+        share = max((v for k, v in gw_shares.items() if re.fullmatch(pattern, k)), default=None)
+        if share is None:
+            rows.append(f"| {label} | not sampled | |")
+        else:
+            rows.append(f"| {label} | {share:.1f}% | {share / 100 * gw_us:.1f} |")
+    return "\n".join(rows)
+def commandstats(name):
+    stats = {}
+    if have(name):
+        for line in open(f"{out}/{name}"):
+            m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+            if m:
+                stats[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return stats
+def redis_rows(backlog):
+    """Redis's commands during the drain, per reservation, most first."""
+    if not backlog:
+        return "| (no backlog was queued) | | |"
+    before, after = commandstats("drain.redis0"), commandstats("drain.redis1")
+    diff = {k: (c - before.get(k, (0, 0))[0], u - before.get(k, (0, 0))[1]) for k, (c, u) in after.items()}
+    # EVALSHA: the scripts, a call for hundreds of reservations.
+    shown = sorted((k for k, (c, _) in diff.items() if c >= 0.05 * backlog or k == "evalsha"),
+                   key=lambda k: -diff[k][1])
+    name = lambda k: "EVALSHA (the scripts; their commands below)" if k == "evalsha" else k.upper()
+    rows = [f"| {name(k)} | {diff[k][0] / backlog:.3f} | {diff[k][1] / backlog:.2f} |" for k in shown]
+    return "\n".join(rows) or "| (no commandstats: redis-cli could not read them) | | |"
 w_sold, w_sold_bare = wrk("soldout"), wrk("soldout_bare")
 # The accept rate counts 202s only (wrk counts other answers as non-2xx).
 w_accept = w_open["rps"] * (w_open["total"] - w_open["non2xx"]) / max(w_open["total"], 1)
@@ -302,6 +395,12 @@ seed, seed_bare = j("seed"), j("seed_bare")
 open_, open_bare, b1, b10 = j("open"), j("open_bare"), j("broker1"), j("broker10")
 sold, sold_bare = j("soldout"), j("soldout_bare")
 idle, idle_bare, drain = j("idle"), j("idle_bare"), j("drain")
+drain_names = {**PROCESS_NAMES, "client": "flashgrid-bench drain"}
+drain_cpu = sorted(((drain_names.get(k, k), v / max(drain.get("backlog", 0), 1) * 1e6)
+                    for k, v in (json.load(open(f"{out}/drain.cpu.json")).items() if have("drain.cpu.json") and drain else [])),
+                   key=lambda kv: -kv[1])
+drain_all = sum(v for _, v in drain_cpu)
+drain_cpu = [kv for kv in drain_cpu if kv[1] >= 0.1]
 d_shard, d_winners = j("drain_shard"), j("drain_winners")
 o5, l5, c5 = j("open5k_oha"), j("open5k"), j("confirm5k")
 def busy(name, seconds):
@@ -325,6 +424,41 @@ reject = sold["statuses"].get("409", 0) / sold["duration_s"]
 bare_accept = open_bare["rps"]
 bare_reject = sold_bare["rps"]
 def r(x, y): return f"{x / y:.2f}" if y else "n/a"
+gateway_section = f"""`perf record --call-graph dwarf` of the gateway during one more
+accept-path run with the worker paused ({len(gw_shares)} frames
+sampled). Each part's share of the gateway's samples, its callees
+included (an indented part is within the one above it, and the kernel's
+rows overlap the others), and that share of the gateway's
+{gw_us:.1f} µs per `202` with the worker paused (the table above).
+
+| part of the gateway | share of its CPU | µs per `202` |
+|---|---|---|
+{gateway_parts()}""" if gw_shares else """Skipped: perf is not installed or may not attach to the gateway here
+(`apt-get install linux-perf`), or the worker was not paused (see the
+run's output)."""
+drain_processes = "\n".join(f"| {k} | {v:.1f} |" for k, v in drain_cpu)
+drain_section = f"""
+### Where the drain's CPU goes
+
+CPU (user + system) of each process over the drain, per reservation
+committed (`scripts/bench/cpu.py`; the client is `flashgrid-bench drain`
+following the count), and the commands Redis ran meanwhile, per
+reservation (`INFO commandstats` before and after; the commands the
+scripts call are counted on their own rows, and EVALSHA's time includes
+theirs).
+
+| process | µs per reservation |
+|---|---|
+{drain_processes}
+| **all** | **{drain_all:.1f}** |
+
+At {drain_all:.1f} µs of CPU a reservation, the machine's {os.cpu_count()} cores
+allow at most {os.cpu_count() * 1e6 / max(drain_all, 1e-9):.0f} reservations a second, every core busy
+with the drain alone; it ran at {drain.get('confirmed_per_s', 0):.0f}.
+
+| Redis command | calls per reservation | µs per reservation, Redis's own clock |
+|---|---|---|
+{redis_rows(drain['backlog'])}""" if drain and drain_cpu else ""
 print(f"""# Benchmarks
 
 Written by `just bench` on {datetime.date.today()}: FlashGrid's figures beside
@@ -409,6 +543,10 @@ PostgreSQL on the same cores.
 |---|---|---|
 {process_table(cpu_with, cpu_alone, 'wrk (the client)', 1, 0.5)}
 
+#### The gateway's share, by its stacks
+
+{gateway_section}
+
 ## 4. flashgrid-load against oha
 
 {"Same target (the bare server answering 409), `-n 60000 -c 128`, the two in turn three times; the median of each." if oha_rps else "oha could not be installed (`cargo install oha`); this row is skipped."}
@@ -469,6 +607,7 @@ whole backlog was committed.
 | the commit statement alone, 256 a call, one event (`flashgrid-bench winners`) | {d_winners['rows_per_s']:.0f} | {r(drain.get('confirmed_per_s', 0), d_winners['rows_per_s'])} |
 
 Target: at least 50,000 a second.
+{drain_section}
 
 ## 7. Memory of {idle['connections']} idle keep-alive connections
 
