@@ -2,7 +2,8 @@
 //! user's seats, the seats left and the committed seats move by what was
 //! sold and by nothing else — not by a purchase refused for its user's
 //! limit (its seats are taken first and given back; none are taken when
-//! the quantity alone is over it), not by an id settled twice in one call. Driven with the worker's own `Decider`.
+//! the quantity alone is over it), not by an id settled twice in one
+//! call. Driven with the worker's own `Decider`.
 
 use crate::helpers::{TestStack, purchase};
 use flashgrid::queue::Queued;
