@@ -312,12 +312,14 @@ def wrk(name):
 w_open, w_open_bare = wrk("open"), wrk("open_bare")
 have = lambda f: os.path.exists(f"{out}/{f}")
 w_alone = wrk("open_alone") if have("open_alone.wrk") else None
-def cpu_per_request(name, w):
-    """µs of CPU per request, by process, over a wrk run."""
-    if not w or not have(f"{name}.cpu.json"):
+def cpu_per(name, count):
+    """µs of CPU per unit of `count` (requests, reservations), by process,
+    over a run that cpu.py measured."""
+    if not count or not have(f"{name}.cpu.json"):
         return {}
-    return {k: v / max(w["total"], 1) * 1e6 for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
-cpu_with, cpu_alone = cpu_per_request("open", w_open), cpu_per_request("open_alone", w_alone)
+    return {k: v / count * 1e6 for k, v in json.load(open(f"{out}/{name}.cpu.json")).items()}
+cpu_with = cpu_per("open", w_open["total"])
+cpu_alone = cpu_per("open_alone", w_alone and w_alone["total"])
 # Processes by the names /proc gives them (cut at 15 characters).
 PROCESS_NAMES = {"postgres": "PostgreSQL", "redis-server": "Redis", "beam.smp": "RabbitMQ",
                  "flashgrid-gatew": "flashgrid-gateway", "flashgrid-worke": "flashgrid-worker"}
@@ -396,11 +398,9 @@ open_, open_bare, b1, b10 = j("open"), j("open_bare"), j("broker1"), j("broker10
 sold, sold_bare = j("soldout"), j("soldout_bare")
 idle, idle_bare, drain = j("idle"), j("idle_bare"), j("drain")
 drain_names = {**PROCESS_NAMES, "client": "flashgrid-bench drain"}
-drain_cpu = sorted(((drain_names.get(k, k), v / max(drain.get("backlog", 0), 1) * 1e6)
-                    for k, v in (json.load(open(f"{out}/drain.cpu.json")).items() if have("drain.cpu.json") and drain else [])),
-                   key=lambda kv: -kv[1])
-drain_all = sum(v for _, v in drain_cpu)
-drain_cpu = [kv for kv in drain_cpu if kv[1] >= 0.1]
+drain_per = cpu_per("drain", drain.get("backlog"))
+drain_all = sum(drain_per.values())
+drain_cpu = sorted(((drain_names.get(k, k), v) for k, v in drain_per.items() if v >= 0.1), key=lambda kv: -kv[1])
 d_shard, d_winners = j("drain_shard"), j("drain_winners")
 o5, l5, c5 = j("open5k_oha"), j("open5k"), j("confirm5k")
 def busy(name, seconds):
