@@ -29,34 +29,60 @@ if whole then
     return redis.error_reply('NOSTOCK state behind what the worker saw of it, rebuild from PostgreSQL')
   end
 end
-local settled, seen = {}, {}
+-- In three calls, not three a confirmation: every entry read with one
+-- HMGET, the flips written with one HSET, and each user's count added to
+-- once (decide.lua's "Read in two calls" says why; unpack() in parts).
+local function call_in_parts(cmd, key, list)
+  local reply = {}
+  for i = 1, #list, 1000 do
+    local args = {key}
+    for j = i, math.min(i + 999, #list) do args[#args + 1] = list[j] end
+    local part = redis.call(cmd, unpack(args))
+    if type(part) == 'table' then
+      for _, v in ipairs(part) do reply[#reply + 1] = v end
+    end
+  end
+  return reply
+end
+local ids, seen = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   -- The same id twice in one call is settled once.
   if not seen[id] then
     seen[id] = true
-    local v = redis.call('HGET', KEYS[1], id)
-    if v and string.sub(v, 1, 1) == 'C' then
-      local qty, user = string.match(v, '^C||(%d+)|(.*)$')
-      if not qty then
-        return redis.error_reply('unreadable confirmation of ' .. id .. ': ' .. v)
-      end
-      settled[#settled + 1] = {id, v, tonumber(qty), user}
-    end
+    ids[#ids + 1] = id
   end
 end
-local seats = 0
-for _, s in ipairs(settled) do
-  local id, v, qty, user = s[1], s[2], s[3], s[4]
-  redis.call('HSET', KEYS[1], id, 'c' .. string.sub(v, 2))
-  redis.call('HINCRBY', KEYS[1], '\2' .. user, qty)
-  seats = seats + qty
+local values = call_in_parts('HMGET', KEYS[1], ids)
+local flips, per_user, users = {}, {}, {}
+local settled, seats = 0, 0
+for n, id in ipairs(ids) do
+  local v = values[n]
+  if v and string.sub(v, 1, 1) == 'C' then
+    local qty, user = string.match(v, '^C||(%d+)|(.*)$')
+    if not qty then
+      return redis.error_reply('unreadable confirmation of ' .. id .. ': ' .. v)
+    end
+    flips[#flips + 1] = id
+    flips[#flips + 1] = 'c' .. string.sub(v, 2)
+    if not per_user[user] then
+      per_user[user] = 0
+      users[#users + 1] = user
+    end
+    per_user[user] = per_user[user] + tonumber(qty)
+    seats = seats + tonumber(qty)
+    settled = settled + 1
+  end
+end
+call_in_parts('HSET', KEYS[1], flips)
+for _, user in ipairs(users) do
+  redis.call('HINCRBY', KEYS[1], '\2' .. user, per_user[user])
 end
 if seats > 0 then
   redis.call('HINCRBY', KEYS[1], '\2', seats)
 end
 if not whole then
-  return {'0', '0', '0', tostring(#settled)}
+  return {'0', '0', '0', tostring(settled)}
 end
 local seq = redis.call('HINCRBY', KEYS[1], '\4', 1)
-return {sale, epoch, tostring(seq), tostring(#settled)}
+return {sale, epoch, tostring(seq), tostring(settled)}

@@ -96,3 +96,44 @@ async fn an_id_settled_twice_in_one_call_is_counted_once() {
     let of_x: Option<i64> = redis.hget(&k.won, "\u{2}x").await.unwrap();
     assert_eq!((committed, of_x), (Some(2), Some(2)), "counted once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_decided_twice_in_one_call_is_sold_once() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack
+        .create_event_json(serde_json::json!({
+            "event_id": "twice-decided", "name": "twice", "capacity": 3, "per_user_limit": 4
+        }))
+        .await;
+    let a = stack.decider().await;
+    let x = of("twice-decided", "x", 2);
+    let y = of("twice-decided", "x", 1);
+    // x twice (a redelivery in the same batch), and a second purchase of
+    // the same user: one call reads every entry before it writes any, and
+    // must still see what it wrote for x's first meeting.
+    let batch = [x.clone(), x.clone(), y.clone()];
+    let (mut outcomes, epochs) = a.decide(&batch).await.unwrap();
+    let seen: Vec<_> = outcomes.iter().map(|o| o.status).collect();
+    assert_eq!(
+        seen,
+        [Status::Confirmed, Status::Confirmed, Status::Confirmed],
+        "x once, the same decision twice; then y: {outcomes:?}"
+    );
+    let mut redis = stack.redis().await;
+    let k = stack.keys("twice-decided");
+    let left: i64 = redis.get(&k.stock).await.unwrap();
+    assert_eq!(left, 0, "3 seats, x's 2 sold once and y's 1");
+    assert_eq!(users_seats(&stack, "twice-decided", "x").await, 3);
+
+    // Both of x's purchases settled in one call: the user's count is their sum.
+    a.commit(&batch, &mut outcomes, &epochs).await.unwrap();
+    a.settle(&batch, &outcomes).await.unwrap();
+    let committed: Option<i64> = redis.hget(&k.won, "\u{2}").await.unwrap();
+    let of_x: Option<i64> = redis.hget(&k.won, "\u{2}x").await.unwrap();
+    assert_eq!((committed, of_x), (Some(3), Some(3)));
+    for r in [&x, &y] {
+        let entry: String = redis.hget(&k.won, r.id.0.to_string()).await.unwrap();
+        assert!(entry.starts_with('c'), "settled: {entry}");
+    }
+}
