@@ -268,11 +268,11 @@ pub struct WorkerConfig {
     pub pipeline: u8,
 
     /// Seconds a batch smaller than `--batch-max` may wait for more messages
-    /// while the batches before it are in flight: at a low rate it makes one
-    /// PostgreSQL commit of what would be many (each a commit of its own,
-    /// queued behind the one before it on the event's row lock). 0 takes
-    /// each batch at once; so does `--pipeline 1`, where nothing is in
-    /// flight when a batch is taken.
+    /// while the batches before it are in flight, and the least time between
+    /// two batches (a batch after a quiet spell goes at once): at a low or
+    /// moderate rate it makes one PostgreSQL commit of what would be many
+    /// (each a commit of its own, queued behind the one before it on the
+    /// event's row lock). 0 takes each batch at once.
     #[arg(long, env = "FLASHGRID_LINGER", default_value = "0.005", value_parser = parse_linger)]
     pub linger: Duration,
 

@@ -425,9 +425,16 @@ impl Consume<'_> {
 
 /// The next batch while it is gathered: a batch smaller than `--batch-max`
 /// waits, at most `--linger`, while the batches before it are in flight
-/// (Nagle's rule). At a low rate each message would otherwise be a batch
+/// (Nagle's rule), and goes no sooner than `--linger` after the batch
+/// before it went. At a low rate each message would otherwise be a batch
 /// of its own, and each batch pays a PostgreSQL commit: its fsync, under the
 /// event's row lock, so the commits of one event wait for each other anyway.
+/// Without the spacing, a moderate rate cuts a batch each time the one
+/// before it is acked (every ~3 ms here): at 5,000 reservations a second,
+/// 359 commits of 14 reservations, and PostgreSQL, the worker and Redis
+/// spent four times the CPU a reservation they spend on a backlog, taken
+/// from the cores that answer the buyers. A batch after a quiet spell
+/// still goes at once.
 /// Kept in the consume loop, not in a future of its own, so that nothing
 /// taken is lost when another branch of the loop wins.
 #[derive(Default)]
@@ -435,6 +442,8 @@ struct Gathering {
     deliveries: Vec<Delivery>,
     /// When it goes anyway; set while it waits.
     until: Option<Instant>,
+    /// When the batch before it went.
+    last_went: Option<Instant>,
 }
 
 impl Gathering {
@@ -459,7 +468,10 @@ impl Gathering {
         goes_now(
             self.deliveries.len(),
             max,
-            in_flight,
+            Before {
+                in_flight,
+                went: self.last_went,
+            },
             linger,
             now,
             &mut self.until,
@@ -468,24 +480,46 @@ impl Gathering {
 
     fn take(&mut self) -> Vec<Delivery> {
         self.until = None;
+        self.last_went = Some(Instant::now());
         std::mem::take(&mut self.deliveries)
     }
 }
 
-/// Whether a batch of `len` goes now: it is full, or nothing is in flight
-/// before it, or it waited `linger` since `until` was first set.
+/// The batch before the one gathered.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    /// Not acked yet.
+    in_flight: bool,
+    /// When it went (none yet: the first batch).
+    went: Option<Instant>,
+}
+
+/// Whether a batch of `len` goes now: it is full; or nothing is in flight
+/// before it and the one before went `linger` ago or more; or it waited
+/// until `until`, first set to the later of the two (`linger` from its
+/// first look while one is in flight, `linger` after the one before
+/// went otherwise).
 fn goes_now(
     len: usize,
     max: usize,
-    in_flight: bool,
+    before: Before,
     linger: Duration,
     now: Instant,
     until: &mut Option<Instant>,
 ) -> bool {
-    if len >= max || !in_flight || linger.is_zero() {
+    if len >= max || linger.is_zero() {
         return true;
     }
-    now >= *until.get_or_insert(now + linger)
+    let spaced = before.went.map(|t| t + linger);
+    if !before.in_flight && spaced.is_none_or(|t| now >= t) {
+        return true;
+    }
+    let wait = if before.in_flight {
+        now + linger
+    } else {
+        spaced.unwrap_or(now)
+    };
+    now >= *until.get_or_insert(wait)
 }
 
 /// Pending forever without a deadline (a `select!` branch guarded off).
@@ -503,7 +537,8 @@ mod tests {
     const LINGER: Duration = Duration::from_millis(2);
 
     fn ready_with(n: usize, until: &mut Option<Instant>, in_flight: bool, now: Instant) -> bool {
-        goes_now(n, 4, in_flight, LINGER, now, until)
+        let went = None;
+        goes_now(n, 4, Before { in_flight, went }, LINGER, now, until)
     }
 
     #[test]
@@ -522,5 +557,57 @@ mod tests {
         // A full batch goes at once.
         let mut until = None;
         assert!(ready_with(4, &mut until, true, t0));
+    }
+
+    #[test]
+    fn a_batch_goes_no_sooner_than_the_linger_after_the_one_before_it() {
+        let t0 = Instant::now();
+        let before = |in_flight| Before {
+            in_flight,
+            went: Some(t0),
+        };
+        // The one before went just now and is done: this one waits until
+        // the linger since that one went...
+        let mut until = None;
+        assert!(!goes_now(
+            1,
+            4,
+            before(false),
+            LINGER,
+            t0 + LINGER / 4,
+            &mut until
+        ));
+        assert_eq!(until, Some(t0 + LINGER));
+        assert!(!goes_now(
+            2,
+            4,
+            before(false),
+            LINGER,
+            t0 + LINGER / 2,
+            &mut until
+        ));
+        assert!(goes_now(
+            2,
+            4,
+            before(false),
+            LINGER,
+            t0 + LINGER,
+            &mut until
+        ));
+        // ...goes at once after a quiet spell...
+        let mut until = None;
+        assert!(goes_now(
+            1,
+            4,
+            before(false),
+            LINGER,
+            t0 + LINGER * 3,
+            &mut until
+        ));
+        assert_eq!(until, None);
+        // ...and at once when full.
+        assert!(goes_now(4, 4, before(false), LINGER, t0, &mut None));
+        // A linger of 0 takes each batch at once.
+        assert!(goes_now(1, 4, before(true), Duration::ZERO, t0, &mut None));
     }
 }
