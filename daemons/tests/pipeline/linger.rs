@@ -1,6 +1,7 @@
 //! A batch smaller than `--batch-max` waits (`--linger`) while the batch
-//! before it is in flight, so that purchases arriving one by one at a low
-//! rate are committed together rather than each in a transaction of its own.
+//! before it is in flight, and goes no sooner than the linger after that
+//! one went, so that purchases arriving one by one at a low rate are
+//! committed together rather than each in a transaction of its own.
 //! Rows inserted by one transaction share their `xmin`: the count of
 //! distinct ones is the count of commits.
 
