@@ -221,8 +221,15 @@ impl Inventory {
             ns,
             outcome_ttl: DEFAULT_OUTCOME_TTL.as_secs(),
             scripts: std::sync::Arc::new(Scripts {
-                decide: Script::new(include_str!("../lua/decide.lua")),
-                settle: Script::new(include_str!("../lua/settle.lua")),
+                // parts.lua first: the bulk calls both scripts make.
+                decide: Script::new(concat!(
+                    include_str!("../lua/parts.lua"),
+                    include_str!("../lua/decide.lua")
+                )),
+                settle: Script::new(concat!(
+                    include_str!("../lua/parts.lua"),
+                    include_str!("../lua/settle.lua")
+                )),
                 restock: Script::new(include_str!("../lua/restock.lua")),
                 revoke: Script::new(include_str!("../lua/revoke.lua")),
                 reset: Script::new(include_str!("../lua/reset.lua")),

@@ -139,21 +139,7 @@ local saw_sold_out = false
 -- in one call reads what its first meeting wrote; the won hash's writes
 -- go out in one call at the end. A call into Redis costs about a
 -- microsecond of Lua around the command itself, and a seat sold took five.
--- unpack() puts every value on Lua's C stack (some thousands at most):
--- in parts.
-local function call_in_parts(cmd, key, list)
-  local reply = {}
-  for i = 1, #list, 1000 do
-    local args = {}
-    if key then args[1] = key end
-    for j = i, math.min(i + 999, #list) do args[#args + 1] = list[j] end
-    local part = redis.call(cmd, unpack(args))
-    if type(part) == 'table' then
-      for _, v in ipairs(part) do reply[#reply + 1] = v end
-    end
-  end
-  return reply
-end
+-- (call_in_parts: parts.lua, loaded in front of this script.)
 local ids, keys = {}, {}
 for i = 11, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
 for k = 4, #KEYS do keys[#keys + 1] = KEYS[k] end

@@ -31,19 +31,8 @@ if whole then
 end
 -- In three calls, not three a confirmation: every entry read with one
 -- HMGET, the flips written with one HSET, and each user's count added to
--- once (decide.lua's "Read in two calls" says why; unpack() in parts).
-local function call_in_parts(cmd, key, list)
-  local reply = {}
-  for i = 1, #list, 1000 do
-    local args = {key}
-    for j = i, math.min(i + 999, #list) do args[#args + 1] = list[j] end
-    local part = redis.call(cmd, unpack(args))
-    if type(part) == 'table' then
-      for _, v in ipairs(part) do reply[#reply + 1] = v end
-    end
-  end
-  return reply
-end
+-- once (decide.lua's "Read in two calls" says why; call_in_parts:
+-- parts.lua, loaded in front of this script).
 local ids, seen = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
