@@ -85,6 +85,39 @@ async fn the_database_refuses_a_commit_over_the_per_user_limit() {
     assert_eq!(revoked, 2);
 }
 
+/// A batch committed again (redelivered after its commit, or retried after
+/// its reply was lost) writes only its winners not written yet and counts
+/// nothing twice, its users' holdings included; so is a winner listed twice
+/// in one batch. The commit tries every winner as new first: this is the
+/// path it takes when one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committed_again_writes_and_counts_only_its_new_winners() {
+    let stack = TestStack::empty().await;
+    sqlx::query(
+        "INSERT INTO events (event_id, name, capacity, per_user_limit) VALUES ('again', 'again', 100, 4)",
+    )
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    let first = [winner("again", "a", 1), winner("again", "b", 2)];
+    let done = db::commit_winners(&stack.pool, &first).await.unwrap();
+    assert_eq!(done.written, 2);
+
+    let new = winner("again", "a", 1);
+    let again = [first[0].clone(), new.clone(), first[1].clone(), new];
+    let done = db::commit_winners(&stack.pool, &again).await.unwrap();
+    assert_eq!(done.written, 1, "only the new winner is written");
+    assert_eq!(stack.db_counts("again").await, (3, 4, 4));
+    let holdings: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT user_id, quantity FROM holdings WHERE event_id = 'again' ORDER BY user_id",
+    )
+    .fetch_all(&stack.pool)
+    .await
+    .unwrap();
+    assert_eq!(holdings, vec![("a".into(), 2), ("b".into(), 2)]);
+    assert_eq!(held(&stack, "again", "a").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_gives_every_user_their_limit_back() {
     let stack = TestStack::spawn().await;
