@@ -23,6 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+/// How long a Redis command may wait for its reply, on one node or a
+/// cluster: long enough that a burst queued behind one multiplexed
+/// connection does not time out, short enough that a cut connection is
+/// noticed within seconds.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Where Redis is, parsed from `REDIS_URL`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
@@ -119,7 +125,7 @@ impl RedisTarget {
             Self::Cluster(nodes) => {
                 let mut b = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(Duration::from_secs(2))
-                    .response_timeout(Duration::from_secs(3))
+                    .response_timeout(RESPONSE_TIMEOUT)
                     // A failover takes the cluster's node timeout (2 s on
                     // `just cluster up`) plus an election: retry over about
                     // that long, in waits of milliseconds, not the

@@ -14,6 +14,7 @@
 //! - [`publisher`]: group publish with confirms, and the broker link.
 //! - [`waiters`]: long-polls woken by decision notices.
 //! - [`copies`]: the copies of one keyed purchase all get the same answer.
+//! - [`lookups`]: Redis lookups of one moment in one round trip.
 //! - [`receipt`]: signed status URLs, readable by every gateway.
 //! - [`limit`]: the optional per-client rate limit.
 //! - [`stats`], [`feed`]: counters, `/metrics` and the live feed.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod limit;
+pub mod lookups;
 pub mod openapi;
 pub mod peers;
 pub mod publisher;
@@ -167,9 +169,12 @@ pub async fn serve(
         tasks.push(tokio::spawn(l.clone().sweep_until(background.clone())));
         l
     });
+    let (lookups, gatherer) = lookups::Lookups::start(inventory.clone(), background.clone());
+    tasks.push(gatherer);
     let gateway = Arc::new(Gateway {
         pool: pool.clone(),
         inventory,
+        lookups,
         catalog: refresh.catalog.clone(),
         unknown: Default::default(),
         publisher: publisher.clone(),

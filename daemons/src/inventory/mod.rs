@@ -163,6 +163,15 @@ impl Decided {
     }
 }
 
+/// A reservation to look up ([`Inventory::lookup_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub event: EventId,
+    /// The sale generation its outcome is recorded under.
+    pub sale: u32,
+    pub id: ReservationId,
+}
+
 /// What Redis knows of one reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -173,7 +182,7 @@ pub struct Lookup {
     pub whole: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InventoryError {
     /// The event's stock is not in Redis, or its state is behind what the
     /// caller knows: rebuild it from PostgreSQL.
@@ -612,34 +621,123 @@ impl Inventory {
     /// The recorded outcome of one reservation (its confirmation, else its
     /// rejection or pending marker) and whether the event's `won` hash is
     /// whole (its sentinel is there: Redis has not lost it since it was
-    /// last built), in one round trip.
+    /// last built), in one round trip (two for a tentative rejection).
     pub async fn lookup(
         &self,
         event: &EventId,
         sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
+        self.lookup_many(&[Wanted {
+            event: event.clone(),
+            sale,
+            id: *id,
+        }])
+        .await
+        .pop()
+        .expect("one answer a reservation")
+    }
+
+    /// [`Inventory::lookup`] of many reservations at once: one pipeline of
+    /// two commands an event whatever the number of its reservations (a
+    /// third, a second round trip, where one holds a tentative rejection),
+    /// the events' calls under way together (a cluster pipeline is of one
+    /// slot, and an event's keys are all in its slot). An answer each, in
+    /// order; a failure fails only the reservations it concerns (an event's
+    /// call, an outcome FlashGrid cannot read, a tentative rejection that
+    /// could not be resolved).
+    pub async fn lookup_many(&self, wanted: &[Wanted]) -> Vec<Result<Lookup, InventoryError>> {
+        // The events in the order they first appear; nearly always one.
+        let mut events: Vec<(&EventId, Vec<usize>)> = Vec::with_capacity(1);
+        for (i, w) in wanted.iter().enumerate() {
+            match events.iter_mut().find(|(e, _)| *e == &w.event) {
+                Some((_, at)) => at.push(i),
+                None => events.push((&w.event, vec![i])),
+            }
+        }
+        let calls = events.iter().map(|(event, at)| async move {
+            let asked: Vec<&Wanted> = at.iter().map(|&i| &wanted[i]).collect();
+            match self.lookup_event(event, &asked).await {
+                Ok(answers) => answers,
+                Err(e) => vec![Err(e); at.len()],
+            }
+        });
+        let mut answers: Vec<Option<Result<Lookup, InventoryError>>> =
+            (0..wanted.len()).map(|_| None).collect();
+        for ((_, at), answered) in events.iter().zip(futures::future::join_all(calls).await) {
+            for (&i, a) in at.iter().zip(answered) {
+                answers[i] = Some(a);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every reservation answered"))
+            .collect()
+    }
+
+    /// [`Inventory::lookup_many`] of one event's reservations.
+    async fn lookup_event(
+        &self,
+        event: &EventId,
+        wanted: &[&Wanted],
+    ) -> Result<Vec<Result<Lookup, InventoryError>>, InventoryError> {
         let k = self.keys(event);
         let mut pipe = redis::pipe();
-        pipe.cmd("HMGET")
-            .arg(&k.won)
-            .arg(id.0.to_string())
-            .arg(SENTINEL)
-            .get(k.outcome(sale, id));
-        let mut conn = self.conn.clone();
-        let ((won, sentinel), other): ((Option<String>, Option<String>), Option<String>) =
-            pipe.query_async(&mut conn).await?;
-        let mut outcome = won
-            .or(other)
-            .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
-            .transpose()?;
-        if let Some(o) = outcome.as_mut().filter(|o| o.is_tentative()) {
-            self.resolve(event, std::slice::from_mut(o)).await?;
+        let hmget = pipe.cmd("HMGET").arg(&k.won).arg(SENTINEL);
+        for w in wanted {
+            hmget.arg(w.id.0.to_string());
         }
-        Ok(Lookup {
-            outcome,
-            whole: sentinel.is_some(),
-        })
+        let mget = pipe.cmd("MGET");
+        for w in wanted {
+            mget.arg(k.outcome(w.sale, &w.id));
+        }
+        let mut conn = self.conn.clone();
+        let (won, other): (Vec<Option<String>>, Vec<Option<String>>) =
+            pipe.query_async(&mut conn).await?;
+        if won.len() != wanted.len() + 1 || other.len() != wanted.len() {
+            return Err(InventoryError::Corrupt(format!(
+                "a lookup of {} reservations answered {} and {} values",
+                wanted.len(),
+                won.len(),
+                other.len()
+            )));
+        }
+        let mut won = won.into_iter();
+        let whole = won.next().flatten().is_some();
+        let mut answers = Vec::with_capacity(wanted.len());
+        // The outcomes found, and where their answers go once resolved.
+        let (mut found, mut outcomes) = (Vec::new(), Vec::new());
+        for (w, o) in won.zip(other) {
+            let outcome = match w
+                .or(o)
+                .map(|s| record::decode(&s).ok_or(InventoryError::Corrupt(s)))
+            {
+                Some(Ok(o)) => {
+                    found.push(answers.len());
+                    outcomes.push(o);
+                    None // for now: answered once resolved, below
+                }
+                Some(Err(e)) => {
+                    answers.push(Err(e));
+                    continue;
+                }
+                None => None,
+            };
+            answers.push(Ok(Lookup { outcome, whole }));
+        }
+        // Only a tentative rejection needs the second round trip; if it
+        // fails, the others are answered all the same.
+        let resolved = self.resolve(event, &mut outcomes).await;
+        for (i, o) in found.into_iter().zip(outcomes) {
+            answers[i] = match &resolved {
+                Err(e) if o.is_tentative() => Err(e.clone()),
+                _ => Ok(Lookup {
+                    outcome: Some(o),
+                    whole,
+                }),
+            };
+        }
+        Ok(answers)
     }
 
     /// Makes certain each tentative rejection among `outcomes` (of one

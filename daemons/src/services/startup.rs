@@ -98,7 +98,7 @@ pub async fn redis(cfg: &ServicesConfig) -> anyhow::Result<(RedisTarget, Store)>
 pub fn redis_manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(crate::store::RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
 }

@@ -21,6 +21,7 @@ mod guards;
 mod holds;
 mod idempotency;
 mod linger;
+mod lookups;
 mod memory;
 mod older;
 mod partitions;

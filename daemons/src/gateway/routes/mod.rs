@@ -38,6 +38,8 @@ const READ_PERMIT_WAIT: Duration = Duration::from_millis(500);
 pub struct Gateway {
     pub pool: PgPool,
     pub inventory: Inventory,
+    /// Redis lookups of keyed purchases and status reads, gathered.
+    pub lookups: crate::gateway::lookups::Lookups,
     pub catalog: Arc<Catalog>,
     /// Events the catalog does not hold, looked up in PostgreSQL.
     pub unknown: super::unknown::UnknownEvents,

@@ -163,7 +163,7 @@ impl Gateway {
             )));
         }
         let sale = entry.event.sale;
-        let (known, whole) = match self.inventory.lookup(event, sale, &p.id).await {
+        let (known, whole) = match self.lookups.lookup(event, sale, &p.id).await {
             Ok(l) => (l.outcome, l.whole),
             // Redis away: a winner's retry is still told its seat
             // (PostgreSQL), anyone else sold_out, as the door always says.

@@ -153,7 +153,7 @@ impl Gateway {
         // the current one as this gateway knows it (an event it does not
         // know yet: the first).
         let sale = receipt.map(|r| r.sale).or(current).unwrap_or(1);
-        let looked = self.inventory.lookup(event, sale, id).await;
+        let looked = self.lookups.lookup(event, sale, id).await;
         // An id without a receipt that a whole state does not hold was
         // never confirmed in this sale (every confirmation stays in Redis
         // with its seat): a made-up id costs no PostgreSQL query.
