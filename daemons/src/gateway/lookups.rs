@@ -9,9 +9,10 @@
 //! slot is free a lookup goes at once, alone; once both are taken the next
 //! ones gather, and leave together when one frees. Each event's callers are
 //! answered as soon as its own call is, not after the batch's slowest
-//! event. No caller waits for an answer longer than Redis's response
-//! timeout, gathered or not ([`WAIT`]); one that the gatherer cannot take
-//! (its backlog full, or stopped) goes to Redis alone.
+//! event. A gathered caller waits for its answer at most Redis's response
+//! timeout ([`WAIT`]), however many batches are ahead of it; one that the
+//! gatherer cannot take (its backlog full, or stopped) or drops unanswered
+//! (stopped meanwhile) goes to Redis alone.
 
 use crate::inventory::{Inventory, InventoryError, Lookup, Wanted};
 use flashgrid_wire::{EventId, ReservationId};
@@ -83,11 +84,7 @@ impl Lookups {
         sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
-        let wanted = Wanted {
-            event: event.clone(),
-            sale,
-            id: *id,
-        };
+        let wanted = Wanted::new(event, sale, id);
         let (reply, answer) = oneshot::channel();
         if self.tx.try_send(Ask { wanted, reply }).is_err() {
             return self.inventory.lookup(event, sale, id).await;

@@ -172,6 +172,16 @@ pub struct Wanted {
     pub id: ReservationId,
 }
 
+impl Wanted {
+    pub fn new(event: &EventId, sale: u32, id: &ReservationId) -> Self {
+        Self {
+            event: event.clone(),
+            sale,
+            id: *id,
+        }
+    }
+}
+
 /// What Redis knows of one reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
@@ -628,14 +638,10 @@ impl Inventory {
         sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
-        self.lookup_many(&[Wanted {
-            event: event.clone(),
-            sale,
-            id: *id,
-        }])
-        .await
-        .pop()
-        .expect("one answer a reservation")
+        self.lookup_many(&[Wanted::new(event, sale, id)])
+            .await
+            .pop()
+            .expect("one answer a reservation")
     }
 
     /// [`Inventory::lookup`] of many reservations at once: one pipeline of
