@@ -1,8 +1,10 @@
 //! Pub/sub between workers and gateways over Redis: sold-out announcements,
-//! event changes and decided reservations (to wake long-polls). Workers send
-//! one message per batch, never one per reservation.
+//! event changes, decided reservations (to wake long-polls) and what
+//! PostgreSQL held at each commit (every worker's floor). Workers send one
+//! message per batch, never one per reservation.
 
 use crate::backoff::Backoff;
+use crate::inventory::Floor;
 use crate::names::Namespace;
 use crate::store::Store;
 use flashgrid_wire::{DaemonKind, DaemonView, EventId, ReservationId};
@@ -20,6 +22,9 @@ pub enum Notice {
     EventChanged(EventId),
     /// These reservations of the event were decided and committed.
     Decided(EventId, Vec<ReservationId>),
+    /// What PostgreSQL held of the event after a worker's commit: every
+    /// worker raises its floor to it (see `Decider::follow_floors`).
+    Floor(EventId, Floor),
     /// A worker's decisions since its last report (sent per interval).
     Stats(WorkerReport),
     /// A gateway's or worker's own figures and the nodes it reaches (sent
@@ -49,6 +54,7 @@ impl Notice {
         match self {
             Notice::SoldOut(e) => format!("soldout {e}"),
             Notice::EventChanged(e) => format!("event {e}"),
+            Notice::Floor(e, f) => format!("floor {e} {} {} {}", f.sale, f.max_stock, f.released),
             Notice::Stats(r) => format!(
                 "stats {} {} {} {} {} {}",
                 r.confirmed, r.rejected, r.written, r.revoked, r.handed_back, r.expired
@@ -106,6 +112,22 @@ impl Notice {
         let event = EventId::parse(words.next()?).ok()?;
         match kind {
             "soldout" => Some(Notice::SoldOut(event)),
+            "floor" => {
+                let floor = Floor {
+                    sale: words.next()?.parse().ok()?,
+                    max_stock: words.next()?.parse().ok()?,
+                    released: words.next()?.parse().ok()?,
+                };
+                // Capacity less confirmed seats, each a u32: nothing else is
+                // a floor PostgreSQL could have held.
+                if floor.max_stock.unsigned_abs() > u64::from(u32::MAX) {
+                    return None;
+                }
+                words
+                    .next()
+                    .is_none()
+                    .then_some(Notice::Floor(event, floor))
+            }
             "event" => Some(Notice::EventChanged(event)),
             "decided" => Some(Notice::Decided(
                 event,
@@ -247,6 +269,14 @@ mod tests {
                 vec![ReservationId::random(), ReservationId::random()],
             ),
             Notice::Decided(e.clone(), vec![]),
+            Notice::Floor(
+                e.clone(),
+                Floor {
+                    sale: 2,
+                    max_stock: -3,
+                    released: 7,
+                },
+            ),
             Notice::Stats(WorkerReport {
                 confirmed: 3,
                 rejected: 40,
@@ -278,6 +308,10 @@ mod tests {
         }
         assert_eq!(Notice::parse("soldout"), None);
         assert_eq!(Notice::parse("decided e x"), None);
+        assert_eq!(Notice::parse("floor e 1 2"), None);
+        assert_eq!(Notice::parse("floor e 1 x 3"), None);
+        assert_eq!(Notice::parse("floor e 1 2 3 4"), None);
+        assert_eq!(Notice::parse("floor e 1 -9223372036854775808 3"), None);
         assert_eq!(Notice::parse("what e"), None);
         assert_eq!(Notice::parse("daemon {not json"), None);
         assert_eq!(Notice::parse("left robot r-1"), None);

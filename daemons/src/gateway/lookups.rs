@@ -14,7 +14,7 @@
 //! gatherer cannot take (its backlog full, or stopped) or drops unanswered
 //! (stopped meanwhile) goes to Redis alone.
 
-use crate::inventory::{Inventory, InventoryError, Lookup, Wanted};
+use crate::inventory::{Inventory, InventoryError, Lookup, Sought};
 use flashgrid_wire::{EventId, ReservationId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,10 +37,13 @@ const IN_FLIGHT: usize = 2;
 /// Redis is away).
 pub const WAIT: Duration = crate::store::RESPONSE_TIMEOUT;
 
+type Reply = oneshot::Sender<Result<Lookup, InventoryError>>;
+
 #[derive(Debug)]
 struct Ask {
-    wanted: Wanted,
-    reply: oneshot::Sender<Result<Lookup, InventoryError>>,
+    event: EventId,
+    sought: Sought,
+    reply: Reply,
 }
 
 /// Lookups gathered, and batches sent, since the start.
@@ -84,9 +87,13 @@ impl Lookups {
         sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
-        let wanted = Wanted::new(event, sale, id);
         let (reply, answer) = oneshot::channel();
-        if self.tx.try_send(Ask { wanted, reply }).is_err() {
+        let ask = Ask {
+            event: event.clone(),
+            sought: (sale, *id),
+            reply,
+        };
+        if self.tx.try_send(ask).is_err() {
             return self.inventory.lookup(event, sale, id).await;
         }
         match tokio::time::timeout(WAIT, answer).await {
@@ -161,21 +168,30 @@ async fn gather(
 
 /// Answers a batch, each event's callers as soon as its call returns.
 async fn answer(inventory: &Inventory, batch: Vec<Ask>) {
-    let mut events: Vec<(EventId, Vec<Ask>)> = Vec::with_capacity(1);
-    for ask in batch {
-        match events.iter_mut().find(|(e, _)| *e == ask.wanted.event) {
-            Some((_, asks)) => asks.push(ask),
-            None => events.push((ask.wanted.event.clone(), vec![ask])),
+    // The events in the order they first appear; nearly always one.
+    let mut events: Vec<(EventId, Vec<Sought>, Vec<Reply>)> = Vec::with_capacity(1);
+    for Ask {
+        event,
+        sought,
+        reply,
+    } in batch
+    {
+        match events.iter_mut().find(|(e, _, _)| *e == event) {
+            Some((_, s, r)) => {
+                s.push(sought);
+                r.push(reply);
+            }
+            None => events.push((event, vec![sought], vec![reply])),
         }
     }
-    let calls = events.into_iter().map(|(_, asks)| async move {
-        let (wanted, replies): (Vec<Wanted>, Vec<_>) =
-            asks.into_iter().map(|a| (a.wanted, a.reply)).unzip();
-        let answers = inventory.lookup_many(&wanted).await;
-        for (reply, looked) in replies.into_iter().zip(answers) {
-            // The buyer may have gone meanwhile.
-            let _ = reply.send(looked);
-        }
-    });
+    let calls = events
+        .into_iter()
+        .map(|(event, sought, replies)| async move {
+            let answers = inventory.lookup_many(&event, &sought).await;
+            for (reply, looked) in replies.into_iter().zip(answers) {
+                // The buyer may have gone meanwhile.
+                let _ = reply.send(looked);
+            }
+        });
     futures::future::join_all(calls).await;
 }

@@ -89,6 +89,8 @@ impl Refresh {
                 self.peers.heard(*view, std::time::Instant::now());
             }
             Received::Notice(Notice::Left(kind, id)) => self.peers.left(kind, &id),
+            // The workers' own.
+            Received::Notice(Notice::Floor(..)) => {}
             Received::Notice(Notice::EventChanged(e)) => {
                 let this = self.clone();
                 tokio::spawn(async move {

@@ -48,7 +48,8 @@ pub struct Ask<'a> {
 }
 
 /// The most seats an event's Redis state may claim are left, from what
-/// PostgreSQL held at the worker's last commit or snapshot of it: seats
+/// PostgreSQL held at the last commit or snapshot of it the worker made or
+/// heard of (`Notice::Floor`): seats
 /// confirmed there are never offered again. A state above it is behind
 /// PostgreSQL and is rebuilt (`decide.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,9 @@ impl Floor {
     /// sale, more seats released, or else fewer seats left (taken seats
     /// only grow between two releases).
     pub fn supersedes(&self, old: &Floor) -> bool {
-        (self.sale, self.released, -self.max_stock) > (old.sale, old.released, -old.max_stock)
+        use std::cmp::Reverse;
+        (self.sale, self.released, Reverse(self.max_stock))
+            > (old.sale, old.released, Reverse(old.max_stock))
     }
 }
 
@@ -163,24 +166,9 @@ impl Decided {
     }
 }
 
-/// A reservation to look up ([`Inventory::lookup_many`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    pub event: EventId,
-    /// The sale generation its outcome is recorded under.
-    pub sale: u32,
-    pub id: ReservationId,
-}
-
-impl Wanted {
-    pub fn new(event: &EventId, sale: u32, id: &ReservationId) -> Self {
-        Self {
-            event: event.clone(),
-            sale,
-            id: *id,
-        }
-    }
-}
+/// A reservation of an event to look up ([`Inventory::lookup_many`]): the
+/// sale generation its outcome is recorded under, and its id.
+pub type Sought = (u32, ReservationId);
 
 /// What Redis knows of one reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,64 +626,44 @@ impl Inventory {
         sale: u32,
         id: &ReservationId,
     ) -> Result<Lookup, InventoryError> {
-        self.lookup_many(&[Wanted::new(event, sale, id)])
+        self.lookup_many(event, &[(sale, *id)])
             .await
             .pop()
             .expect("one answer a reservation")
     }
 
-    /// [`Inventory::lookup`] of many reservations at once: one pipeline of
-    /// two commands an event whatever the number of its reservations (a
-    /// third, a second round trip, where one holds a tentative rejection),
-    /// the events' calls under way together (a cluster pipeline is of one
-    /// slot, and an event's keys are all in its slot). An answer each, in
-    /// order; a failure fails only the reservations it concerns (an event's
-    /// call, an outcome FlashGrid cannot read, a tentative rejection that
-    /// could not be resolved).
-    pub async fn lookup_many(&self, wanted: &[Wanted]) -> Vec<Result<Lookup, InventoryError>> {
-        // The events in the order they first appear; nearly always one.
-        let mut events: Vec<(&EventId, Vec<usize>)> = Vec::with_capacity(1);
-        for (i, w) in wanted.iter().enumerate() {
-            match events.iter_mut().find(|(e, _)| *e == &w.event) {
-                Some((_, at)) => at.push(i),
-                None => events.push((&w.event, vec![i])),
-            }
+    /// [`Inventory::lookup`] of many reservations of one event at once: one
+    /// pipeline of two commands whatever their number (a third, a second
+    /// round trip, where one holds a tentative rejection; a cluster
+    /// pipeline is of one slot, and an event's keys are all in its slot).
+    /// An answer each, in order; a failure fails only the reservations it
+    /// concerns (the call, an outcome FlashGrid cannot read, a tentative
+    /// rejection that could not be resolved).
+    pub async fn lookup_many(
+        &self,
+        event: &EventId,
+        wanted: &[Sought],
+    ) -> Vec<Result<Lookup, InventoryError>> {
+        match self.lookup_event(event, wanted).await {
+            Ok(answers) => answers,
+            Err(e) => vec![Err(e); wanted.len()],
         }
-        let calls = events.iter().map(|(event, at)| async move {
-            let asked: Vec<&Wanted> = at.iter().map(|&i| &wanted[i]).collect();
-            match self.lookup_event(event, &asked).await {
-                Ok(answers) => answers,
-                Err(e) => vec![Err(e); at.len()],
-            }
-        });
-        let mut answers: Vec<Option<Result<Lookup, InventoryError>>> =
-            (0..wanted.len()).map(|_| None).collect();
-        for ((_, at), answered) in events.iter().zip(futures::future::join_all(calls).await) {
-            for (&i, a) in at.iter().zip(answered) {
-                answers[i] = Some(a);
-            }
-        }
-        answers
-            .into_iter()
-            .map(|a| a.expect("every reservation answered"))
-            .collect()
     }
 
-    /// [`Inventory::lookup_many`] of one event's reservations.
     async fn lookup_event(
         &self,
         event: &EventId,
-        wanted: &[&Wanted],
+        wanted: &[Sought],
     ) -> Result<Vec<Result<Lookup, InventoryError>>, InventoryError> {
         let k = self.keys(event);
         let mut pipe = redis::pipe();
         let hmget = pipe.cmd("HMGET").arg(&k.won).arg(SENTINEL);
-        for w in wanted {
-            hmget.arg(w.id.0.to_string());
+        for (_, id) in wanted {
+            hmget.arg(id.0.to_string());
         }
         let mget = pipe.cmd("MGET");
-        for w in wanted {
-            mget.arg(k.outcome(w.sale, &w.id));
+        for (sale, id) in wanted {
+            mget.arg(k.outcome(*sale, id));
         }
         let mut conn = self.conn.clone();
         let (won, other): (Vec<Option<String>>, Vec<Option<String>>) =

@@ -20,8 +20,9 @@
 -- ARGV[4]  time to live of a rejection (seconds)
 -- ARGV[5]  the floor's sale generation (0: no floor known)
 -- ARGV[6]  the floor: the most seats that can be left in that sale, as of
---          the worker's last commit or snapshot (capacity − PostgreSQL's
---          confirmed seats; those only grow within a sale)
+--          the last commit or snapshot the worker made or heard of
+--          (capacity − PostgreSQL's confirmed seats; those only grow
+--          within a sale)
 -- ARGV[7..9] the mark the worker last saw of this state (sale generation,
 --          epoch, sequence; 0 0 0: none seen), see "Marks" below
 -- ARGV[10] the epoch the batch's earlier calls for this event were decided

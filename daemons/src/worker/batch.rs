@@ -104,8 +104,9 @@ pub struct Decider {
     /// the same one, the Redis state is behind PostgreSQL for good (restored
     /// from an older copy, a reset Redis missed) and is rebuilt.
     fenced: Arc<Mutex<HashMap<EventId, i32>>>,
-    /// What PostgreSQL held of each event at this worker's last commit or
-    /// snapshot: a Redis state claiming more seats left is behind (a copy
+    /// What PostgreSQL held of each event at the last commit or snapshot
+    /// this worker made or heard of (`Notice::Floor`, from every worker): a
+    /// Redis state claiming more seats left is behind (a copy
     /// restored from before, a lagging replica promoted) and is rebuilt
     /// before it decides anything.
     floors: Arc<Mutex<HashMap<EventId, Floor>>>,
@@ -475,10 +476,10 @@ impl Decider {
         let Some(snap) = db::snapshot(&self.pool, event).await? else {
             return Ok(());
         };
-        self.raise_floor(
-            event,
+        self.held([(
+            event.clone(),
             Floor::of(snap.sale, snap.seats(), snap.released_seats),
-        );
+        )]);
         if let Some(stock) = self.inventory.restock(event, &snap).await? {
             // Above whatever was seen before (a snapshot moves the epoch on).
             let rebuilt = Mark {
@@ -499,19 +500,23 @@ impl Decider {
     /// into it: after a sell-out none comes, and the state would keep its
     /// stale entries for good. Returns how many were rebuilt.
     pub async fn audit(&self) -> usize {
-        let mut known: HashMap<EventId, (Option<Floor>, Option<Mark>)> = HashMap::new();
-        for (e, f) in self.floors.lock().expect("floors").iter() {
-            known.entry(e.clone()).or_default().0 = Some(*f);
-        }
-        for (e, m) in self.marks.lock().expect("marks").iter() {
-            known.entry(e.clone()).or_default().1 = Some(*m);
-        }
+        let mut known: HashSet<EventId> = self
+            .floors
+            .lock()
+            .expect("floors")
+            .keys()
+            .cloned()
+            .collect();
+        known.extend(self.marks.lock().expect("marks").keys().cloned());
         let mut rebuilt = 0;
-        for (event, (floor, mark)) in known {
+        for event in known {
             // Redis away: the next audit looks again.
             let Ok((Some(stock), sale, now)) = self.inventory.state_of(&event).await else {
                 continue;
             };
+            // Read after the state: a floor or mark raised meanwhile (a
+            // release heard, a rebuild) is the one to compare with.
+            let (floor, mark) = (self.floor(&event), self.mark(&event));
             let behind = floor.is_some_and(|f| sale == Some(f.sale) && stock > f.max_stock)
                 || mark.zip(now).is_some_and(|(m, now)| now < m);
             if behind {
@@ -524,6 +529,50 @@ impl Decider {
             }
         }
         rebuilt
+    }
+
+    /// Follows the floors other workers publish after their commits
+    /// (`Notice::Floor`) until `stop`: a worker's own commits tell it only
+    /// of PostgreSQL up to its last one, and one that committed little of
+    /// an event since a copy was taken would decide in the copy restored.
+    /// A notice missed (Redis away, resubscribing) leaves PostgreSQL's
+    /// guard as the last line, as before.
+    pub async fn follow_floors(&self, nodes: Vec<redis::Client>, stop: CancellationToken) {
+        let ns = self.inventory.namespace().clone();
+        notify::listen(nodes, ns, stop, |received| {
+            if let notify::Received::Notice(Notice::Floor(event, floor)) = received {
+                self.raise_floor(&event, floor);
+            }
+        })
+        .await;
+    }
+
+    /// Raises the floors of `held` (what a commit or a snapshot read) here,
+    /// and tells the other workers, without waiting on Redis.
+    fn held(&self, held: impl IntoIterator<Item = (EventId, Floor)>) {
+        let mut told = Vec::new();
+        for (event, floor) in held {
+            self.raise_floor(&event, floor);
+            told.push(Notice::Floor(event, floor));
+        }
+        if told.is_empty() {
+            return;
+        }
+        let (conn, ns) = (
+            self.inventory.connection(),
+            self.inventory.namespace().clone(),
+        );
+        tokio::spawn(async move {
+            for notice in told {
+                notify::publish(&conn, &ns, &notice).await;
+            }
+        });
+    }
+
+    /// The floor this worker decides `event` against (its own commits and
+    /// snapshots, and the other workers' it heard of).
+    pub fn floor_of(&self, event: &EventId) -> Option<Floor> {
+        self.floor(event)
     }
 
     fn floor(&self, event: &EventId) -> Option<Floor> {
@@ -582,9 +631,11 @@ impl Decider {
         let mut report = BatchReport::default();
         let committed = db::commit_winners(&self.pool, &winners).await;
         if let Ok(done) = &committed {
-            for (event, held) in &done.held {
-                self.raise_floor(event, Floor::of(held.sale, held.seats, held.released));
-            }
+            self.held(
+                done.held
+                    .iter()
+                    .map(|(e, h)| (e.clone(), Floor::of(h.sale, h.seats, h.released))),
+            );
         }
         match committed {
             // What the other events wrote is kept (idempotent): the retry

@@ -76,6 +76,12 @@ pub async fn serve(
         reporting.clone(),
     ));
     let decider = Decider::new(connected.pool, inventory.clone());
+    // Every worker's commits raise this one's floors (`Notice::Floor`).
+    let floors = tokio::spawn({
+        let (decider, stop) = (decider.clone(), reporting.clone());
+        let nodes = connected.redis_subscribe;
+        async move { decider.follow_floors(nodes, stop).await }
+    });
     let reporter = tokio::spawn(report::report(
         unreported.clone(),
         report::Me {
@@ -158,6 +164,7 @@ pub async fn serve(
     reporting.cancel();
     let _ = reporter.await;
     let _ = auditor.await;
+    let _ = floors.await;
     let _ = prober.await;
     let _ = sweeper.await;
     tracing::info!("worker stopped");

@@ -1,12 +1,12 @@
 //! Lookups gathered into one round trip (`gateway::lookups`,
 //! `Inventory::lookup_many`) answer each reservation as a lookup of its own
-//! would: winners, rejections, pending markers and unknown ids of several
-//! events mixed in one batch, a value FlashGrid cannot read failing only
-//! its own reservation.
+//! would: winners, rejections, pending markers and unknown ids, of several
+//! events mixed in the gatherer's batches, a value FlashGrid cannot read
+//! failing only its own reservation.
 
 use crate::helpers::TestStack;
 use flashgrid::gateway::lookups::Lookups;
-use flashgrid::inventory::{Inventory, Lookup, Wanted};
+use flashgrid::inventory::{Inventory, Lookup};
 use flashgrid::queue::Queued;
 use flashgrid_wire::sale::Outcome;
 use flashgrid_wire::{EventId, Quantity, ReservationId, Status, UserId};
@@ -70,18 +70,13 @@ async fn lookups_gathered_answer_each_reservation_as_alone() {
         .await
         .unwrap();
 
-    let wanted = |event: &EventId, id: ReservationId| Wanted {
-        event: event.clone(),
-        sale: 1,
-        id,
-    };
-    let asked = vec![
-        wanted(&gathered_event, decided[0].id),
-        wanted(&untouched, ReservationId::random()),
-        wanted(&gathered_event, pending),
-        wanted(&gathered_event, garbled),
-        wanted(&gathered_event, decided[1].id),
-        wanted(&gathered_event, ReservationId::random()),
+    let asked = [
+        (gathered_event.clone(), decided[0].id),
+        (untouched.clone(), ReservationId::random()),
+        (gathered_event.clone(), pending),
+        (gathered_event.clone(), garbled),
+        (gathered_event.clone(), decided[1].id),
+        (gathered_event.clone(), ReservationId::random()),
     ];
     let expected = vec![
         Some((Some(Status::Confirmed), true)),
@@ -91,7 +86,34 @@ async fn lookups_gathered_answer_each_reservation_as_alone() {
         Some((Some(Status::Rejected), true)),
         Some((None, true)),
     ];
-    let together = inv.lookup_many(&asked).await;
+    // Each event's reservations in one call, answered back in the order
+    // asked.
+    let of = |event: &EventId| -> Vec<(u32, ReservationId)> {
+        asked
+            .iter()
+            .filter(|(e, _)| e == event)
+            .map(|(_, id)| (1, *id))
+            .collect()
+    };
+    let mut in_gathered = inv
+        .lookup_many(&gathered_event, &of(&gathered_event))
+        .await
+        .into_iter();
+    let mut in_untouched = inv
+        .lookup_many(&untouched, &of(&untouched))
+        .await
+        .into_iter();
+    let together: Vec<_> = asked
+        .iter()
+        .map(|(e, _)| {
+            let answers = if *e == gathered_event {
+                &mut in_gathered
+            } else {
+                &mut in_untouched
+            };
+            answers.next().expect("an answer a reservation")
+        })
+        .collect();
     assert_eq!(together.iter().map(said).collect::<Vec<_>>(), expected);
     // The committed seat makes the rejection certain as it is read (Redis
     // keeps it tentative).
@@ -107,11 +129,11 @@ async fn lookups_gathered_answer_each_reservation_as_alone() {
     );
     let loser = together[4].as_ref().unwrap().outcome.as_ref().unwrap();
     assert!(!loser.is_tentative(), "{loser:?}");
-    for (w, t) in asked.iter().zip(&together) {
-        let alone = inv.lookup(&w.event, w.sale, &w.id).await;
+    for ((event, id), t) in asked.iter().zip(&together) {
+        let alone = inv.lookup(event, 1, id).await;
         match (&alone, t) {
-            (Ok(a), Ok(t)) => assert_eq!(a, t, "{w:?} alone and together"),
-            (a, t) => assert_eq!(said(a), said(t), "{w:?} alone and together"),
+            (Ok(a), Ok(t)) => assert_eq!(a, t, "{id:?} alone and together"),
+            (a, t) => assert_eq!(said(a), said(t), "{id:?} alone and together"),
         }
     }
 
@@ -121,8 +143,8 @@ async fn lookups_gathered_answer_each_reservation_as_alone() {
     let (lookups, gatherer) = Lookups::start(inv.clone(), stop.clone());
     let calls = (0..2_000).map(|n| {
         let lookups = lookups.clone();
-        let w = asked[n % asked.len()].clone();
-        async move { (n, lookups.lookup(&w.event, w.sale, &w.id).await) }
+        let (event, id) = asked[n % asked.len()].clone();
+        async move { (n, lookups.lookup(&event, 1, &id).await) }
     });
     for (n, got) in futures::future::join_all(calls).await {
         assert_eq!(said(&got), expected[n % asked.len()], "call {n}");

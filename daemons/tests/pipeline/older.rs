@@ -165,3 +165,77 @@ async fn a_later_part_refuses_a_state_rebuilt_since_the_first() {
         .unwrap();
     assert!(again.epoch() > first.epoch());
 }
+
+/// Two workers, and a copy restored behind what the *other* one committed:
+/// worker `a` committed early and then nothing, `b` sold most of the seats
+/// after the copy was taken. By `a`'s own last commit the copy claims no
+/// more seats left than PostgreSQL allows; by PostgreSQL now it claims three
+/// too many. `b` publishes what PostgreSQL held at its commit, `a` raises
+/// its floor to it, and rebuilds the state instead of selling those seats
+/// again and having PostgreSQL's guard revoke them
+/// (`faults::redis_restore_older_x2` failed so, `revoked` 2 and 5, when one
+/// worker had committed little of the event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_behind_another_workers_commits_is_rebuilt_before_deciding() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("others", 6).await;
+    let (a, b) = (stack.decider().await, stack.decider().await);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (target, conn) = flashgrid::services::redis(&stack.services()).await.unwrap();
+    let nodes = target.subscribe_clients().unwrap();
+    let following = tokio::spawn({
+        let (a, stop) = (a.clone(), stop.clone());
+        async move { a.follow_floors(nodes, stop).await }
+    });
+    // Subscribed once it hears a notice: a floor of another event, sent
+    // until heard.
+    let probe = EventId::parse("probe").unwrap();
+    let heard = flashgrid::notify::Notice::Floor(
+        probe.clone(),
+        flashgrid::inventory::Floor {
+            sale: 1,
+            max_stock: 1,
+            released: 0,
+        },
+    );
+    crate::helpers::eventually(
+        "a to subscribe",
+        std::time::Duration::from_secs(10),
+        || async {
+            flashgrid::notify::publish(&conn, &stack.namespace(), &heard).await;
+            a.floor_of(&probe).map(|_| ())
+        },
+    )
+    .await;
+    a.process(&[purchase("others", "early")]).await.unwrap();
+    let before = copy(&stack, "others").await;
+    let sold: Vec<_> = (0..3)
+        .map(|i| purchase("others", &format!("b-{i}")))
+        .collect();
+    let report = b.process(&sold).await.unwrap();
+    assert_eq!(report.confirmed, 3);
+    assert_eq!(stack.db_counts("others").await, (4, 4, 4));
+    let event = EventId::parse("others").unwrap();
+    crate::helpers::eventually(
+        "a hears what b's commit left",
+        std::time::Duration::from_secs(10),
+        || async { (a.floor_of(&event).map(|f| f.max_stock) == Some(2)).then_some(()) },
+    )
+    .await;
+
+    put_back(&stack, &before).await;
+    let late: Vec<_> = (0..4)
+        .map(|i| purchase("others", &format!("a-{i}")))
+        .collect();
+    let report = a.process(&late).await.unwrap();
+    assert_eq!(
+        (report.confirmed, report.revoked),
+        (2, 0),
+        "the two seats left, nothing sold twice: {report:?}"
+    );
+    assert_eq!(stack.db_counts("others").await, (6, 6, 6));
+    assert_eq!(stack.db_revoked("others").await, 0);
+    stop.cancel();
+    following.await.unwrap();
+}

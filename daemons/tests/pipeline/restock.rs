@@ -141,8 +141,8 @@ async fn over_confirmations_are_revoked_and_counted() {
     stack.create_event("overconfirm", 5).await;
     // One sale first, so that the stock exists. Then, while no worker
     // runs, Redis is told there are 100 seats left and nine buyers queue;
-    // a worker that has not committed anything of the event yet (so it
-    // knows no floor to catch it: see
+    // a worker that has neither committed nor heard of a commit of the
+    // event yet (so it knows no floor to catch it: see
     // `a_stock_above_what_postgresql_holds_is_rebuilt_before_it_decides`)
     // decides them in one batch and confirms all nine in Redis.
     let first: flashgrid_wire::Accepted = stack.accepted("overconfirm", "first", 1, None).await;
@@ -285,9 +285,10 @@ async fn a_lost_users_hash_does_not_lift_the_per_user_limit() {
 
 /// Redis comes back older than PostgreSQL with its state whole (a copy
 /// restored from before, a lagging replica promoted): more seats left than
-/// PostgreSQL allows. A worker that committed since knows the floor, and
-/// rebuilds the state before deciding anything in it: nothing is handed out
-/// twice, nothing has to be revoked.
+/// PostgreSQL allows. A worker that committed since, or heard another
+/// worker's commit since (`Notice::Floor`), knows the floor, and rebuilds
+/// the state before deciding anything in it: nothing is handed out twice,
+/// nothing has to be revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_above_what_postgresql_holds_is_rebuilt_before_it_decides() {
     let stack = TestStack::spawn().await;
