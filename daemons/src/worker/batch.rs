@@ -571,11 +571,7 @@ impl Decider {
 
     /// The floor this worker decides `event` against (its own commits and
     /// snapshots, and the other workers' it heard of).
-    pub fn floor_of(&self, event: &EventId) -> Option<Floor> {
-        self.floor(event)
-    }
-
-    fn floor(&self, event: &EventId) -> Option<Floor> {
+    pub fn floor(&self, event: &EventId) -> Option<Floor> {
         self.floors.lock().expect("floors").get(event).copied()
     }
 

@@ -204,7 +204,7 @@ async fn a_copy_behind_another_workers_commits_is_rebuilt_before_deciding() {
         std::time::Duration::from_secs(10),
         || async {
             flashgrid::notify::publish(&conn, &stack.namespace(), &heard).await;
-            a.floor_of(&probe).map(|_| ())
+            a.floor(&probe).map(|_| ())
         },
     )
     .await;
@@ -220,7 +220,7 @@ async fn a_copy_behind_another_workers_commits_is_rebuilt_before_deciding() {
     crate::helpers::eventually(
         "a hears what b's commit left",
         std::time::Duration::from_secs(10),
-        || async { (a.floor_of(&event).map(|f| f.max_stock) == Some(2)).then_some(()) },
+        || async { (a.floor(&event).map(|f| f.max_stock) == Some(2)).then_some(()) },
     )
     .await;
 
