@@ -274,7 +274,7 @@ async fn purchase(
                 backoff.next_delay()
             }
             Ok((s, _, _)) => return (Answer::Refused(s.as_u16()), None, tally),
-            Err(()) => {
+            Err(_) => {
                 tally.transport += 1;
                 backoff.next_delay()
             }
@@ -317,21 +317,21 @@ async fn follow(
             }
             // 503: try again shortly.
             Ok(_) => {}
-            Err(()) => tally.transport += 1,
+            Err(_) => tally.transport += 1,
         }
         tokio::time::sleep(jitter(backoff.next_delay().min(Duration::from_millis(500)))).await;
     }
     None
 }
 
-/// Sends a request; the status, `Retry-After` and body, or `Err` on a
-/// transport error or timeout.
-async fn send(
+/// Sends a request; the status, `Retry-After` and body, or what went wrong
+/// on a transport error or timeout.
+pub(crate) async fn send(
     http: &Http,
     req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Option<Duration>, Bytes), ()> {
+) -> Result<(StatusCode, Option<Duration>, Bytes), String> {
     let exchange = async {
-        let resp = http.request(req).await.map_err(|_| ())?;
+        let resp = http.request(req).await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -339,12 +339,17 @@ async fn send(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
-        let body = resp.into_body().collect().await.map_err(|_| ())?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
         Ok((status, retry_after, body))
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or(Err(()))
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
 }
 
 /// A buyer's app waits 50 ms, doubling up to 1 s, between retries (the

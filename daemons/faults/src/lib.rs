@@ -489,25 +489,69 @@ async fn event_view(http: &buyers::Http, base: &str, event: &EventId) -> Option<
     get_json(http, format!("{base}/events/{event}")).await
 }
 
+/// How long the reads at the end retry a status URL that answers `503` or
+/// `429` (its gateway shedding a burst of reads: a client is told to retry)
+/// or not at all (a pooled connection its gateway closed meanwhile).
+const FINAL_READ_WINDOW: Duration = Duration::from_secs(30);
+
 /// Every accepted reservation's status, read once more at the end through
-/// its status URL (`http://host:port/events/…`, long-polled).
+/// its status URL (`http://host:port/events/…`, long-polled): its decision,
+/// or what the URL gave instead.
 async fn final_statuses(
     http: &buyers::Http,
     accepted: &[(ReservationId, String)],
-) -> HashMap<ReservationId, Option<Status>> {
+) -> HashMap<ReservationId, verdict::FinalRead> {
     use futures::StreamExt;
-    futures::stream::iter(accepted.iter().map(|(id, url)| async move {
-        // Long-polled: a decision may still be on its way (8 s at most,
-        // within the 10 s a read may take here).
-        let v: Option<flashgrid_wire::ReservationView> =
-            get_json(http, format!("{url}?wait_ms=8000")).await;
-        (*id, v.map(|v| v.status).filter(|s| *s != Status::Pending))
-    }))
+    let deadline = Instant::now() + FINAL_READ_WINDOW;
+    futures::stream::iter(
+        accepted
+            .iter()
+            .map(|(id, url)| async move { (*id, final_status(http, url, deadline).await) }),
+    )
     // Many at once: a run that lost hundreds (a sabotage) has each of
     // them wait out its 8 s (926 lost at 32 at a time took 4 minutes).
     .buffer_unordered(256)
     .collect()
     .await
+}
+
+/// One status URL read as a client would: told to retry, it retries (until
+/// `deadline`); anything else is its answer.
+async fn final_status(http: &buyers::Http, url: &str, deadline: Instant) -> verdict::FinalRead {
+    // Long-polled: a decision may still be on its way (8 s at most, within
+    // the 10 s a request may take here).
+    let uri = format!("{url}?wait_ms=8000");
+    loop {
+        let req = http::Request::get(&uri)
+            .body(http_body_util::Full::default())
+            .map_err(|e| format!("an invalid URL: {e}"))?;
+        let (wait, what) = match buyers::send(http, req).await {
+            Ok((http::StatusCode::OK, _, body)) => {
+                return match serde_json::from_slice::<flashgrid_wire::ReservationView>(&body) {
+                    Ok(v) if v.status != Status::Pending => Ok(v.status),
+                    Ok(_) => Err("pending after an 8 s long-poll".into()),
+                    Err(e) => Err(format!("a 200 that is no reservation: {e}")),
+                };
+            }
+            Ok((s, retry_after, _))
+                if s == http::StatusCode::SERVICE_UNAVAILABLE
+                    || s == http::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let wait = retry_after.unwrap_or(Duration::from_millis(200));
+                (wait.min(Duration::from_secs(1)), format!("{s}"))
+            }
+            Ok((s, _, body)) => {
+                return Err(format!("{s}: {}", String::from_utf8_lossy(&body)));
+            }
+            Err(e) => (Duration::from_millis(200), e),
+        };
+        if Instant::now() + wait >= deadline {
+            return Err(format!(
+                "still {what} at the end of the reads' {FINAL_READ_WINDOW:?}"
+            ));
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Whether every gateway's `/readyz` answers 200 before `limit`.

@@ -25,15 +25,18 @@ pub struct Facts<'a> {
     pub revoked: i64,
     /// `GET /events/{id}` at the end (`None`: it did not answer 200).
     pub view: Option<&'a EventView>,
-    /// The status URL of every accepted id, read again at the end (`None`:
-    /// no decision given).
-    pub statuses: &'a HashMap<ReservationId, Option<Status>>,
+    /// The status URL of every accepted id, read again at the end.
+    pub statuses: &'a HashMap<ReservationId, FinalRead>,
     /// Daemons the fault killed or broke that were not serving at the end.
     pub dead: &'a [String],
     /// Redis's state of the event at the end (`None`: it could not be read,
     /// which is itself a verdict).
     pub cache: Option<&'a Cache>,
 }
+
+/// A status URL read at the end: its decision, or what it gave instead
+/// (pending, an error, no answer).
+pub type FinalRead = Result<Status, String>;
 
 /// What Redis holds of one event, read at the end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -311,15 +314,18 @@ pub fn judge(f: &Facts<'_>) -> (Verdicts, Vec<String>) {
         .filter_map(|j| j.decided.as_ref().map(|d| (d.reservation_id, d.status)))
         .collect();
     for (id, status) in f.statuses {
-        let Some(s) = status else {
-            v.unanswered += 1;
-            if v.unanswered <= 5 {
-                why.push(format!(
-                    "unanswered: at the end the status URL of {id} gives no decision (its buyer heard {:?})",
-                    heard.get(id)
-                ));
+        let s = match status {
+            Ok(s) => s,
+            Err(gave) => {
+                v.unanswered += 1;
+                if v.unanswered <= 5 {
+                    why.push(format!(
+                        "unanswered: at the end the status URL of {id} gives no decision but {gave} (its buyer heard {:?})",
+                        heard.get(id)
+                    ));
+                }
+                continue;
             }
-            continue;
         };
         if let Some(h) = heard.get(id)
             && h != s

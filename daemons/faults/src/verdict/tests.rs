@@ -4,6 +4,14 @@ use super::*;
 use crate::buyers::Attempts;
 use flashgrid_wire::{PerUserLimit, Quantity, ReservationView, UserId};
 
+/// What the status URL gives at the end when it answers what the buyer heard.
+fn heard(j: &Journey) -> FinalRead {
+    j.decided
+        .as_ref()
+        .map(|d| d.status)
+        .ok_or_else(|| "pending after an 8 s long-poll".into())
+}
+
 fn event() -> EventId {
     EventId::parse("fx").unwrap()
 }
@@ -100,7 +108,7 @@ fn judge_with_cache(
 ) -> Verdicts {
     let statuses = journeys
         .iter()
-        .filter_map(|j| Some((*j.ids.first()?, j.decided.as_ref().map(|d| d.status))))
+        .filter_map(|j| Some((*j.ids.first()?, heard(j))))
         .collect();
     judge(&Facts {
         event: &event(),
@@ -125,12 +133,7 @@ fn an_exact_sale_passes() {
     assert!(v.passed(), "{v:?}");
     let statuses = j
         .iter()
-        .map(|j| {
-            (
-                *j.ids.first().unwrap(),
-                j.decided.as_ref().map(|d| d.status),
-            )
-        })
+        .map(|j| (*j.ids.first().unwrap(), heard(j)))
         .collect();
     let (v, why) = judge(&Facts {
         event: &event(),
@@ -279,12 +282,7 @@ fn an_event_view_that_does_not_answer_is_drift() {
     let (j, rows) = sale(10, 3);
     let statuses = j
         .iter()
-        .map(|j| {
-            (
-                *j.ids.first().unwrap(),
-                j.decided.as_ref().map(|d| d.status),
-            )
-        })
+        .map(|j| (*j.ids.first().unwrap(), heard(j)))
         .collect();
     let (v, why) = judge(&Facts {
         event: &event(),
@@ -380,16 +378,14 @@ fn each_fault_is_its_own_verdict() {
 
     // Unanswered: a decision the buyer heard is forgotten at the end.
     let (j, rows) = sale(10, 3);
-    let mut statuses: HashMap<ReservationId, Option<Status>> = j
+    let mut statuses: HashMap<ReservationId, FinalRead> = j
         .iter()
-        .map(|j| {
-            (
-                *j.ids.first().unwrap(),
-                j.decided.as_ref().map(|d| d.status),
-            )
-        })
+        .map(|j| (*j.ids.first().unwrap(), heard(j)))
         .collect();
-    statuses.insert(*j[5].ids.first().unwrap(), None);
+    statuses.insert(
+        *j[5].ids.first().unwrap(),
+        Err("still 503 Service Unavailable at the end of the reads' 30s".into()),
+    );
     let facts = Facts {
         event: &event(),
         capacity: 3,
@@ -403,8 +399,13 @@ fn each_fault_is_its_own_verdict() {
         dead: &[],
         cache: Some(&cache_of(&rows, 3)),
     };
-    let v = judge(&facts).0;
+    let (v, why) = judge(&facts);
     assert_eq!((v.unanswered, v.drift, v.flipped), (1, 0, 0));
+    assert!(
+        why.iter()
+            .any(|w| w.contains("gives no decision but still 503")),
+        "the report says what the URL gave: {why:?}"
+    );
 
     // Drift: told sold out (never a 202) but holding a seat.
     let (mut j, rows) = sale(10, 3);
@@ -588,15 +589,10 @@ fn redis_that_disagrees_with_postgresql_is_cache() {
 #[test]
 fn the_status_url_at_the_end_must_match_the_database() {
     let (j, rows) = sale(10, 3);
-    let judge_end = |id: ReservationId, status: Option<Status>| {
-        let mut statuses: HashMap<ReservationId, Option<Status>> = j
+    let judge_end = |id: ReservationId, status: FinalRead| {
+        let mut statuses: HashMap<ReservationId, FinalRead> = j
             .iter()
-            .map(|j| {
-                (
-                    *j.ids.first().unwrap(),
-                    j.decided.as_ref().map(|d| d.status),
-                )
-            })
+            .map(|j| (*j.ids.first().unwrap(), heard(j)))
             .collect();
         statuses.insert(id, status);
         judge(&Facts {
@@ -620,34 +616,33 @@ fn the_status_url_at_the_end_must_match_the_database() {
     };
     let winner = *j[0].ids.first().unwrap();
     let loser = *j[9].ids.first().unwrap();
-    assert_eq!(end(winner, Some(Status::Confirmed)), (0, 0, 0));
+    assert_eq!(end(winner, Ok(Status::Confirmed)), (0, 0, 0));
     assert_eq!(
-        end(winner, Some(Status::Rejected)),
+        end(winner, Ok(Status::Rejected)),
         (1, 1, 0),
         "a seat held, told confirmed, rejected at the end"
     );
-    assert_eq!(end(loser, Some(Status::Rejected)), (0, 0, 0));
+    assert_eq!(end(loser, Ok(Status::Rejected)), (0, 0, 0));
     assert_eq!(
-        end(loser, Some(Status::Confirmed)),
+        end(loser, Ok(Status::Confirmed)),
         (1, 1, 0),
         "told rejected, confirmed at the end, no row"
     );
-    assert_eq!(end(loser, None), (0, 0, 1), "a heard rejection forgotten");
+    assert_eq!(
+        end(loser, Err("pending after an 8 s long-poll".into())),
+        (0, 0, 1),
+        "a heard rejection forgotten"
+    );
 }
 
 #[test]
 fn an_end_status_that_disagrees_is_explained() {
     let (j, rows) = sale(10, 3);
-    let mut statuses: HashMap<ReservationId, Option<Status>> = j
+    let mut statuses: HashMap<ReservationId, FinalRead> = j
         .iter()
-        .map(|j| {
-            (
-                *j.ids.first().unwrap(),
-                j.decided.as_ref().map(|d| d.status),
-            )
-        })
+        .map(|j| (*j.ids.first().unwrap(), heard(j)))
         .collect();
-    statuses.insert(*j[9].ids.first().unwrap(), Some(Status::Confirmed));
+    statuses.insert(*j[9].ids.first().unwrap(), Ok(Status::Confirmed));
     let (v, why) = judge(&Facts {
         event: &event(),
         capacity: 3,
