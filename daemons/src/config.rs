@@ -153,7 +153,9 @@ pub struct GatewayConfig {
     #[arg(long, env = "FLASHGRID_MAX_BODY_BYTES", default_value = "16384")]
     pub max_body_bytes: usize,
 
-    /// A client must send its request headers within this many seconds.
+    /// A client must send its request headers within this many seconds; a
+    /// keep-alive connection idle this long is closed (hyper times the wait
+    /// for the next request's headers from the end of the last answer).
     #[arg(long, env = "FLASHGRID_HEADER_TIMEOUT", default_value = "5", value_parser = parse_secs)]
     pub header_timeout: Duration,
 
