@@ -494,11 +494,12 @@ impl Decider {
     }
 
     /// Rebuilds each event whose Redis state claims more seats left than
-    /// PostgreSQL allows, or is behind the mark this worker saw of it
+    /// PostgreSQL allows, is behind the mark this worker saw of it
     /// (`decide.lua`'s floor and mark checks: a copy restored from before,
-    /// a lagging replica promoted) without waiting for a purchase to run
-    /// into it: after a sell-out none comes, and the state would keep its
-    /// stale entries for good. Returns how many were rebuilt.
+    /// a lagging replica promoted), or is lost in all or part (a wipe, a
+    /// deleted hash), without waiting for a purchase to run into it: after
+    /// a sell-out none comes, and the state would keep its stale entries
+    /// (or miss its confirmations) for good. Returns how many were rebuilt.
     pub async fn audit(&self) -> usize {
         let mut known: HashSet<EventId> = self
             .floors
@@ -511,15 +512,22 @@ impl Decider {
         let mut rebuilt = 0;
         for event in known {
             // Redis away: the next audit looks again.
-            let Ok((Some(stock), sale, now)) = self.inventory.state_of(&event).await else {
+            let Ok((stock, sale, now)) = self.inventory.state_of(&event).await else {
                 continue;
             };
             // Read after the state: a floor or mark raised meanwhile (a
             // release heard, a rebuild) is the one to compare with.
             let (floor, mark) = (self.floor(&event), self.mark(&event));
-            let behind = floor.is_some_and(|f| sale == Some(f.sale) && stock > f.max_stock)
+            let behind = floor
+                .zip(stock)
+                .is_some_and(|(f, stock)| sale == Some(f.sale) && stock > f.max_stock)
                 || mark.zip(now).is_some_and(|(m, now)| now < m);
-            if behind {
+            // All or part of the state lost (the stock, or a sentinel of
+            // the won or users hash: no mark). The next decision would
+            // rebuild it, but once the sale sold out none may come, and
+            // every status read and keyed retry would ask PostgreSQL.
+            let lost = stock.is_none() || now.is_none();
+            if behind || lost {
                 match self.restock(&event).await {
                     Ok(()) => rebuilt += 1,
                     Err(e) => {

@@ -239,3 +239,45 @@ async fn a_copy_behind_another_workers_commits_is_rebuilt_before_deciding() {
     stop.cancel();
     following.await.unwrap();
 }
+
+/// All or part of a state lost after the last decision (its won hash, its
+/// users hash, or everything): once the sale sold out no decision may
+/// come to rebuild it, and every status read and keyed retry would ask
+/// PostgreSQL for good. The audit rebuilds it (the fault drills
+/// `redis-outcomes-lost` and `redis-wipe-sold-out` ended so once, the
+/// keys deleted after the last buyer: every seat sold missing from Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_lost_in_all_or_part_is_rebuilt_by_the_audit() {
+    let stack = TestStack::empty().await;
+    stack.start_gateway().await;
+    stack.create_event("partly", 2).await;
+    let a = stack.decider().await;
+    let sold = [purchase("partly", "x"), purchase("partly", "y")];
+    let (mut outcomes, epochs) = a.decide(&sold).await.unwrap();
+    a.commit(&sold, &mut outcomes, &epochs).await.unwrap();
+    a.settle(&sold, &outcomes).await.unwrap();
+    assert_eq!(a.audit().await, 0, "a whole state is left alone");
+
+    let k = stack.keys("partly");
+    let all = format!("{} {} {}", k.stock, k.users, k.won);
+    for lost in [&k.won, &k.users, &all] {
+        let mut redis = stack.redis().await;
+        let keys: Vec<&str> = lost.split(' ').collect();
+        let n: usize = redis.del(&keys).await.unwrap();
+        assert_eq!(n, keys.len(), "{lost} deleted");
+        assert_eq!(
+            a.audit().await,
+            1,
+            "the audit rebuilds a state missing {lost}"
+        );
+        for s in &sold {
+            let (entry, committed) = won(&stack, "partly", &s.id).await;
+            assert!(entry.unwrap().starts_with('c'), "{lost}: settled again");
+            assert_eq!(committed, Some(2));
+        }
+        let held: Option<i64> = redis.hget(&k.users, "x").await.unwrap();
+        assert_eq!(held, Some(1), "{lost}: x's seat counted again");
+        assert_eq!(a.audit().await, 0, "rebuilt whole");
+    }
+    assert_eq!(stack.db_counts("partly").await, (2, 2, 2));
+}
