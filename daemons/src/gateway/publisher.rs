@@ -65,6 +65,10 @@ enum Confirm {
 /// so a slow Redis costs each buyer at most this.
 const MARK_GRACE: Duration = Duration::from_millis(20);
 
+/// Reservations waiting for a slot, in full groups; beyond them a
+/// purchase is answered `503` (overloaded).
+const BACKLOG_GROUPS: usize = 128;
+
 /// Pending-marker writes under way at once per in-flight slot; beyond it a
 /// group goes unmarked (a stalled Redis must not pile up tasks).
 const MARKS_PER_SLOT: usize = 2;
@@ -187,8 +191,10 @@ impl Publisher {
         stats: Arc<Stats>,
     ) -> (Publisher, PublisherTasks) {
         // Bounded: beyond this many reservations waiting for a slot, shed load
-        // with 503 rather than grow memory without limit.
-        let (tx, rx) = mpsc::channel(cfg.group_max * cfg.inflight * 8);
+        // with 503 rather than grow memory without limit. Not in proportion
+        // to the slots: fewer of them gather more, and a flash crowd of
+        // 10,000 at once must fit (32,768 at the defaults).
+        let (tx, rx) = mpsc::channel(cfg.group_max * BACKLOG_GROUPS);
         let health = Arc::new(Health::default());
         let (chan_tx, chan_rx) = watch::channel(None);
         let broken = Arc::new(Notify::new());

@@ -323,7 +323,7 @@ impl Stack {
             header_timeout: Duration::from_secs(2),
             body_timeout: Duration::from_secs(2),
             group_max: 256,
-            publish_inflight: 16,
+            publish_inflight: 4,
             confirm_timeout: Duration::from_secs(5),
             max_connections: 16_384,
             max_connections_per_addr: None,
