@@ -259,11 +259,11 @@ async fn a_state_lost_in_all_or_part_is_rebuilt_by_the_audit() {
     assert_eq!(a.audit().await, 0, "a whole state is left alone");
 
     let k = stack.keys("partly");
-    let all = format!("{} {} {}", k.stock, k.users, k.won);
-    for lost in [&k.won, &k.users, &all] {
+    let all = [&k.stock, &k.users, &k.won];
+    for keys in [&[&k.won][..], &[&k.users], &all] {
+        let lost = format!("{keys:?}");
         let mut redis = stack.redis().await;
-        let keys: Vec<&str> = lost.split(' ').collect();
-        let n: usize = redis.del(&keys).await.unwrap();
+        let n: usize = redis.del(keys).await.unwrap();
         assert_eq!(n, keys.len(), "{lost} deleted");
         assert_eq!(
             a.audit().await,
